@@ -1,0 +1,3 @@
+from cbr_agent.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,236 @@
+"""Layered configuration: built-in defaults < config file < environment < command-line flags.
+
+Every key is declared once in :data:`KEYS` with its type, default and meaning; the README's table of
+keys is this table. Every key is also read from ``CBR_AGENT_<KEY>`` in upper case. A file with an
+unknown key, a wrong type or a bad value is refused with the file, the key and what is expected.
+Secrets (``sk``, ``token``, ``password``) come from a file or the environment, never from a flag.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from cbr_agent.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+ENV_PREFIX = "CBR_AGENT_"
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        text = str(value)
+        if text not in allowed:
+            raise ValueError("must be one of " + ", ".join(allowed))
+        return text
+
+    return check
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    doc: str
+    expected: str = "a string"
+    secret: bool = False
+
+
+KEYS: tuple[Key, ...] = (
+    # control plane
+    Key("endpoint", _text, None, "CBR endpoint URL; unset = embedded control plane in the state dir"),
+    Key("project_id", _text, "local", "IAM project id used in every API path"),
+    Key("ak", _text, None, "access key for AK/SK signing"),
+    Key("sk", _text, None, "secret key for AK/SK signing (file or environment only)", secret=True),
+    Key("token", _text, None, "IAM token sent as X-Auth-Token (file or environment only)", secret=True),
+    Key("credentials_file", _text, None, "TOML file holding ak/sk or token (written 0600)"),
+    Key("ca_bundle", _text, None, "CA bundle file for TLS verification of the endpoint"),
+    Key("tls_verify", _boolean, True, "verify the endpoint's TLS certificate", "true or false"),
+    Key("request_timeout", _positive_float, 30.0, "seconds before a control plane call times out",
+        "a number of seconds > 0"),
+    Key("heartbeat_interval", _positive_float, 60.0, "seconds between heartbeats (jittered)",
+        "a number of seconds > 0"),
+    Key("agent_type", _choice("native", "cloud"), "native", "agent type reported at registration",
+        "native or cloud"),
+    Key("host_nickname", _text, "", "host alias reported at registration"),
+    Key("agent_id", _text, None, "pin the agent id instead of the generated one"),
+    # local state and logging
+    Key("state_dir", _text, None, "state directory (default /var/lib/cbr-agent as root, "
+        "~/.local/share/cbr-agent otherwise)"),
+    Key("log_level", _choice("debug", "info", "warning", "error"), "info", "log level",
+        "debug, info, warning or error"),
+    Key("log_format", _choice("text", "json"), "text", "log line format", "text or json"),
+    # data plane
+    Key("repository", _text, None, "repository URL or path (default file://<state_dir>/repository)"),
+    Key("password", _text, None, "repository password (environment only: CBR_AGENT_PASSWORD)",
+        secret=True),
+    Key("password_file", _text, None, "file holding the repository password"),
+    Key("backup_schedule", _text, None, "when the daemon backs up: an interval like '6h' or a daily "
+        "time like 'daily 02:30'; unset = no scheduled backups"),
+    Key("one_file_system", _boolean, True, "stay on the file system of each backup path",
+        "true or false"),
+)
+
+KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in KEYS}
+#: secrets may come from a config file or the environment, never from a flag
+SECRET_KEYS = frozenset(k.name for k in KEYS if k.secret)
+
+
+def is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def default_config_file() -> Path:
+    if is_root():
+        return Path("/etc/cbr-agent/agent.toml")
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "cbr-agent" / "agent.toml"
+
+
+def default_state_dir() -> Path:
+    if is_root():
+        return Path("/var/lib/cbr-agent")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(base) / "cbr-agent"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration. Build it with :func:`load_settings`."""
+
+    config_file: Path
+    endpoint: str | None
+    project_id: str
+    ak: str | None
+    sk: str | None
+    token: str | None
+    credentials_file: str | None
+    ca_bundle: str | None
+    tls_verify: bool
+    request_timeout: float
+    heartbeat_interval: float
+    agent_type: str
+    host_nickname: str
+    agent_id: str | None
+    state_dir: Path
+    log_level: str
+    log_format: str
+    repository: str
+    password: str | None
+    password_file: str | None
+    backup_schedule: str | None
+    one_file_system: bool
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with every secret replaced, for ``status`` and logs."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_KEYS and value:
+                value = "***"
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _parse(key: Key, value: Any, origin: str) -> Any:
+    try:
+        return key.parse(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: key '{key.name}': {exc}; expected {key.expected}") from None
+
+
+def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
+    """Read and check one TOML file; an absent optional file is empty."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist",
+                              hint="create it or point --config elsewhere") from None
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        key = KEYS_BY_NAME.get(name)
+        if key is None:
+            raise ConfigError(f"{path}: unknown key '{name}'",
+                              hint="see the README's table of configuration keys")
+        values[name] = _parse(key, value, str(path))
+    return values
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key in KEYS:
+        env_name = ENV_PREFIX + key.name.upper()
+        if env_name in environ and environ[env_name] != "":
+            values[key.name] = _parse(key, environ[env_name], f"environment {env_name}")
+    return values
+
+
+def load_settings(
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve defaults < file < environment < ``overrides`` (the command-line flags).
+
+    ``overrides`` with a ``None`` value are ignored, so argparse defaults can be passed as they are.
+    """
+    env = os.environ if environ is None else environ
+    chosen = config_file or env.get(ENV_PREFIX + "CONFIG")
+    path = Path(chosen) if chosen else default_config_file()
+    values: dict[str, Any] = {k.name: k.default for k in KEYS}
+    values.update(read_config_file(path, required=bool(chosen)))
+    values.update(read_environment(env))
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if name in SECRET_KEYS:
+            raise ConfigError(f"'{name}' cannot be given on the command line",
+                              hint=f"use {ENV_PREFIX}{name.upper()} or a file")
+        values[name] = _parse(KEYS_BY_NAME[name], value, f"option --{name.replace('_', '-')}")
+    state_dir = Path(values["state_dir"]).expanduser() if values["state_dir"] else default_state_dir()
+    values["state_dir"] = state_dir.absolute()
+    if not values["repository"]:
+        values["repository"] = (state_dir / "repository").absolute().as_uri()
+    return Settings(config_file=path, **values)
