@@ -59,6 +59,38 @@ def _text(value: Any) -> str:
     return value
 
 
+def _url(value: Any) -> str:
+    text = _text(value).strip()
+    if not text.startswith(("http://", "https://")) or len(text) <= len("https://"):
+        raise ValueError(f"{text!r} is not an http:// or https:// URL")
+    return text.rstrip("/")
+
+
+def _project_id(value: Any) -> str:
+    text = _text(value).strip()
+    if not text or any(ch in text for ch in "/?#% \t"):
+        raise ValueError(f"{text!r} is not a project id")
+    return text
+
+
+def _uuid(value: Any) -> str:
+    import uuid
+
+    try:
+        return str(uuid.UUID(_text(value).strip()))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a UUID") from None
+
+
+def _schedule(value: Any) -> str:
+    # the grammar lives with the scheduler (stdlib only, imports nothing of the package)
+    from cbr_agent.agent.schedule import parse_schedule
+
+    text = _text(value).strip()
+    parse_schedule(text)
+    return text
+
+
 @dataclass(frozen=True)
 class Key:
     name: str
@@ -71,12 +103,19 @@ class Key:
 
 KEYS: tuple[Key, ...] = (
     # control plane
-    Key("endpoint", _text, None, "CBR endpoint URL; unset = embedded control plane in the state dir"),
-    Key("project_id", _text, "local", "IAM project id used in every API path"),
+    Key("endpoint", _url, None, "CBR endpoint URL; unset = embedded control plane in the state dir",
+        "an http:// or https:// URL"),
+    Key("project_id", _project_id, "local", "IAM project id used in every API path",
+        "a project id (no '/', '?', '#', '%' or spaces)"),
     Key("ak", _text, None, "access key for AK/SK signing"),
     Key("sk", _text, None, "secret key for AK/SK signing (file or environment only)", secret=True),
     Key("token", _text, None, "IAM token sent as X-Auth-Token (file or environment only)", secret=True),
-    Key("credentials_file", _text, None, "TOML file holding ak/sk or token (written 0600)"),
+    Key("security_token", _text, None, "X-Security-Token of temporary AK/SK credentials "
+        "(file or environment only)", secret=True),
+    Key("credentials_file", _text, None, "TOML file holding any of ak, sk, token, security_token "
+        "(written 0600 by 'register'); fills in what the config and environment leave unset"),
+    Key("sk_file", _text, None, "file whose content is the secret key (e.g. a systemd credential)"),
+    Key("token_file", _text, None, "file whose content is the IAM token"),
     Key("ca_bundle", _text, None, "CA bundle file for TLS verification of the endpoint"),
     Key("tls_verify", _boolean, True, "verify the endpoint's TLS certificate", "true or false"),
     Key("request_timeout", _positive_float, 30.0, "seconds before a control plane call times out",
@@ -86,7 +125,7 @@ KEYS: tuple[Key, ...] = (
     Key("agent_type", _choice("native", "cloud"), "native", "agent type reported at registration",
         "native or cloud"),
     Key("host_nickname", _text, "", "host alias reported at registration"),
-    Key("agent_id", _text, None, "pin the agent id instead of the generated one"),
+    Key("agent_id", _uuid, None, "pin the agent id instead of the generated one", "a UUID"),
     # local state and logging
     Key("state_dir", _text, None, "state directory (default /var/lib/cbr-agent as root, "
         "~/.local/share/cbr-agent otherwise)"),
@@ -98,8 +137,9 @@ KEYS: tuple[Key, ...] = (
     Key("password", _text, None, "repository password (environment only: CBR_AGENT_PASSWORD)",
         secret=True),
     Key("password_file", _text, None, "file holding the repository password"),
-    Key("backup_schedule", _text, None, "when the daemon backs up: an interval like '6h' or a daily "
-        "time like 'daily 02:30'; unset = no scheduled backups"),
+    Key("backup_schedule", _schedule, None, "when the daemon backs up: an interval like '6h' or a daily "
+        "time like 'daily 02:30'; unset = no scheduled backups",
+        "an interval like '30m', '6h', '1d' or 'daily HH:MM'"),
     Key("one_file_system", _boolean, True, "stay on the file system of each backup path",
         "true or false"),
 )
@@ -137,7 +177,10 @@ class Settings:
     ak: str | None
     sk: str | None
     token: str | None
+    security_token: str | None
     credentials_file: str | None
+    sk_file: str | None
+    token_file: str | None
     ca_bundle: str | None
     tls_verify: bool
     request_timeout: float
@@ -206,6 +249,61 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+#: what a credentials file may hold
+CREDENTIAL_KEYS = ("ak", "sk", "token", "security_token")
+
+
+def _read_secret_text(path: Path, key: str) -> str:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(f"key '{key}': file {path} does not exist",
+                          hint="create it or correct the setting") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"key '{key}': cannot read {path}: {reason}") from None
+    if not text:
+        raise ConfigError(f"key '{key}': file {path} is empty", hint="put the secret in it")
+    return text
+
+
+def read_credentials_file(path: Path) -> dict[str, str]:
+    """The ak/sk/token/security_token a credentials file holds (TOML, string values only)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"key 'credentials_file': file {path} does not exist",
+                          hint="create it or correct the setting") from None
+    except OSError as exc:
+        raise ConfigError(f"key 'credentials_file': cannot read {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"credentials file {path} is not valid TOML: {exc}") from None
+    out: dict[str, str] = {}
+    for name, value in data.items():
+        if name not in CREDENTIAL_KEYS:
+            raise ConfigError(f"{path}: unknown key '{name}'; expected only "
+                              + ", ".join(CREDENTIAL_KEYS))
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: key '{name}': expected a non-empty string")
+        out[name] = value
+    return out
+
+
+def _read_secret_files(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Secrets from sk_file/token_file/credentials_file, for what config and environment left unset."""
+    found: dict[str, Any] = {}
+    if values.get("sk_file") and not values.get("sk"):
+        found["sk"] = _read_secret_text(Path(values["sk_file"]).expanduser(), "sk_file")
+    if values.get("token_file") and not values.get("token"):
+        found["token"] = _read_secret_text(Path(values["token_file"]).expanduser(), "token_file")
+    if values.get("credentials_file"):
+        creds = read_credentials_file(Path(values["credentials_file"]).expanduser())
+        for name, value in creds.items():
+            if not values.get(name) and name not in found:
+                found[name] = value
+    return found
+
+
 def load_settings(
     *,
     config_file: str | os.PathLike[str] | None = None,
@@ -229,6 +327,7 @@ def load_settings(
             raise ConfigError(f"'{name}' cannot be given on the command line",
                               hint=f"use {ENV_PREFIX}{name.upper()} or a file")
         values[name] = _parse(KEYS_BY_NAME[name], value, f"option --{name.replace('_', '-')}")
+    values.update(_read_secret_files(values))
     state_dir = Path(values["state_dir"]).expanduser() if values["state_dir"] else default_state_dir()
     values["state_dir"] = state_dir.absolute()
     if not values["repository"]:

@@ -12,6 +12,7 @@ code in :mod:`cbr_agent.cli.exitcodes`; nothing else in the package knows about 
     │   ├── AuthError              401 / 403: credentials refused or project mismatch
     │   └── NotFoundError          404: unknown agent (or other object)
     ├── ControlPlaneUnavailable    no answer: connection refused, timeout, 5xx after retries
+    │   └── ApiUnavailable         429 / 5xx after retries: an ApiError too (status, error_code)
     ├── RepositoryError            the data plane: repository missing, damaged or unusable
     │   ├── RepositoryNotFound
     │   ├── RepositoryExists
@@ -94,6 +95,13 @@ class ControlPlaneUnavailable(CbrAgentError):
     """The control plane did not answer usefully: refused, timed out, or 5xx after retries."""
 
     hint = "check 'endpoint' and the network; the daemon keeps retrying on its own"
+
+
+class ApiUnavailable(ApiError, ControlPlaneUnavailable):
+    """The control plane answered 429 or 5xx (after the client's retries): an :class:`ApiError` with
+    its status and ``error_code``, and also "unavailable" for callers and exit codes."""
+
+    hint = "the control plane is overloaded or failing; try again later, the daemon retries on its own"
 
 
 class RepositoryError(CbrAgentError):

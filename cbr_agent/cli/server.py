@@ -1,9 +1,40 @@
-"""Placeholder: this command group is being built (see the open issues)."""
+"""``cbr-agent server``: run the control plane (the CBR agents API) over HTTP."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    return None
+    parser = subparsers.add_parser(
+        "server", parents=[common], help="run the control plane (CBR agents API) over HTTP",
+        description="Serve the CBR agents API from a SQLite database, authenticating callers with the "
+        "access keys and tokens of a credentials file (TOML: [[access_keys]] ak, sk, project_id and "
+        "[[tokens]] token, project_id; readable by its owner only). Stops cleanly on SIGTERM.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    parser.add_argument("--db", required=True, metavar="FILE", help="SQLite database (created if absent)")
+    parser.add_argument("--credentials", required=True, metavar="FILE", help="credentials TOML file")
+    parser.add_argument("--stale-after", type=float, default=180.0, metavar="SECONDS",
+                        help="report an agent 'abnormal' after this long without a heartbeat (default 180)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
+    parser.set_defaults(func=run_server)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    from cbr_agent.cli.context import settings_from_args
+    from cbr_agent.controlplane.server import ServerOptions, serve
+
+    settings_from_args(args)
+    return serve(ServerOptions(
+        host=args.host,
+        port=args.port,
+        db_path=Path(args.db),
+        credentials_path=Path(args.credentials),
+        stale_after=args.stale_after,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+    ))

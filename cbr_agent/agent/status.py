@@ -1,0 +1,92 @@
+"""``cbr-agent status``: what the state dir says, whether or not the daemon runs. No secrets, no network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cbr_agent.agent.connect import describe_endpoint
+from cbr_agent.agent.identity import peek_agent_id
+from cbr_agent.agent.state import load_agent_state, load_paths, paths_to_json, running_pid
+from cbr_agent.agent.statefile import CorruptStateFile
+from cbr_agent.config import Settings
+
+
+def collect_status(settings: Settings) -> dict[str, Any]:
+    state_dir = settings.state_dir
+    state = load_agent_state(state_dir)
+    agent_id = settings.agent_id or peek_agent_id(state_dir)
+    pid = running_pid(state_dir)
+    same_agent = state.get("agent_id") == agent_id
+    try:
+        cache = load_paths(state_dir)
+        cache_note = None
+    except CorruptStateFile as exc:
+        cache, cache_note = None, f"{exc}; the next sync rebuilds it"
+    paths = cache.paths if cache is not None and cache.agent_id == agent_id else ()
+    return {
+        "agent_id": agent_id,
+        "endpoint": describe_endpoint(settings),
+        "project_id": settings.project_id,
+        "config_file": str(settings.config_file),
+        "state_dir": str(state_dir),
+        "daemon": {"running": pid is not None, "pid": pid if pid and pid > 0 else None},
+        "registered": bool(same_agent and state.get("registered")),
+        "agent_status": state.get("agent_status") if same_agent else None,
+        "control_plane": state.get("control_plane") if pid else None,
+        "last_heartbeat": state.get("last_heartbeat") if same_agent else None,
+        "last_error": state.get("last_error") if same_agent else None,
+        "paths": paths_to_json(paths),
+        "paths_synced_at": cache.synced_at if cache is not None else None,
+        "paths_note": cache_note,
+        "backup_schedule": settings.backup_schedule,
+        "backup_running": bool(pid and state.get("backup_running")),
+        "last_backup": state.get("last_backup"),
+        "next_backup": state.get("next_backup") if pid and settings.backup_schedule else None,
+    }
+
+
+def print_status(report: dict[str, Any]) -> None:
+    daemon = report["daemon"]
+    rows = [
+        ("agent id", report["agent_id"] or "none yet (run 'cbr-agent register' or 'cbr-agent run')"),
+        ("daemon", f"running (pid {daemon['pid']})" if daemon["running"] else "not running"),
+        ("control plane", report["endpoint"] + (f" ({report['control_plane']})"
+                                               if report["control_plane"] else "")),
+        ("project", report["project_id"]),
+        ("registered", "yes" + (f", status {report['agent_status']}" if report["agent_status"] else "")
+         if report["registered"] else "no"),
+        ("last heartbeat", report["last_heartbeat"] or "never"),
+    ]
+    error = report["last_error"]
+    if error:
+        rows.append(("last error", f"{error.get('message')} (at {error.get('at')})"))
+    rows.append(("config file", report["config_file"]))
+    rows.append(("state dir", report["state_dir"]))
+    rows.append(("backup schedule", report["backup_schedule"] or "none (backups run on demand)"))
+    rows.append(("last backup", _describe_backup(report["last_backup"])))
+    if report["backup_running"]:
+        rows.append(("backup", "running now"))
+    if report["next_backup"]:
+        rows.append(("next backup", report["next_backup"]))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name + ':':<{width + 1}} {value}")
+    paths = report["paths"]
+    synced = f" (synced {report['paths_synced_at']})" if report["paths_synced_at"] else ""
+    print(f"paths{synced}:" if paths else "paths: none (add one with 'cbr-agent path add DIR')")
+    for path in paths:
+        excludes = f"  excluding {', '.join(path['excludes'])}" if path["excludes"] else ""
+        print(f"  {path['dir_path']}{excludes}")
+    if report["paths_note"]:
+        print(f"note: {report['paths_note']}")
+
+
+def _describe_backup(backup: dict[str, Any] | None) -> str:
+    if not backup:
+        return "never"
+    text = f"{backup.get('status')} at {backup.get('finished_at')}"
+    if backup.get("snapshot_id"):
+        text += f", snapshot {backup['snapshot_id']}"
+    if backup.get("error"):
+        text += f": {backup['error']}"
+    return text

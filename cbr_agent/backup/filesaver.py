@@ -1,0 +1,231 @@
+"""Reading one regular file: open without following links, chunk, hash, hand new chunks to the writer.
+
+File-side failures (the file vanished, cannot be read, changed type) raise :class:`FileProblem`, a
+per-file warning. Everything that comes from the repository (hashing, ``has_blob``, ``add``) is left
+to propagate: those errors stop the backup.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from cbr_agent.backup.blobpool import BlobPool
+
+#: holes are recorded as chunks of zeros of at most this size (restored as holes again)
+ZERO_CHUNK = 1024 * 1024
+#: chunks of files larger than this go to the blob pool (parallel compression within one file)
+POOL_THRESHOLD = 4 * 1024 * 1024
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_NOATIME = getattr(os, "O_NOATIME", 0)
+_SEEK_DATA = getattr(os, "SEEK_DATA", None)
+_SEEK_HOLE = getattr(os, "SEEK_HOLE", None)
+
+
+class FileProblem(Exception):
+    """A per-file problem (tier 1): the backup goes on without this file."""
+
+
+@dataclass
+class SavedFile:
+    content: list[str]
+    size: int
+    bytes_read: int
+    stat_before: os.stat_result
+    changed: bool
+
+
+def open_file(path: str) -> int:
+    """Open for reading without touching atime where allowed; never follows a symlink, never blocks."""
+    if _NOATIME:
+        try:
+            return os.open(path, _OPEN_FLAGS | _NOATIME)
+        except PermissionError:
+            pass  # O_NOATIME needs ownership or CAP_FOWNER: fall back
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+    return os.open(path, _OPEN_FLAGS)
+
+
+def describe(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "vanished during backup"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return exc.strerror or str(exc)
+
+
+class _RangeReader:
+    """``readinto`` over ``[pos, end)`` of a descriptor with pread (no shared file offset, no GIL)."""
+
+    def __init__(self, fd: int, pos: int, end: int | None) -> None:
+        self.fd, self.pos, self.end = fd, pos, end
+        self.total = 0
+
+    def readinto(self, buf: memoryview) -> int:
+        want = len(buf)
+        if self.end is not None:
+            want = min(want, self.end - self.pos)
+            if want <= 0:
+                return 0
+        view = buf if want == len(buf) else memoryview(buf)[:want]
+        n = os.preadv(self.fd, [view], self.pos)
+        self.pos += n
+        self.total += n
+        return n
+
+
+def _data_segments(fd: int, size: int) -> list[tuple[int, int, bool]]:
+    """``(start, end, is_data)`` covering the file, from SEEK_DATA/SEEK_HOLE."""
+    segments: list[tuple[int, int, bool]] = []
+    pos = 0
+    while pos < size:
+        try:
+            data = os.lseek(fd, pos, _SEEK_DATA)  # type: ignore[arg-type]
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole up to the end
+                data = size
+            else:
+                raise
+        data = min(data, size)
+        if data > pos:
+            segments.append((pos, data, False))
+        if data >= size:
+            break
+        hole = min(os.lseek(fd, data, _SEEK_HOLE), size)  # type: ignore[arg-type]
+        segments.append((data, hole, True))
+        pos = hole
+    return segments
+
+
+class FileSaver:
+    """Reads files and stores their chunks; one instance shared by the reader threads."""
+
+    def __init__(self, repo, writer, pool: BlobPool, *, should_stop: Callable[[], bool]) -> None:
+        self.repo = repo
+        self.writer = writer
+        self.pool = pool
+        self.should_stop = should_stop
+        params = repo.chunker
+        self.min_size = params.min_size
+        self._local_chunker = repo.new_chunker()
+        self._zero_ids: dict[int, str] = {}
+        self.blobs_new = 0
+
+    def _store(self, data: bytes, use_pool: bool) -> str:
+        blob_id = self.repo.blob_id(data)
+        if not self.repo.has_blob(blob_id):
+            if use_pool:
+                self.pool.submit(blob_id, data)
+            else:
+                self.writer.add(blob_id, data)
+        return blob_id.hex()
+
+    def _zero_chunks(self, length: int) -> Iterator[str]:
+        while length > 0:
+            n = min(length, ZERO_CHUNK)
+            hexid = self._zero_ids.get(n)
+            if hexid is None:
+                hexid = self._store(bytes(n), False)
+                self._zero_ids[n] = hexid
+            yield hexid
+            length -= n
+
+    def save(self, path: str, expect: os.stat_result) -> SavedFile:
+        try:
+            fd = open_file(path)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO):
+                raise FileProblem("changed type during backup") from None
+            raise FileProblem(describe(exc)) from None
+        try:
+            return self._save_fd(fd, expect)
+        finally:
+            os.close(fd)
+
+    def _save_fd(self, fd: int, expect: os.stat_result) -> SavedFile:
+        try:
+            before = os.fstat(fd)
+        except OSError as exc:
+            raise FileProblem(describe(exc)) from None
+        if not stat.S_ISREG(before.st_mode) or before.st_ino != expect.st_ino:
+            raise FileProblem("changed type during backup")
+        content: list[str] = []
+        if before.st_size <= self.min_size:
+            read = length = self._save_small(fd, before, content)
+        elif _SEEK_DATA is not None and before.st_blocks * 512 < before.st_size:
+            read, length = self._save_sparse(fd, before, content)
+        else:
+            read = length = self._save_stream(fd, 0, None, content, before.st_size > POOL_THRESHOLD)
+        try:
+            after = os.fstat(fd)
+        except OSError as exc:
+            raise FileProblem(describe(exc)) from None
+        changed = (
+            after.st_size != before.st_size
+            or after.st_mtime_ns != before.st_mtime_ns
+            or after.st_ctime_ns != before.st_ctime_ns
+        )
+        return SavedFile(content, length, read, before, changed)
+
+    def _read(self, fd: int, n: int, pos: int) -> bytes:
+        try:
+            return os.pread(fd, n, pos)
+        except OSError as exc:
+            raise FileProblem(f"read error: {describe(exc)}") from None
+
+    def _save_small(self, fd: int, before: os.stat_result, content: list[str]) -> int:
+        data = self._read(fd, before.st_size + 1, 0)
+        if len(data) > self.min_size:  # it grew meanwhile: chunk what is there
+            parts = [data]
+            pos = len(data)
+            while True:
+                more = self._read(fd, 1 << 20, pos)
+                if not more:
+                    break
+                parts.append(more)
+                pos += len(more)
+            data = b"".join(parts)
+            for chunk in self._local_chunker.chunks_of_buffer(data):
+                content.append(self._store(bytes(chunk), False))
+            return len(data)
+        if data:
+            content.append(self._store(data, False))
+        return len(data)
+
+    def _save_stream(self, fd: int, start: int, end: int | None, content: list[str], use_pool: bool) -> int:
+        reader = _RangeReader(fd, start, end)
+        chunks = self._local_chunker.chunks(reader)
+        while True:
+            if self.should_stop():
+                raise FileProblem("backup cancelled")
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                break
+            except OSError as exc:
+                raise FileProblem(f"read error: {describe(exc)}") from None
+            content.append(self._store(chunk, use_pool))
+        return reader.total
+
+    def _save_sparse(self, fd: int, before: os.stat_result, content: list[str]) -> tuple[int, int]:
+        """Data segments are chunked; holes become zero chunks without reading them."""
+        try:
+            segments = _data_segments(fd, before.st_size)
+        except OSError:
+            read = self._save_stream(fd, 0, None, content, True)
+            return read, read
+        read = length = 0
+        for start, end, is_data in segments:
+            if is_data:
+                n = self._save_stream(fd, start, end, content, True)
+                read += n
+                length += n
+            else:
+                content.extend(self._zero_chunks(end - start))
+                length += end - start
+        return read, length

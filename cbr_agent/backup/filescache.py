@@ -1,0 +1,185 @@
+"""The files cache: what each directory held at the last backup, so unchanged files are not read again.
+
+One SQLite row per directory (never per file: an unchanged re-run of 200,000 files makes one query
+per directory, not per file). A row holds the directory's tree nodes as they went into the snapshot,
+the tree blob id, and a fingerprint of the listing (names and stat fields of every entry). When the
+fingerprint matches, the whole directory is reused without decoding its nodes; otherwise the nodes
+are looked up by name and each file is compared on size, mtime_ns, ctime_ns and inode.
+
+Crash safety: rows are written only after the repository writer was flushed (the blobs they name are
+in an index), and every reuse checks that the blobs are still in the repository, so a stale row only
+ever costs a re-read. The cache is disposable: a corrupt or foreign file is recreated empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import marshal
+import os
+import sqlite3
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+#: marshal's format may change between Python versions; a row written by another one is ignored
+FORMAT_TAG = f"{SCHEMA_VERSION}/py{sys.version_info[0]}.{sys.version_info[1]}/m{marshal.version}"
+#: rows of directories not seen for this many backups of the repository are dropped
+KEEP_GENERATIONS = 20
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dirs (
+    repo TEXT NOT NULL,
+    path BLOB NOT NULL,
+    gen INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (repo, path)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass
+class DirRecord:
+    """What one directory held when it was last backed up."""
+
+    scan_ns: int              # when it was listed (wall clock); racy entries are judged against it
+    fingerprint: bytes        # of the listing (see pipeline.listing_fingerprint); b"" = do not trust
+    tree: str                 # hex id of its tree blob
+    nodes: list[dict[str, Any]]  # the nodes of the tree blob
+    blobs: bytes              # every content blob id of its direct files, concatenated (32 bytes each)
+    files: int                # direct regular files
+    size: int                 # bytes of those files
+
+    def subtrees(self) -> dict[str, str]:
+        return {n["name"]: n["subtree"] for n in self.nodes if n.get("type") == "dir"}
+
+    def to_bytes(self, compressor: zstandard.ZstdCompressor) -> bytes:
+        raw = marshal.dumps((self.scan_ns, self.fingerprint, self.tree, self.nodes, self.blobs,
+                             self.files, self.size))
+        return compressor.compress(raw)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, decompressor: zstandard.ZstdDecompressor) -> DirRecord:
+        scan_ns, fp, tree, nodes, blobs, files, size = marshal.loads(decompressor.decompress(data))
+        return cls(scan_ns, fp, tree, nodes, blobs, files, size)
+
+
+class FilesCache:
+    """Per-repository directory records in ``<state_dir>/filescache.db``.
+
+    Reads happen on the walker thread only; :meth:`stage` may be called from any thread and
+    :meth:`commit` writes what was staged in one transaction.
+    """
+
+    def __init__(self, path: Path, repo_id: str) -> None:
+        self.path = path
+        self.repo_id = repo_id
+        self._lock = threading.Lock()
+        self._staged: list[tuple[bytes, DirRecord]] = []
+        self._touched: list[bytes] = []
+        self._local = threading.local()
+        self.db = self._open()
+        self.generation = self._next_generation()
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(2):
+            try:
+                db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA busy_timeout=10000")
+                db.executescript(_SCHEMA)
+                row = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+                if row is None:
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT_TAG,))
+                elif row[0] != FORMAT_TAG:
+                    db.execute("DELETE FROM dirs")
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT_TAG,))
+                return db
+            except sqlite3.DatabaseError as exc:
+                if attempt:
+                    raise
+                # disposable by design: a damaged cache costs one slower backup, never an error
+                log.warning("files cache %s is unusable (%s); starting a new one", self.path, exc)
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self.path}{suffix}")
+        raise AssertionError("unreachable")
+
+    def _next_generation(self) -> int:
+        key = f"gen:{self.repo_id}"
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        gen = int(row[0]) + 1 if row else 1
+        return gen
+
+    def _codec(self) -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+        codec = getattr(self._local, "codec", None)
+        if codec is None:
+            codec = (zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor())
+            self._local.codec = codec
+        return codec
+
+    def get(self, path: bytes) -> DirRecord | None:
+        row = self.db.execute("SELECT data FROM dirs WHERE repo=? AND path=?",
+                              (self.repo_id, path)).fetchone()
+        if row is None:
+            return None
+        try:
+            return DirRecord.from_bytes(row[0], self._codec()[1])
+        except Exception as exc:
+            log.debug("files cache row for %r unreadable: %s", path, exc)
+            return None
+
+    def stage(self, path: bytes, record: DirRecord) -> None:
+        with self._lock:
+            self._staged.append((path, record))
+
+    def touch(self, path: bytes) -> None:
+        """Keep an unchanged row alive (its generation is bumped at commit)."""
+        with self._lock:
+            self._touched.append(path)
+
+    def take_staged(self) -> tuple[list[tuple[bytes, DirRecord]], list[bytes]]:
+        """Everything staged so far; call before flushing the writer, commit after."""
+        with self._lock:
+            staged, touched = self._staged, self._touched
+            self._staged, self._touched = [], []
+        return staged, touched
+
+    def commit(self, staged: Iterable[tuple[bytes, DirRecord]], touched: Iterable[bytes]) -> None:
+        compressor = self._codec()[0]
+        gen = self.generation
+        rows = [(self.repo_id, p, gen, r.to_bytes(compressor)) for p, r in staged]
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.executemany("INSERT OR REPLACE INTO dirs VALUES (?, ?, ?, ?)", rows)
+                self.db.executemany("UPDATE dirs SET gen=? WHERE repo=? AND path=?",
+                                    [(gen, self.repo_id, p) for p in touched])
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def finish(self) -> None:
+        """Record this generation and drop rows of directories not seen for a long time."""
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                            (f"gen:{self.repo_id}", str(self.generation)))
+            self.db.execute("DELETE FROM dirs WHERE repo=? AND gen<?",
+                            (self.repo_id, self.generation - KEEP_GENERATIONS))
+            self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,307 @@
+"""One backup run, as the CLI and the daemon start it: repository, lock, parent, pipeline, snapshot.
+
+Write order: data blobs and trees through one writer, flushed (packs, then their index), then the
+snapshot, then the files cache rows. A run that stops early (cancel, repository error) writes no
+snapshot; what reached the repository is reused by the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from cbr_agent.backup.filescache import FilesCache
+from cbr_agent.backup.password import generate_password_file, require_password, resolve_password
+from cbr_agent.backup.pipeline import Archiver, BackupStats, Root
+from cbr_agent.config import Settings
+from cbr_agent.errors import RepositoryNotFound, StateError, UsageError
+from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude, normalize_path
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SECONDS = 60.0
+
+
+@dataclass
+class BackupSummary:
+    snapshot_id: str | None
+    parent: str | None
+    paths: list[str]
+    files_new: int = 0
+    files_changed: int = 0
+    files_unchanged: int = 0
+    dirs: int = 0
+    others: int = 0
+    bytes_read: int = 0
+    bytes_total: int = 0
+    bytes_added: int = 0
+    bytes_stored: int = 0
+    blobs_new: int = 0
+    duration: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ProgressInfo:
+    """Handed to the ``progress`` callback about once a second, and once at the end."""
+
+    files: int
+    bytes_done: int
+    bytes_read: int
+    elapsed: float
+    bytes_expected: int | None   # from the parent snapshot, for an ETA; None on a first backup
+    finished: bool = False
+
+
+class _DryRunWriter:
+    """Counts what a backup would add, stores nothing."""
+
+    def __init__(self, repo: Any) -> None:
+        self._repo = repo
+        self._seen: set[bytes] = set()
+        self._lock = threading.Lock()
+        self.blobs_new = self.bytes_new = 0
+
+    def add(self, blob_id: bytes, data: bytes | memoryview, *, kind: str = "data") -> bool:
+        with self._lock:
+            if blob_id in self._seen or self._repo.has_blob(blob_id):
+                return False
+            self._seen.add(blob_id)
+            self.blobs_new += 1
+            self.bytes_new += len(data)
+            return True
+
+    def flush(self) -> None:
+        return None
+
+
+def _default_repository(settings: Settings) -> bool:
+    return settings.repository == (settings.state_dir / "repository").absolute().as_uri()
+
+
+def open_repository(settings: Settings, *, create_default: bool = False) -> Any:
+    """Open the configured repository. With ``create_default``, a missing repository at the default
+    location is created (generating a password file if no password is configured): that is how
+    ``cbr-agent run --once`` works on a fresh machine. A missing repository elsewhere is an error,
+    never silently re-created (a NAS that is not mounted must not get a new empty repository)."""
+    from cbr_agent.repository import Repository
+
+    if create_default and _default_repository(settings):
+        password = resolve_password(settings)
+        try:
+            if password is None:
+                raise RepositoryNotFound("no password yet")
+            return Repository.open(settings.repository, password)
+        except RepositoryNotFound:
+            if password is None:
+                password, _ = generate_password_file(settings)
+            with contextlib.suppress(RepositoryNotFound):
+                return Repository.open(settings.repository, password)
+            log.warning("creating the repository %s", settings.repository)
+            return Repository.init(settings.repository, password)
+    return Repository.open(settings.repository, require_password(settings))
+
+
+def normalize_roots(paths: Sequence[Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """``(path, excludes)`` pairs, normalized; accepts AgentPath objects, (path, excludes) or str."""
+    out: dict[str, tuple[str, ...]] = {}
+    for item in paths:
+        if isinstance(item, str):
+            raw, excludes = item, ()
+        elif isinstance(item, tuple):
+            raw, excludes = item[0], tuple(item[1])
+        else:
+            raw, excludes = item.dir_path, tuple(item.excludes)
+        try:
+            path = normalize_path(raw)
+            normal = tuple(normalize_exclude(path, e) for e in excludes)
+        except PathRuleError as exc:
+            raise UsageError(str(exc)) from None
+        out[path] = out.get(path, ()) + normal
+    if not out:
+        raise UsageError("no backup paths given and none configured",
+                         hint="add one with 'cbr-agent path add PATH' or name it on the command line")
+    return sorted(out.items())
+
+
+def find_parent(repo: Any, host: str, paths: list[str]) -> Any:
+    for snap in reversed(repo.list_snapshots()):
+        if snap.host == host and sorted(snap.paths) == sorted(paths):
+            return snap
+    return None
+
+
+def _open_cache(settings: Settings, repo_id: str) -> FilesCache | None:
+    try:
+        return FilesCache(settings.state_dir / "filescache.db", repo_id)
+    except Exception as exc:  # the cache only saves time; a backup without it is still right
+        log.warning("files cache unavailable (%s); every file is compared with the parent snapshot", exc)
+        return None
+
+
+def backup_paths(
+    settings: Settings,
+    paths: Sequence[Any],
+    *,
+    cancel: threading.Event | None = None,
+    progress: Callable[[ProgressInfo], None] | None = None,
+    dry_run: bool = False,
+    agent_id: str | None = None,
+    repo: Any = None,
+) -> BackupSummary:
+    """Back up ``paths`` (``AgentPath`` objects, ``(path, excludes)`` pairs or strings) into the
+    configured repository and return what was done. Per-file problems are in ``.warnings``;
+    repository problems raise (no snapshot written); ``cancel`` stops it promptly (``Cancelled``)."""
+    started = time.monotonic()
+    start_time = datetime.now(timezone.utc)
+    roots = normalize_roots(paths)
+    if repo is None:
+        repo = open_repository(settings, create_default=not dry_run)
+    host = socket.gethostname()
+    root_paths = [p for p, _ in roots]
+    with repo.lock(exclusive=False):
+        parent = find_parent(repo, host, root_paths)
+        cache = None if dry_run else _open_cache(settings, repo.id)
+        try:
+            return _run(settings, repo, roots, parent, cache, host, start_time, started,
+                        cancel=cancel, progress=progress, dry_run=dry_run,
+                        agent_id=agent_id or settings.agent_id)
+        finally:
+            if cache is not None:
+                cache.close()
+
+
+def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]], parent: Any,
+         cache: FilesCache | None, host: str, start_time: datetime, started: float, *,
+         cancel: threading.Event | None, progress: Callable[[ProgressInfo], None] | None,
+         dry_run: bool, agent_id: str | None) -> BackupSummary:
+    from cbr_agent.repository import Snapshot
+
+    writer_cm = contextlib.nullcontext(_DryRunWriter(repo)) if dry_run else repo.writer()
+    expected = (parent.summary or {}).get("bytes_total") if parent is not None else None
+    parent_ns = int(parent.time.timestamp() * 1e9) if parent is not None else 0
+    ticker: _Ticker | None = None
+    with writer_cm as writer:
+        def checkpoint() -> None:
+            if cache is None:
+                return
+            staged = cache.take_staged()
+            writer.flush()
+            cache.commit(*staged)
+
+        archiver = Archiver(
+            repo, writer, cache=cache,
+            parent_tree=parent.tree if parent is not None else None,
+            parent_time_ns=parent_ns,
+            one_file_system=settings.one_file_system,
+            cancel=cancel,
+            checkpoint=None if dry_run else checkpoint,
+            checkpoint_interval=CHECKPOINT_SECONDS,
+        )
+        if progress is not None:
+            ticker = _Ticker(archiver.stats, progress, started, expected)
+            ticker.start()
+        try:
+            tree = archiver.run([Root(p, ExcludeMatcher(p, ex)) for p, ex in roots])
+        finally:
+            if ticker is not None:
+                ticker.stop()
+    stats = archiver.stats
+    summary = BackupSummary(snapshot_id=None, parent=parent.id if parent is not None else None,
+                            paths=[p for p, _ in roots], dry_run=dry_run)
+    _fill(summary, stats, writer, dry_run)
+    summary.duration = round(time.monotonic() - started, 3)
+    if not dry_run:
+        snapshot = Snapshot(
+            time=start_time, host=host, agent_id=agent_id, paths=summary.paths,
+            excludes={p: list(ex) for p, ex in roots if ex}, tree=tree,
+            parent=summary.parent, summary=_stored_summary(summary),
+        )
+        summary.snapshot_id = repo.save_snapshot(snapshot)
+        if cache is not None:
+            try:
+                cache.commit(*cache.take_staged())
+                cache.finish()
+            except Exception as exc:  # the snapshot is safe; only the next run gets slower
+                log.warning("could not update the files cache: %s", exc)
+    summary.duration = round(time.monotonic() - started, 3)
+    if progress is not None:
+        progress(ProgressInfo(stats.files_done, stats.bytes_done, stats.bytes_read,
+                              time.monotonic() - started, expected, finished=True))
+    return summary
+
+
+def _fill(summary: BackupSummary, stats: BackupStats, writer: Any, dry_run: bool) -> None:
+    summary.files_new = stats.files_new
+    summary.files_changed = stats.files_changed
+    summary.files_unchanged = stats.files_unchanged
+    summary.dirs = stats.dirs
+    summary.others = stats.others
+    summary.bytes_read = stats.bytes_read
+    summary.bytes_total = stats.bytes_total
+    summary.warnings = list(stats.warnings)
+    if dry_run:
+        summary.bytes_added = writer.bytes_new
+        summary.blobs_new = writer.blobs_new
+    else:
+        summary.bytes_added = writer.stats.bytes_new
+        summary.bytes_stored = writer.stats.bytes_stored
+        summary.blobs_new = writer.stats.blobs_new
+
+
+def _stored_summary(summary: BackupSummary) -> dict[str, Any]:
+    keys = ("files_new", "files_changed", "files_unchanged", "dirs", "others", "bytes_read",
+            "bytes_total", "bytes_added", "bytes_stored", "blobs_new")
+    out = {k: getattr(summary, k) for k in keys}
+    out["warnings"] = len(summary.warnings)
+    out["duration"] = summary.duration
+    return out
+
+
+class _Ticker:
+    """Calls ``progress`` about once a second from its own thread."""
+
+    def __init__(self, stats: BackupStats, progress: Callable[[ProgressInfo], None], started: float,
+                 expected: int | None) -> None:
+        self.stats, self.progress, self.started, self.expected = stats, progress, started, expected
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            s = self.stats
+            try:
+                self.progress(ProgressInfo(s.files_done, s.bytes_done, s.bytes_read,
+                                           time.monotonic() - self.started, self.expected))
+            except Exception:  # a broken progress display must not break the backup
+                log.debug("progress callback failed", exc_info=True)
+
+
+def state_dir_usable(settings: Settings) -> None:
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot create state dir {settings.state_dir}: {exc.strerror}") from None
+    if not os.access(settings.state_dir, os.W_OK):
+        raise StateError(f"state dir {settings.state_dir} is not writable")
+
+

@@ -1,0 +1,141 @@
+"""FastCDC chunker over pyfastcdc.
+
+pyfastcdc's stream chunker hands out memoryviews into one reused buffer, valid only until the next chunk
+is requested; :meth:`Chunker.chunks` therefore copies each chunk into ``bytes`` so it can safely go to
+another thread. The cut-point search itself runs without the GIL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from pyfastcdc import FastCDC
+
+KiB = 1024
+MiB = 1024 * KiB
+
+# pyfastcdc's own bounds on the three sizes
+_MIN_RANGE = (64, 1 * MiB)
+_AVG_RANGE = (256, 4 * MiB)
+_MAX_RANGE = (1 * KiB, 16 * MiB)
+
+
+@dataclass(frozen=True)
+class ChunkerParams:
+    """Chunk sizes in bytes. Files smaller than ``min_size`` are one chunk, so small files cost one blob."""
+
+    min_size: int = 512 * KiB
+    avg_size: int = 1 * MiB
+    max_size: int = 8 * MiB
+    normalization: int = 1
+    algorithm: str = "fastcdc2020"
+
+    def __post_init__(self) -> None:
+        if self.algorithm != "fastcdc2020":
+            raise ValueError(f"unknown chunker algorithm {self.algorithm!r}")
+        for name, value, (lo, hi) in (
+            ("min_size", self.min_size, _MIN_RANGE),
+            ("avg_size", self.avg_size, _AVG_RANGE),
+            ("max_size", self.max_size, _MAX_RANGE),
+        ):
+            if not lo <= value <= hi:
+                raise ValueError(f"chunker {name} {value} is outside [{lo}, {hi}]")
+        if not self.min_size <= self.avg_size <= self.max_size:
+            raise ValueError("chunker sizes must satisfy min_size <= avg_size <= max_size")
+        if self.avg_size & (self.avg_size - 1):
+            raise ValueError("chunker avg_size must be a power of two")
+        if not 0 <= self.normalization <= 3:
+            raise ValueError("chunker normalization must be 0..3")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "algorithm": self.algorithm,
+            "min_size": self.min_size,
+            "avg_size": self.avg_size,
+            "max_size": self.max_size,
+            "normalization": self.normalization,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChunkerParams:
+        return cls(
+            min_size=int(data["min_size"]),
+            avg_size=int(data["avg_size"]),
+            max_size=int(data["max_size"]),
+            normalization=int(data.get("normalization", 1)),
+            algorithm=str(data.get("algorithm", "fastcdc2020")),
+        )
+
+
+DEFAULT_PARAMS = ChunkerParams()
+
+
+class Chunker:
+    """Splits byte streams at content-defined boundaries.
+
+    ``seed`` (from the repository key) permutes the gear table so chunk boundaries depend on a secret.
+    One Chunker may be shared by threads: each call builds its own iterator state.
+    """
+
+    def __init__(self, params: ChunkerParams = DEFAULT_PARAMS, *, seed: int = 0) -> None:
+        if not 0 <= seed < 2**63:
+            raise ValueError("chunker seed must be in [0, 2**63)")
+        self.params = params
+        self._cdc = FastCDC(
+            avg_size=params.avg_size,
+            min_size=params.min_size,
+            max_size=params.max_size,
+            normalized_chunking=params.normalization,
+            seed=seed,
+        )
+
+    def chunks(self, stream: BinaryIO) -> Iterator[bytes]:
+        """Chunks of a readable binary stream, each copied into its own ``bytes``."""
+        for chunk in self._cdc.cut_stream(stream):
+            yield bytes(chunk.data)
+
+    def chunks_of_file(self, f: BinaryIO, size_hint: int | None = None) -> Iterator[memoryview]:
+        """Chunks of a file, read in large blocks, as zero-copy views.
+
+        Each block is a fresh buffer that is never written again once chunks of it are handed out, so the
+        views stay valid for as long as anyone references them and may go to other threads uncopied (a
+        view keeps its whole block alive: budget memory by blocks, about ``2 * max_size`` each). File reads
+        and the cut-point search run without the GIL; only a chunk that straddles two blocks is copied.
+        Boundaries equal those of :meth:`chunks`: a cut is taken only with ``max_size`` bytes (or EOF) in
+        view. ``size_hint`` (the size from stat) keeps allocations small for small files.
+        """
+        max_size = self.params.max_size
+        block = max(8 * MiB, 2 * max_size)
+        cap = block if size_hint is None else max(1, min(block, size_hint + 1))
+        rest: bytes = b""
+        eof = False
+        while not eof:
+            buf = bytearray(len(rest) + cap)
+            buf[: len(rest)] = rest
+            view = memoryview(buf)
+            filled = len(rest)
+            while filled < len(buf):
+                n = f.readinto(view[filled:])
+                if not n:
+                    eof = True
+                    break
+                filled += n
+            start = 0
+            for chunk in self._cdc.cut_buf(view[:filled]):
+                if not eof and chunk.offset + max_size > filled:
+                    break
+                yield chunk.data
+                start = chunk.offset + chunk.length
+            rest = bytes(view[start:filled])
+            cap = block
+
+    def chunks_of_buffer(self, buf: bytes | bytearray | memoryview) -> Iterator[memoryview]:
+        """Zero-copy chunks of an in-memory buffer (views into ``buf``; keep ``buf`` alive while used)."""
+        for chunk in self._cdc.cut_buf(buf):
+            yield chunk.data
+
+    def cut_points(self, buf: bytes | bytearray | memoryview) -> list[int]:
+        """End offsets of the chunks of ``buf`` (for tests and diagnostics)."""
+        return [chunk.offset + chunk.length for chunk in self._cdc.cut_buf(buf)]

@@ -1,0 +1,278 @@
+"""check: structure, index against packs, snapshots -> trees -> blobs; with read_data every blob decrypted
+and verified. Every problem names the object (and pack) and says why."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cbr_agent.crypto import KeyFileDamaged
+from cbr_agent.crypto.keys import _parse_key_file
+from cbr_agent.errors import IntegrityError, RepositoryError
+from cbr_agent.repository.index import BlobLocation
+from cbr_agent.repository.objects import AAD_PACK_HEADER, content_name, open_object
+from cbr_agent.repository.pack import TAIL, PackEntry, decode_header, header_range
+from cbr_agent.repository.tree import decode_tree, referenced_blobs
+
+if TYPE_CHECKING:
+    from cbr_agent.repository.repo import Repository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Problem:
+    object: str  # e.g. "pack 3fa2...", "snapshot 9c01...", "index file index/...", "blob ..."
+    reason: str
+    pack: str | None = None
+
+    def __str__(self) -> str:
+        where = f" (in pack {self.pack})" if self.pack and self.pack not in self.object else ""
+        return f"{self.object}{where}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"object": self.object, "reason": self.reason, "pack": self.pack}
+
+
+@dataclass
+class CheckReport:
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    snapshots: int = 0
+    trees: int = 0
+    data_blobs: int = 0
+    packs: int = 0
+    index_files: int = 0
+    read_data: bool = False
+    blobs_verified: int = 0
+    bytes_read: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "errors": [p.to_dict() for p in self.errors],
+            "warnings": [p.to_dict() for p in self.warnings],
+            "snapshots": self.snapshots,
+            "trees": self.trees,
+            "data_blobs": self.data_blobs,
+            "packs": self.packs,
+            "index_files": self.index_files,
+            "read_data": self.read_data,
+            "blobs_verified": self.blobs_verified,
+            "bytes_read": self.bytes_read,
+        }
+
+
+def run_check(
+    repo: Repository, *, read_data: bool = False, progress: Callable[[str], None] | None = None
+) -> CheckReport:
+    report = CheckReport(read_data=read_data)
+    _check_keys(repo, report)
+    repo.load_index()
+    report.index_files = len(repo.index_files)
+    for name, reason in sorted(repo.damaged_index_files.items()):
+        report.errors.append(Problem(f"index file index/{name}", reason.split(": ", 1)[-1]))
+    by_pack = repo.index.by_pack()
+    stored = dict(repo.backend.list("data"))
+    report.packs = len(stored)
+    for pack_id in sorted(stored.keys() - by_pack.keys()):
+        report.warnings.append(
+            Problem(f"pack {pack_id}", "not in any index (left by an interrupted run; prune removes it)")
+        )
+    bad_packs: set[str] = set()
+    for pack_id in sorted(by_pack.keys() - stored.keys()):
+        bad_packs.add(pack_id)
+        report.errors.append(
+            Problem(f"pack {pack_id}", f"missing ({len(by_pack[pack_id])} indexed blobs)", pack_id)
+        )
+    present = {p: e for p, e in by_pack.items() if p in stored}
+    if read_data:
+        _read_all_packs(repo, present, stored, report, bad_packs)
+    else:
+        for pack_id, entries in sorted(present.items()):
+            _check_pack_header(repo, pack_id, stored[pack_id], entries, report, bad_packs)
+    _check_snapshots(repo, report, bad_packs)
+    return report
+
+
+def _check_keys(repo: Repository, report: CheckReport) -> None:
+    for name, _size in repo.backend.list("keys"):
+        try:
+            _parse_key_file(repo.backend.get("keys/" + name))
+        except (KeyFileDamaged, FileNotFoundError) as exc:
+            report.errors.append(Problem(f"key file keys/{name}", f"damaged ({exc})"))
+
+
+def _compare_header(
+    pack_id: str, size: int, header: list[PackEntry], entries: list[PackEntry], report: CheckReport
+) -> bool:
+    ok = True
+    in_header = {e.blob_id: e for e in header}
+    for e in entries:
+        h = in_header.get(e.blob_id)
+        if h is None or (h.offset, h.length, h.raw_length, h.flags) != (
+            e.offset,
+            e.length,
+            e.raw_length,
+            e.flags,
+        ):
+            ok = False
+            report.errors.append(
+                Problem(f"blob {e.blob_id.hex()}", "index entry does not match the pack header", pack_id)
+            )
+        elif e.offset + e.length > size:
+            ok = False
+            report.errors.append(
+                Problem(f"blob {e.blob_id.hex()}", "lies beyond the end of its pack", pack_id)
+            )
+    return ok
+
+
+def _read_header(repo: Repository, pack_id: str, size: int, data: bytes | None = None) -> list[PackEntry]:
+    name = "data/" + pack_id
+    tail = data[-TAIL.size :] if data is not None else repo.backend.get(name, max(0, size - TAIL.size))
+    offset, length = header_range(size, tail)
+    sealed = data[offset : offset + length] if data is not None else repo.backend.get(name, offset, length)
+    plain = open_object(repo.key.sealer, sealed, AAD_PACK_HEADER, f"header of pack {pack_id}")
+    return decode_header(plain)
+
+
+def _check_pack_header(
+    repo: Repository,
+    pack_id: str,
+    size: int,
+    entries: list[PackEntry],
+    report: CheckReport,
+    bad_packs: set[str],
+    data: bytes | None = None,
+) -> None:
+    try:
+        header = _read_header(repo, pack_id, size, data)
+    except (IntegrityError, ValueError) as exc:
+        bad_packs.add(pack_id)
+        report.errors.append(Problem(f"pack {pack_id}", f"header is damaged ({exc})", pack_id))
+        return
+    except FileNotFoundError:
+        bad_packs.add(pack_id)
+        report.errors.append(Problem(f"pack {pack_id}", "vanished during check", pack_id))
+        return
+    if not _compare_header(pack_id, size, header, entries, report):
+        bad_packs.add(pack_id)
+
+
+def _read_all_packs(
+    repo: Repository,
+    present: dict[str, list[PackEntry]],
+    sizes: dict[str, int],
+    report: CheckReport,
+    bad_packs: set[str],
+) -> None:
+    def verify(pack_id: str) -> tuple[str, list[Problem], int, int, bool]:
+        problems: list[Problem] = []
+        sub = CheckReport()
+        try:
+            data = repo.backend.get("data/" + pack_id)
+        except FileNotFoundError:
+            return pack_id, [Problem(f"pack {pack_id}", "vanished during check", pack_id)], 0, 0, True
+        except RepositoryError as exc:
+            return pack_id, [Problem(f"pack {pack_id}", f"cannot be read ({exc})", pack_id)], 0, 0, True
+        if content_name(data) != pack_id:
+            problems.append(Problem(f"pack {pack_id}", "content does not match its name (damaged)", pack_id))
+        sub_bad: set[str] = set()
+        _check_pack_header(repo, pack_id, len(data), present[pack_id], sub, sub_bad, data)
+        problems.extend(sub.errors)
+        verified = 0
+        for e in present[pack_id]:
+            loc = BlobLocation(pack_id, e.offset, e.length, e.raw_length, e.flags)
+            try:
+                repo.decode_blob(e.blob_id, loc, memoryview(data)[e.offset : e.offset + e.length])
+                verified += 1
+            except IntegrityError as exc:
+                problems.append(Problem(f"blob {e.blob_id.hex()}", _reason(exc), pack_id))
+        return pack_id, problems, verified, len(data), bool(problems)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="check-read") as pool:
+        for pack_id, problems, verified, nbytes, bad in pool.map(verify, sorted(present)):
+            report.errors.extend(problems)
+            report.blobs_verified += verified
+            report.bytes_read += nbytes
+            if bad:
+                bad_packs.add(pack_id)
+
+
+def _reason(exc: Exception) -> str:
+    msg = str(getattr(exc, "message", exc))
+    return msg.rsplit(" is ", 1)[-1] if " is " in msg else msg
+
+
+def _check_snapshots(repo: Repository, report: CheckReport, bad_packs: set[str]) -> None:
+    seen_trees: set[bytes] = set()
+    seen_data: set[bytes] = set()
+    index = repo.index
+    for sid in repo.snapshot_ids():
+        try:
+            snap = repo.load_snapshot(sid)
+        except (IntegrityError, RepositoryError) as exc:
+            report.errors.append(Problem(f"snapshot {sid}", _reason(exc)))
+            continue
+        report.snapshots += 1
+        stack: list[tuple[str, str]] = [("/", snap.tree)]
+        while stack:
+            path, tree_hex = stack.pop()
+            try:
+                tree_id = bytes.fromhex(tree_hex)
+            except ValueError:
+                report.errors.append(Problem(f"snapshot {sid}", f"{path}: tree id {tree_hex!r} is not hex"))
+                continue
+            if tree_id in seen_trees:
+                continue
+            seen_trees.add(tree_id)
+            loc = index.lookup(tree_id)
+            if loc is None:
+                report.errors.append(Problem(f"snapshot {sid}", f"{path}: tree {tree_hex} is missing"))
+                continue
+            try:
+                nodes = decode_tree(repo.load_blob(tree_id))
+            except IntegrityError as exc:
+                report.errors.append(
+                    Problem(f"snapshot {sid}", f"{path}: tree {tree_hex}: {_reason(exc)}", loc.pack_id)
+                )
+                continue
+            except ValueError as exc:
+                report.errors.append(
+                    Problem(f"snapshot {sid}", f"{path}: tree {tree_hex} is not a tree ({exc})")
+                )
+                continue
+            report.trees += 1
+            for name, kind, blob_hex in referenced_blobs(nodes):
+                child = path.rstrip("/") + "/" + name
+                if kind == "tree":
+                    stack.append((child, blob_hex))
+                    continue
+                try:
+                    blob_id = bytes.fromhex(blob_hex)
+                except ValueError:
+                    report.errors.append(
+                        Problem(f"snapshot {sid}", f"{child}: blob id {blob_hex!r} is not hex")
+                    )
+                    continue
+                if blob_id in seen_data:
+                    continue
+                seen_data.add(blob_id)
+                dloc = index.lookup(blob_id)
+                if dloc is None:
+                    report.errors.append(
+                        Problem(f"snapshot {sid}", f"{child}: data blob {blob_hex} is missing")
+                    )
+                elif dloc.pack_id in bad_packs:
+                    report.errors.append(
+                        Problem(f"snapshot {sid}", f"{child}: uses damaged pack {dloc.pack_id}", dloc.pack_id)
+                    )
+    report.data_blobs = len(seen_data)

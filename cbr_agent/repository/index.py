@@ -1,0 +1,135 @@
+"""The blob index: blob id -> (pack, offset, stored length, raw length, flags).
+
+In memory, each entry is one dict item ``bytes -> int`` with the five fields packed into the int (about
+150 bytes per blob all told, a third of a dict of tuples); packs are numbered in a list. On disk, index
+files are sealed binary tables grouped by pack, written only after the packs they point into.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from cbr_agent.repository.pack import PackEntry
+
+INDEX_MAGIC = b"CBRI\x01"
+_PACK_HEAD = struct.Struct("<32sI")
+_ENTRY = struct.Struct("<B32sIII")
+#: prune splits its consolidated index into files of at most this many entries
+INDEX_MAX_FILE_ENTRIES = 500_000
+
+# packed value: pack_no | offset (32) | length (32) | raw length (32) | flags (8)
+_F = 8
+_R = _F + 32
+_L = _R + 32
+_O = _L + 32
+_M32 = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    pack_id: str
+    offset: int
+    length: int
+    raw_length: int
+    flags: int
+
+
+def _pack_value(pack_no: int, e: PackEntry) -> int:
+    return (pack_no << _O) | (e.offset << _L) | (e.length << _R) | (e.raw_length << _F) | e.flags
+
+
+class MasterIndex:
+    """All index entries known to this process; thread-safe for concurrent lookups and additions."""
+
+    def __init__(self) -> None:
+        self._entries: dict[bytes, int] = {}
+        self._packs: list[str] = []
+        self._pack_no: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, blob_id: object) -> bool:
+        return blob_id in self._entries
+
+    def _pack_number(self, pack_id: str) -> int:
+        no = self._pack_no.get(pack_id)
+        if no is None:
+            no = self._pack_no[pack_id] = len(self._packs)
+            self._packs.append(pack_id)
+        return no
+
+    def add_pack(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
+        with self._lock:
+            no = self._pack_number(pack_id)
+            setdefault = self._entries.setdefault  # first location wins; duplicates are equal content
+            for e in entries:
+                setdefault(e.blob_id, _pack_value(no, e))
+
+    def lookup(self, blob_id: bytes) -> BlobLocation | None:
+        v = self._entries.get(blob_id)
+        if v is None:
+            return None
+        return BlobLocation(
+            self._packs[v >> _O], (v >> _L) & _M32, (v >> _R) & _M32, (v >> _F) & _M32, v & 0xFF
+        )
+
+    def packs(self) -> set[str]:
+        """Packs that hold at least one indexed blob."""
+        nos = {v >> _O for v in self._entries.values()}
+        return {self._packs[n] for n in nos}
+
+    def by_pack(self) -> dict[str, list[PackEntry]]:
+        out: dict[str, list[PackEntry]] = {}
+        packs = self._packs
+        for blob_id, v in self._entries.items():
+            out.setdefault(packs[v >> _O], []).append(
+                PackEntry(v & 0xFF, blob_id, (v >> _L) & _M32, (v >> _R) & _M32, (v >> _F) & _M32)
+            )
+        return out
+
+    def remove_packs(self, pack_ids: set[str]) -> None:
+        with self._lock:
+            nos = {self._pack_no[p] for p in pack_ids if p in self._pack_no}
+            if nos:
+                self._entries = {k: v for k, v in self._entries.items() if (v >> _O) not in nos}
+
+    def blob_ids(self) -> Iterator[bytes]:
+        return iter(list(self._entries))
+
+
+def encode_index(packs: dict[str, list[PackEntry]]) -> bytes:
+    parts = [INDEX_MAGIC, struct.pack("<I", len(packs))]
+    for pack_id, entries in packs.items():
+        parts.append(_PACK_HEAD.pack(bytes.fromhex(pack_id), len(entries)))
+        parts.extend(_ENTRY.pack(e.flags, e.blob_id, e.offset, e.length, e.raw_length) for e in entries)
+    return b"".join(parts)
+
+
+def decode_index(plain: bytes) -> dict[str, list[PackEntry]]:
+    """Inverse of :func:`encode_index`; ValueError when malformed."""
+    if not plain.startswith(INDEX_MAGIC):
+        raise ValueError("index file has no magic")
+    view = memoryview(plain)
+    pos = len(INDEX_MAGIC)
+    try:
+        (npacks,) = struct.unpack_from("<I", view, pos)
+        pos += 4
+        out: dict[str, list[PackEntry]] = {}
+        for _ in range(npacks):
+            raw_id, count = _PACK_HEAD.unpack_from(view, pos)
+            pos += _PACK_HEAD.size
+            end = pos + count * _ENTRY.size
+            if end > len(view):
+                raise ValueError("index file is truncated")
+            out.setdefault(raw_id.hex(), []).extend(PackEntry(*f) for f in _ENTRY.iter_unpack(view[pos:end]))
+            pos = end
+    except struct.error as exc:
+        raise ValueError(f"index file is malformed: {exc}") from None
+    if pos != len(view):
+        raise ValueError("index file has trailing bytes")
+    return out

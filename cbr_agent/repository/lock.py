@@ -1,0 +1,172 @@
+"""Repository locks: shared (backup) or exclusive (prune), with an owner and an expiry.
+
+A lock is a sealed object ``locks/<random>`` holding host, pid, the process start time, the kind and the
+last refresh time. The holder refreshes it every :data:`REFRESH_INTERVAL` seconds (a new object, then the
+old one removed); a lock not refreshed for :data:`STALE_AFTER` seconds, or whose process on this host is
+gone, is stale and is removed by the next run, so a crash never blocks the next backup for long.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from cbr_agent.crypto import AuthenticationFailed, Sealer
+from cbr_agent.errors import RepositoryError, RepositoryLocked
+from cbr_agent.repository.backend import Backend
+from cbr_agent.repository.objects import AAD_LOCK
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER = 30 * 60.0
+REFRESH_INTERVAL = 5 * 60.0
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    host: str
+    pid: int
+    pid_start: float | None
+    exclusive: bool
+    time: float  # last refresh, seconds since the epoch
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> LockInfo:
+        d: dict[str, Any] = json.loads(raw)
+        return cls(str(d["host"]), int(d["pid"]), d.get("pid_start"), bool(d["exclusive"]), float(d["time"]))
+
+    def describe(self) -> str:
+        kind = "exclusive" if self.exclusive else "shared"
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.time))
+        return f"{kind} lock of pid {self.pid} on host {self.host} (refreshed {when})"
+
+
+def process_start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return None
+
+
+def is_stale(info: LockInfo, now: float, host: str | None = None) -> bool:
+    """Expired, or owned by a process of this host that no longer exists (or is another process now)."""
+    if now - info.time > STALE_AFTER:
+        return True
+    if info.host == (host or socket.gethostname()):
+        if not psutil.pid_exists(info.pid):
+            return True
+        start = process_start_time(info.pid)
+        if info.pid_start is not None and start is not None and abs(start - info.pid_start) > 1.0:
+            return True  # the pid was reused by another process
+    return False
+
+
+def write_lock(backend: Backend, sealer: Sealer, info: LockInfo) -> str:
+    name = "locks/" + secrets.token_hex(16)
+    backend.put(name, sealer.seal(info.to_json(), AAD_LOCK))
+    return name
+
+
+def read_lock(backend: Backend, sealer: Sealer, name: str) -> LockInfo | None:
+    """The lock's owner, or None when it vanished or cannot be read (damaged locks count as stale)."""
+    try:
+        raw = backend.get(name)
+    except FileNotFoundError:
+        return None
+    try:
+        return LockInfo.from_json(sealer.open(raw, AAD_LOCK))
+    except (AuthenticationFailed, ValueError, KeyError, TypeError):
+        log.warning("repository lock %s is damaged; treating it as stale", name)
+        return None
+
+
+class RepositoryLock:
+    """A held lock; refreshes itself in a daemon thread until released."""
+
+    def __init__(
+        self, backend: Backend, sealer: Sealer, *, exclusive: bool, clock: Clock = time.time
+    ) -> None:
+        self._backend = backend
+        self._sealer = sealer
+        self.exclusive = exclusive
+        self._clock = clock
+        self._host = socket.gethostname()
+        self._pid = os.getpid()
+        self._pid_start = process_start_time(self._pid)
+        self._name: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._mutex = threading.Lock()
+
+    @property
+    def name(self) -> str | None:
+        return self._name
+
+    def _info(self) -> LockInfo:
+        return LockInfo(self._host, self._pid, self._pid_start, self.exclusive, self._clock())
+
+    def acquire(self) -> None:
+        self._name = write_lock(self._backend, self._sealer, self._info())
+        try:
+            self._check_others()
+        except BaseException:
+            self._backend.delete(self._name)
+            self._name = None
+            raise
+        self._thread = threading.Thread(target=self._refresh_loop, name="repo-lock-refresh", daemon=True)
+        self._thread.start()
+
+    def _check_others(self) -> None:
+        now = self._clock()
+        for base, _size in list(self._backend.list("locks")):
+            name = "locks/" + base
+            if name == self._name:
+                continue
+            info = read_lock(self._backend, self._sealer, name)
+            if info is None or is_stale(info, now, self._host):
+                if info is not None:
+                    log.info("removing stale repository %s", info.describe())
+                self._backend.delete(name)
+                continue
+            if self.exclusive or info.exclusive:
+                raise RepositoryLocked(f"repository is locked: {info.describe()}")
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(REFRESH_INTERVAL):
+            try:
+                self.refresh()
+            except RepositoryError as exc:
+                log.warning("could not refresh the repository lock: %s", exc)
+
+    def refresh(self) -> None:
+        with self._mutex:
+            if self._name is None:
+                return
+            old = self._name
+            self._name = write_lock(self._backend, self._sealer, self._info())
+            self._backend.delete(old)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        with self._mutex:
+            if self._name is not None:
+                try:
+                    self._backend.delete(self._name)
+                finally:
+                    self._name = None

@@ -1,0 +1,73 @@
+"""Pack files: many sealed blobs in one object.
+
+Layout: ``blob_0 || blob_1 || ... || sealed header || u32 header length (LE)``. The header lists, for each
+blob, ``flags (u8), id (32), offset (u32), stored length (u32), raw length (u32)``; it lets a pack be
+checked (and an index rebuilt) without any index file.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import blake3
+
+from cbr_agent.crypto import Sealer
+from cbr_agent.repository.objects import AAD_PACK_HEADER
+
+HEADER_MAGIC = b"CBRP\x01"
+ENTRY = struct.Struct("<B32sIII")
+TAIL = struct.Struct("<I")
+MAX_PACK_SIZE = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    flags: int
+    blob_id: bytes
+    offset: int
+    length: int
+    raw_length: int
+
+
+@dataclass
+class PackBuilder:
+    """Collects sealed blobs of one kind until the pack is big enough to write."""
+
+    pieces: list[bytes] = field(default_factory=list)
+    entries: list[PackEntry] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, flags: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+        self.entries.append(PackEntry(flags, blob_id, self.size, len(sealed), raw_length))
+        self.pieces.append(sealed)
+        self.size += len(sealed)
+
+    def finish(self, sealer: Sealer) -> tuple[str, list[bytes]]:
+        """``(pack id hex, buffers to store)``; the id is the BLAKE3 of the stored bytes."""
+        header = sealer.seal(encode_header(self.entries), AAD_PACK_HEADER)
+        buffers = [*self.pieces, header, TAIL.pack(len(header))]
+        hasher = blake3.blake3(max_threads=1)
+        for buf in buffers:
+            hasher.update(buf)
+        return hasher.hexdigest(), buffers
+
+
+def encode_header(entries: list[PackEntry]) -> bytes:
+    parts = [HEADER_MAGIC]
+    parts.extend(ENTRY.pack(e.flags, e.blob_id, e.offset, e.length, e.raw_length) for e in entries)
+    return b"".join(parts)
+
+
+def decode_header(plain: bytes) -> list[PackEntry]:
+    if not plain.startswith(HEADER_MAGIC) or (len(plain) - len(HEADER_MAGIC)) % ENTRY.size:
+        raise ValueError("pack header is malformed")
+    return [PackEntry(*fields) for fields in ENTRY.iter_unpack(memoryview(plain)[len(HEADER_MAGIC) :])]
+
+
+def header_range(pack_size: int, tail: bytes) -> tuple[int, int]:
+    """(offset, length) of the sealed header, from the pack size and its last 4 bytes."""
+    (length,) = TAIL.unpack(tail)
+    if length + TAIL.size > pack_size or length < 28:
+        raise ValueError("pack header length is out of range")
+    return pack_size - TAIL.size - length, length

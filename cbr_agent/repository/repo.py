@@ -1,0 +1,378 @@
+"""The Repository: open/init with a password, blobs, snapshots, locks, check, prune."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from cbr_agent import compress as zcompress
+from cbr_agent.chunking import DEFAULT_PARAMS, Chunker, ChunkerParams
+from cbr_agent.crypto import (
+    AuthenticationFailed,
+    KdfParams,
+    KeyFileDamaged,
+    MasterKey,
+    make_key_file,
+    open_key_file,
+)
+from cbr_agent.errors import (
+    IntegrityError,
+    RepositoryError,
+    RepositoryNotFound,
+    WrongPassword,
+)
+from cbr_agent.repository.backend import Backend, open_backend
+from cbr_agent.repository.index import BlobLocation, MasterIndex, decode_index, encode_index
+from cbr_agent.repository.lock import RepositoryLock
+from cbr_agent.repository.objects import (
+    AAD_CONFIG,
+    AAD_INDEX,
+    AAD_SNAPSHOT,
+    FLAG_COMPRESSED,
+    content_name,
+    open_object,
+)
+from cbr_agent.repository.pack import PackEntry
+from cbr_agent.repository.snapshot import Snapshot, decode_snapshot, encode_snapshot
+from cbr_agent.repository.writer import BlobWriter
+
+log = logging.getLogger(__name__)
+
+FORMAT_MAGIC = "cbr-agent-repository"
+FORMAT_VERSION = 1
+
+
+class Repository:
+    """An opened repository. Thread-safe for blob loads, writers and snapshot saves."""
+
+    def __init__(self, backend: Backend, key: MasterKey, config: dict[str, Any]) -> None:
+        self.backend = backend
+        self.key = key
+        self.config = config
+        self.id: str = config["id"]
+        self.chunker: ChunkerParams = ChunkerParams.from_dict(config["chunker"])
+        self.index = MasterIndex()
+        self.index_files: set[str] = set()
+        #: index files that could not be read at open (named by check; prune rebuilds from pack headers)
+        self.damaged_index_files: dict[str, str] = {}
+        self._held_locks: list[RepositoryLock] = []
+        self._locks_mutex = threading.Lock()
+
+    # ---------------------------------------------------------------- init / open
+    @classmethod
+    def init(
+        cls,
+        url: str,
+        password: str,
+        *,
+        chunker: ChunkerParams | None = None,
+        kdf: KdfParams | None = None,
+    ) -> Repository:
+        """Create a new repository at ``url`` (RepositoryExists if one is there or the directory is not
+        empty)."""
+        if not password:
+            raise RepositoryError("refusing to create a repository with an empty password")
+        backend = open_backend(url)
+        backend.create()
+        key = MasterKey.generate()
+        config: dict[str, Any] = {
+            "version": FORMAT_VERSION,
+            "id": secrets.token_hex(32),
+            "chunker": (chunker or DEFAULT_PARAMS).to_dict(),
+            "compression": {"algorithm": "zstd", "level": zcompress.DEFAULT_LEVEL},
+            "created": datetime.now(timezone.utc).isoformat(),
+        }
+        key_file = make_key_file(key, password, kdf)
+        backend.put("keys/" + content_name(key_file), key_file)
+        sealed = key.sealer.seal(json.dumps(config, sort_keys=True).encode(), AAD_CONFIG)
+        head = {
+            "format": FORMAT_MAGIC,
+            "version": FORMAT_VERSION,
+            "id": config["id"],
+            "sealed": base64.b64encode(sealed).decode("ascii"),
+        }
+        backend.put("config", json.dumps(head, indent=1).encode() + b"\n")  # last: marks it complete
+        return cls(backend, key, config)
+
+    @classmethod
+    def open(cls, url: str, password: str) -> Repository:
+        """Open an existing repository: RepositoryNotFound, WrongPassword, IntegrityError, RepositoryError."""
+        backend = open_backend(url)
+        head = _read_config_head(backend)
+        key = _unlock(backend, password)
+        try:
+            sealed = base64.b64decode(head["sealed"], validate=True)
+            config = json.loads(key.sealer.open(sealed, AAD_CONFIG))
+        except (AuthenticationFailed, ValueError, KeyError, TypeError):
+            raise IntegrityError(f"repository config of {backend.location} is damaged") from None
+        if config.get("id") != head.get("id") or config.get("version") != FORMAT_VERSION:
+            raise IntegrityError(f"repository config of {backend.location} is damaged (id/version mismatch)")
+        repo = cls(backend, key, config)
+        repo.load_index()
+        return repo
+
+    def add_key(self, password: str, *, kdf: KdfParams | None = None) -> str:
+        """Let another password open this repository; returns the key file name."""
+        if not password:
+            raise RepositoryError("refusing an empty password")
+        key_file = make_key_file(self.key, password, kdf)
+        name = content_name(key_file)
+        self.backend.put("keys/" + name, key_file)
+        return name
+
+    @property
+    def location(self) -> str:
+        return self.backend.location
+
+    # ---------------------------------------------------------------- index
+    def load_index(self) -> None:
+        """(Re)load every index file; damaged ones are skipped and remembered in damaged_index_files."""
+        index = MasterIndex()
+        files: set[str] = set()
+        damaged: dict[str, str] = {}
+        for name, _size in self.backend.list("index"):
+            try:
+                packs = self.read_index_file(name)
+            except IntegrityError as exc:
+                log.warning("%s", exc)
+                damaged[name] = str(exc)
+                continue
+            for pack_id, entries in packs.items():
+                index.add_pack(pack_id, entries)
+            files.add(name)
+        self.index, self.index_files, self.damaged_index_files = index, files, damaged
+
+    def read_index_file(self, name: str) -> dict[str, list[PackEntry]]:
+        what = f"index file index/{name}"
+        try:
+            stored = self.backend.get("index/" + name)
+        except FileNotFoundError:
+            raise IntegrityError(f"{what} is missing") from None
+        plain = open_object(self.key.sealer, stored, AAD_INDEX, what)
+        try:
+            return decode_index(plain)
+        except ValueError as exc:
+            raise IntegrityError(f"{what} is damaged: {exc}") from None
+
+    def write_index_file(self, packs: dict[str, list[PackEntry]]) -> str:
+        """Seal and store an index file for packs that are already durable; returns its name."""
+        stored = self.key.sealer.seal(encode_index(packs), AAD_INDEX)
+        name = content_name(stored)
+        self.backend.put("index/" + name, stored)
+        self.index_files.add(name)
+        return name
+
+    # ---------------------------------------------------------------- blobs
+    def new_chunker(self) -> Chunker:
+        """A content-defined chunker with this repository's sizes and secret seed."""
+        return Chunker(self.chunker, seed=self.key.chunker_seed)
+
+    def blob_id(self, data: bytes | memoryview) -> bytes:
+        """Keyed BLAKE3 (32 bytes) of a blob's plaintext; thread-safe."""
+        return self.key.blob_id(data)
+
+    def writer(self, **options: Any) -> BlobWriter:
+        return BlobWriter(self, **options)
+
+    def has_blob(self, blob_id: bytes) -> bool:
+        return blob_id in self.index
+
+    def blob_location(self, blob_id: bytes) -> BlobLocation | None:
+        return self.index.lookup(blob_id)
+
+    def load_blob(self, blob_id: bytes) -> bytes:
+        """The plaintext of a blob, verified against its id; IntegrityError (naming the pack) otherwise."""
+        loc = self.index.lookup(blob_id)
+        if loc is None:
+            raise IntegrityError(f"blob {blob_id.hex()} is not in the repository index")
+        try:
+            stored = self.backend.get("data/" + loc.pack_id, loc.offset, loc.length)
+        except FileNotFoundError:
+            raise IntegrityError(f"pack {loc.pack_id} holding blob {blob_id.hex()} is missing") from None
+        return self.decode_blob(blob_id, loc, stored)
+
+    def decode_blob(self, blob_id: bytes, loc: BlobLocation, stored: bytes | memoryview) -> bytes:
+        where = f"blob {blob_id.hex()} in pack {loc.pack_id}"
+        if len(stored) != loc.length:
+            raise IntegrityError(f"{where} is truncated")
+        try:
+            payload = self.key.sealer.open(stored, blob_id)
+        except AuthenticationFailed:
+            raise IntegrityError(f"{where} is damaged (authentication failed)") from None
+        if loc.flags & FLAG_COMPRESSED:
+            try:
+                plain = zcompress.decompress(payload, loc.raw_length)
+            except Exception:
+                raise IntegrityError(f"{where} is damaged (does not decompress)") from None
+        else:
+            plain = payload
+        if len(plain) != loc.raw_length or self.key.blob_id(plain) != blob_id:
+            raise IntegrityError(f"{where} is damaged (content does not match its id)")
+        return plain
+
+    # ---------------------------------------------------------------- snapshots
+    def save_snapshot(self, snapshot: Snapshot) -> str:
+        """Store a snapshot (after its trees are flushed); returns and sets its id."""
+        stored = self.key.sealer.seal(encode_snapshot(snapshot), AAD_SNAPSHOT)
+        name = content_name(stored)
+        self.backend.put("snapshots/" + name, stored)
+        snapshot.id = name
+        return name
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        what = f"snapshot {snapshot_id}"
+        try:
+            stored = self.backend.get("snapshots/" + snapshot_id)
+        except FileNotFoundError:
+            raise RepositoryError(f"no snapshot {snapshot_id} in the repository") from None
+        plain = open_object(self.key.sealer, stored, AAD_SNAPSHOT, what)
+        try:
+            return decode_snapshot(plain, id=snapshot_id)
+        except ValueError as exc:
+            raise IntegrityError(f"{what} is damaged: {exc}") from None
+
+    def snapshot_ids(self) -> list[str]:
+        return sorted(name for name, _size in self.backend.list("snapshots"))
+
+    def list_snapshots(self, *, strict: bool = False) -> list[Snapshot]:
+        """Every readable snapshot, oldest first (damaged ones are logged and skipped unless strict)."""
+        out = []
+        for sid in self.snapshot_ids():
+            try:
+                out.append(self.load_snapshot(sid))
+            except IntegrityError as exc:
+                if strict:
+                    raise
+                log.warning("%s", exc)
+        out.sort(key=lambda s: (_aware(s.time), s.id or ""))
+        return out
+
+    def find_snapshot(self, ref: str) -> Snapshot:
+        """A snapshot by full id, unique id prefix, or ``latest``."""
+        if ref == "latest":
+            snaps = self.list_snapshots()
+            if not snaps:
+                raise RepositoryError("the repository has no snapshots yet")
+            return snaps[-1]
+        ref = ref.lower()
+        matches = [sid for sid in self.snapshot_ids() if sid.startswith(ref)] if ref else []
+        if not matches:
+            raise RepositoryError(f"no snapshot matches {ref!r}", hint="list them with 'cbr-agent snapshots'")
+        if len(matches) > 1:
+            raise RepositoryError(f"snapshot id prefix {ref!r} is ambiguous ({len(matches)} snapshots)")
+        return self.load_snapshot(matches[0])
+
+    def forget_snapshot(self, snapshot_id: str) -> None:
+        """Remove a snapshot (its data stays until prune)."""
+        if not self.backend.exists("snapshots/" + snapshot_id):
+            raise RepositoryError(f"no snapshot {snapshot_id} in the repository")
+        self.backend.delete("snapshots/" + snapshot_id)
+
+    # ---------------------------------------------------------------- locks
+    @contextmanager
+    def lock(self, *, exclusive: bool) -> Iterator[None]:
+        """Shared (backup) or exclusive (prune) lock; RepositoryLocked when another run conflicts."""
+        held = RepositoryLock(self.backend, self.key.sealer, exclusive=exclusive)
+        held.acquire()
+        with self._locks_mutex:
+            self._held_locks.append(held)
+        try:
+            yield
+        finally:
+            with self._locks_mutex:
+                self._held_locks.remove(held)
+            held.release()
+
+    def holds_exclusive_lock(self) -> bool:
+        with self._locks_mutex:
+            return any(lock.exclusive for lock in self._held_locks)
+
+    # ---------------------------------------------------------------- maintenance
+    def check(self, *, read_data: bool = False) -> Any:
+        from cbr_agent.repository.check import run_check
+
+        return run_check(self, read_data=read_data)
+
+    def prune(self, **options: Any) -> Any:
+        from cbr_agent.repository.prune import run_prune
+
+        if self.holds_exclusive_lock():
+            return run_prune(self, **options)
+        with self.lock(exclusive=True):
+            return run_prune(self, **options)
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _read_config_head(backend: Backend) -> dict[str, Any]:
+    if not backend.is_present():
+        raise RepositoryNotFound(f"no repository at {backend.location}")
+    try:
+        raw = backend.get("config")
+    except FileNotFoundError:
+        if not any(True for _ in _safe_list(backend)):
+            raise RepositoryNotFound(f"no repository at {backend.location}") from None
+        raise RepositoryError(
+            f"{backend.location} is not a cbr-agent repository (no config; a foreign or unfinished one)",
+            hint="check the 'repository' setting",
+        ) from None
+    try:
+        head = json.loads(raw)
+        if not isinstance(head, dict):
+            raise ValueError
+    except ValueError:
+        raise RepositoryError(
+            f"{backend.location} is not a cbr-agent repository (config is not ours)"
+        ) from None
+    if head.get("format") != FORMAT_MAGIC:
+        raise RepositoryError(f"{backend.location} is not a cbr-agent repository (config is not ours)")
+    if head.get("version") != FORMAT_VERSION:
+        raise RepositoryError(
+            f"repository {backend.location} has format version {head.get('version')}, this agent reads "
+            f"{FORMAT_VERSION}",
+            hint="upgrade cbr-agent",
+        )
+    return head
+
+
+def _safe_list(backend: Backend) -> Iterator[str]:
+    root = getattr(backend, "root", None)
+    if root is None:
+        return iter(())
+    try:
+        return iter([p.name for p in root.iterdir()])
+    except OSError:
+        return iter(())
+
+
+def _unlock(backend: Backend, password: str) -> MasterKey:
+    damaged: list[str] = []
+    tried = 0
+    for name, _size in sorted(backend.list("keys")):
+        try:
+            raw = backend.get("keys/" + name)
+        except FileNotFoundError:
+            continue
+        tried += 1
+        try:
+            key = open_key_file(raw, password)
+        except KeyFileDamaged as exc:
+            damaged.append(f"keys/{name} ({exc})")
+            continue
+        if key is not None:
+            return key
+    if tried == 0:
+        raise RepositoryError(f"repository {backend.location} has no key files", hint="it is damaged")
+    if damaged and len(damaged) == tried:
+        raise IntegrityError(f"every key file of {backend.location} is damaged: {', '.join(damaged)}")
+    note = f" (damaged: {', '.join(damaged)})" if damaged else ""
+    raise WrongPassword(f"wrong password for repository {backend.location}{note}")

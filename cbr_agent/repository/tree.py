@@ -1,0 +1,50 @@
+"""Tree blobs: one directory listing each, canonical JSON so equal directories dedup to one blob.
+
+Each node has ``name`` and ``type``; a directory has ``subtree`` (hex id of its tree blob), a regular file
+``content`` (list of hex blob ids). Everything else belongs to the backup pipeline and is kept as given.
+Names that are not valid UTF-8 arrive as surrogate-escaped ``str``; ``ensure_ascii`` keeps them intact.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+_FORMAT = 1
+
+
+def encode_tree(nodes: list[dict[str, Any]]) -> bytes:
+    """Deterministic bytes for a directory listing (nodes sorted by name; names must be unique)."""
+    ordered = sorted(nodes, key=lambda n: n["name"])
+    for a, b in itertools.pairwise(ordered):
+        if a["name"] == b["name"]:
+            raise ValueError(f"duplicate name in tree: {a['name']!r}")
+    doc = {"v": _FORMAT, "nodes": ordered}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def decode_tree(data: bytes) -> list[dict[str, Any]]:
+    """Inverse of :func:`encode_tree`; ValueError when the bytes are not a tree."""
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a tree blob: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("v") != _FORMAT or not isinstance(doc.get("nodes"), list):
+        raise ValueError("not a tree blob (format marker missing)")
+    nodes = doc["nodes"]
+    for node in nodes:
+        if not isinstance(node, dict) or not isinstance(node.get("name"), str) or "type" not in node:
+            raise ValueError("tree node without name or type")
+    return nodes
+
+
+def referenced_blobs(nodes: list[dict[str, Any]]) -> Iterator[tuple[str, str, str]]:
+    """``(node name, kind, hex id)`` of every blob a tree refers to directly."""
+    for node in nodes:
+        subtree = node.get("subtree")
+        if subtree is not None:
+            yield node["name"], "tree", subtree
+        for blob in node.get("content") or ():
+            yield node["name"], "data", blob

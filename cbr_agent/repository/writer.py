@@ -1,0 +1,275 @@
+"""BlobWriter: the dedup gate, compression, encryption and packing of new blobs, with background writes.
+
+Callers (several pipeline threads) call :meth:`BlobWriter.add`; compression and encryption run in the
+calling thread (zstd and AES-GCM release the GIL), full packs go through a bounded queue to upload threads,
+so memory stays bounded: ``add`` blocks when the queue is full. A pack's blobs enter the in-memory index
+once the pack is durable; index files follow (periodically and at :meth:`flush`), never before their packs.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cbr_agent import compress as zcompress
+from cbr_agent.errors import RepositoryError
+from cbr_agent.repository.objects import FLAG_COMPRESSED, FLAG_TREE, kind_flag
+from cbr_agent.repository.pack import MAX_PACK_SIZE, PackBuilder, PackEntry
+
+if TYPE_CHECKING:
+    from cbr_agent.repository.repo import Repository
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+DEFAULT_UPLOAD_THREADS = 2
+#: write an intermediate index this often, so a killed backup's uploaded blobs are reused next time
+INDEX_INTERVAL = 60.0
+INDEX_MAX_ENTRIES = 50_000
+
+
+@dataclass
+class WriterStats:
+    blobs_new: int = 0
+    blobs_duplicate: int = 0
+    bytes_new: int = 0  # plaintext bytes of new blobs
+    bytes_stored: int = 0  # after compression and encryption
+    packs_written: int = 0
+    index_files_written: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+_STOP = object()
+
+
+class BlobWriter:
+    """One per backup; thread-safe; a context manager that flushes on success."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        pack_size: int = DEFAULT_PACK_SIZE,
+        upload_threads: int = DEFAULT_UPLOAD_THREADS,
+        queued_packs: int = 1,
+        dedup_against_index: bool = True,
+        write_index: bool = True,
+    ) -> None:
+        if not 1024 <= pack_size <= MAX_PACK_SIZE // 2:
+            raise ValueError("pack_size out of range")
+        self._repo = repo
+        self._pack_size = pack_size
+        self._lock = threading.Lock()
+        self._in_flight: set[bytes] = set()
+        self._open: dict[int, PackBuilder] = {}
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, queued_packs))
+        self._threads: list[threading.Thread] = []
+        self._nthreads = max(1, upload_threads)
+        self._unindexed: dict[str, list[PackEntry]] = {}
+        self._unindexed_count = 0
+        self._last_index = time.monotonic()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._level = int(repo.config.get("compression", {}).get("level", zcompress.DEFAULT_LEVEL))
+        self._dedup_against_index = dedup_against_index
+        self._write_index_files = write_index
+        self.stats = WriterStats()
+
+    # -- context manager
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self.abort()
+
+    # -- adding
+    def add(self, blob_id: bytes, data: bytes | memoryview, *, kind: str = "data") -> bool:
+        """Store a blob unless the repository has it or another thread is storing it; True if stored."""
+        flags = kind_flag(kind)
+        if len(blob_id) != 32:
+            raise ValueError("blob id must be 32 bytes")
+        self._raise_error()
+        if not self._claim(blob_id):
+            return False
+        try:
+            payload, compressed = zcompress.compress(data, self._level)
+            if compressed:
+                flags |= FLAG_COMPRESSED
+            sealed = self._repo.key.sealer.seal(payload, blob_id)
+        except BaseException:
+            with self._lock:
+                self._in_flight.discard(blob_id)
+            raise
+        self._append(flags, blob_id, sealed, len(data))
+        return True
+
+    def add_sealed(self, blob_id: bytes, flags: int, sealed: bytes, raw_length: int) -> bool:
+        """Store an already sealed blob as it is (prune copies blobs into new packs this way)."""
+        self._raise_error()
+        if not self._claim(blob_id):
+            return False
+        self._append(flags, blob_id, sealed, raw_length)
+        return True
+
+    def _claim(self, blob_id: bytes) -> bool:
+        """The dedup gate: True when this call must store the blob."""
+        index = self._repo.index
+        with self._lock:
+            if self._closed:
+                raise RepositoryError("blob writer is closed")
+            if (self._dedup_against_index and blob_id in index) or blob_id in self._in_flight:
+                self.stats.blobs_duplicate += 1
+                return False
+            self._in_flight.add(blob_id)
+            return True
+
+    def _append(self, flags: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+        full = None
+        kind = flags & FLAG_TREE
+        with self._lock:
+            builder = self._open.get(kind)
+            if builder is None:
+                builder = self._open[kind] = PackBuilder()
+            builder.add(flags, blob_id, sealed, raw_length)
+            self.stats.blobs_new += 1
+            self.stats.bytes_new += raw_length
+            self.stats.bytes_stored += len(sealed)
+            if builder.size >= self._pack_size:
+                full = self._open.pop(kind)
+        if full is not None:
+            self._submit(full)
+
+    def written_packs(self) -> dict[str, list[PackEntry]]:
+        """Packs written and not yet covered by an index file (all of them when write_index=False)."""
+        with self._lock:
+            return {p: list(e) for p, e in self._unindexed.items()}
+
+    def _submit(self, builder: PackBuilder) -> None:
+        if not self._threads:
+            with self._lock:
+                if not self._threads:
+                    for i in range(self._nthreads):
+                        t = threading.Thread(target=self._upload_loop, name=f"pack-writer-{i}", daemon=True)
+                        t.start()
+                        self._threads.append(t)
+        self._queue.put(builder)  # blocks when enough packs are in flight: the byte budget
+
+    # -- background
+    def _upload_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is _STOP:
+                    return
+                if self._error is None:
+                    assert isinstance(item, PackBuilder)
+                    self._write_pack(item)
+            except BaseException as exc:  # remembered and raised in the caller's thread
+                log.debug("pack write failed", exc_info=True)
+                with self._lock:
+                    if self._error is None:
+                        self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _write_pack(self, builder: PackBuilder) -> None:
+        pack_id, buffers = builder.finish(self._repo.key.sealer)
+        self._repo.backend.put("data/" + pack_id, buffers)
+        self._repo.index.add_pack(pack_id, builder.entries)
+        due = False
+        with self._lock:
+            for e in builder.entries:
+                self._in_flight.discard(e.blob_id)
+            self._unindexed.setdefault(pack_id, []).extend(builder.entries)
+            self._unindexed_count += len(builder.entries)
+            self.stats.packs_written += 1
+            due = self._write_index_files and (
+                self._unindexed_count >= INDEX_MAX_ENTRIES
+                or time.monotonic() - self._last_index >= INDEX_INTERVAL
+            )
+        if due:
+            self._write_index()
+
+    def _write_index(self) -> None:
+        with self._lock:
+            packs, self._unindexed = self._unindexed, {}
+            self._unindexed_count = 0
+            self._last_index = time.monotonic()
+        if not packs:
+            return
+        try:
+            self._repo.write_index_file(packs)
+        except BaseException:
+            with self._lock:  # put them back so a later flush can retry
+                for pack_id, entries in packs.items():
+                    self._unindexed.setdefault(pack_id, []).extend(entries)
+                    self._unindexed_count += len(entries)
+            raise
+        with self._lock:
+            self.stats.index_files_written += 1
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            err = self._error
+            if isinstance(err, RepositoryError):
+                raise err
+            raise RepositoryError(f"writing to the repository failed: {err}") from err
+
+    # -- finishing
+    def flush(self) -> None:
+        """Write every pending blob: packs written and fsynced, then the index pointing into them."""
+        with self._lock:
+            builders = list(self._open.values())
+            self._open.clear()
+        for builder in builders:
+            if builder.entries:
+                self._submit(builder)
+        self._queue.join()
+        self._raise_error()
+        if self._write_index_files:
+            self._write_index()
+
+    def close_without_index(self) -> None:
+        """Stop the upload threads without writing an index (prune writes its own)."""
+        self._stop_threads()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._stop_threads()
+
+    def abort(self) -> None:
+        """After a failure: keep what reached the repository (index for written packs), drop the rest."""
+        with self._lock:
+            self._closed = True
+            self._open.clear()
+        try:
+            self._queue.join()
+            self._write_index()
+        except BaseException as exc:  # the caller's exception matters more; forget what is unindexed
+            log.warning("could not index the packs of an interrupted backup: %s", exc)
+            with self._lock:
+                lost = set(self._unindexed)
+                self._unindexed.clear()
+            self._repo.index.remove_packs(lost)
+        finally:
+            self._stop_threads()
+
+    def _stop_threads(self) -> None:
+        with self._lock:
+            self._closed = True
+            threads, self._threads = self._threads, []
+        for _ in threads:
+            self._queue.put(_STOP)
+        for t in threads:
+            t.join()

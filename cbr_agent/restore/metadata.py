@@ -1,0 +1,100 @@
+"""Applying recorded metadata: owner, mode, extended attributes, times (in that order: chown clears
+setuid bits, and every change but the last one would move mtime)."""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+from functools import lru_cache
+from typing import Any
+
+from cbr_agent.backup.nodes import decode_xattr_value
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@lru_cache(maxsize=4096)
+def _uid_of(name: str | None, fallback: int) -> int:
+    if name:
+        try:
+            return pwd.getpwnam(name).pw_uid
+        except KeyError:
+            pass
+    return fallback
+
+
+@lru_cache(maxsize=4096)
+def _gid_of(name: str | None, fallback: int) -> int:
+    if name:
+        try:
+            return grp.getgrnam(name).gr_gid
+        except KeyError:
+            pass
+    return fallback
+
+
+def owner_ids(node: dict[str, Any]) -> tuple[int, int]:
+    """User and group by name where this host knows the name, else by the recorded number."""
+    return (_uid_of(node.get("user"), int(node.get("uid", -1))),
+            _gid_of(node.get("group"), int(node.get("gid", -1))))
+
+
+def apply_fd(fd: int, node: dict[str, Any]) -> list[str]:
+    """Metadata of a regular file through its descriptor; returns problems (not raised)."""
+    problems: list[str] = []
+    if IS_ROOT:
+        try:
+            os.fchown(fd, *owner_ids(node))
+        except OSError as exc:
+            problems.append(f"cannot set owner: {exc.strerror}")
+    try:
+        os.fchmod(fd, int(node.get("mode", 0o644)))
+    except OSError as exc:
+        problems.append(f"cannot set mode: {exc.strerror}")
+    problems += _xattrs(fd, node, follow=True)
+    try:
+        mtime = int(node["mtime_ns"])
+        os.utime(fd, ns=(mtime, mtime))
+    except (OSError, KeyError) as exc:
+        problems.append(f"cannot set times: {exc}")
+    return problems
+
+
+def apply_path(path: str, node: dict[str, Any], *, symlink: bool = False) -> list[str]:
+    """Metadata of anything by path, never following a symlink."""
+    problems: list[str] = []
+    if IS_ROOT:
+        try:
+            os.chown(path, *owner_ids(node), follow_symlinks=False)
+        except OSError as exc:
+            problems.append(f"cannot set owner: {exc.strerror}")
+    if not symlink:
+        try:
+            os.chmod(path, int(node.get("mode", 0o755)))
+        except OSError as exc:
+            problems.append(f"cannot set mode: {exc.strerror}")
+    problems += _xattrs(path, node, follow=False)
+    try:
+        mtime = int(node["mtime_ns"])
+        os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+    except (OSError, KeyError) as exc:
+        problems.append(f"cannot set times: {exc}")
+    return problems
+
+
+def _xattrs(target: int | str, node: dict[str, Any], *, follow: bool) -> list[str]:
+    xattrs = node.get("xattrs") or {}
+    problems: list[str] = []
+    for name, value in xattrs.items():
+        try:
+            if isinstance(target, int):
+                os.setxattr(target, name, decode_xattr_value(value))
+            else:
+                os.setxattr(target, name, decode_xattr_value(value), follow_symlinks=follow)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) and not IS_ROOT:
+                continue
+            problems.append(f"cannot set extended attribute {name}: {exc.strerror}")
+    return problems

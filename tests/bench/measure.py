@@ -1,0 +1,211 @@
+"""Running one timed command and measuring it; sizes, page-cache warming, manifests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+
+
+@dataclass
+class Measurement:
+    seconds: float
+    rc: int
+    user_s: float
+    sys_s: float
+    peak_rss_mb: float      # highest VmHWM of any single process of the tool's tree (polled /proc)
+    tree_rss_mb: float      # highest sum of VmRSS over the whole process tree (polled)
+    wait4_maxrss_mb: float  # ru_maxrss from wait4: NOT the tool's own peak, see README (kept for reference)
+    timed_out: bool = False
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and its descendants, from /proc/PID/task/TID/children (cheap, unlike a scan of /proc)."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except OSError:
+                pass
+    return out
+
+
+def _status_kib(pid: int) -> tuple[int, int]:
+    """(VmHWM, VmRSS) of ``pid`` in KiB; (0, 0) when it is gone or has no memory (a zombie)."""
+    hwm = rss = 0
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    hwm = int(line.split()[1])
+                elif line.startswith(b"VmRSS:"):
+                    rss = int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return hwm, rss
+
+
+class _TreeRssPoller(threading.Thread):
+    """Polls the tool's process tree: per-process VmHWM (the kernel's exact high-water mark of that
+    process's memory since its exec, so only growth in the last interval before exit can be missed) and
+    the sum of VmRSS over the tree.
+
+    Why not wait4's ru_maxrss: Linux carries the pre-exec memory's high-water mark into it, so every child
+    of this (large) benchmark process would report at least the benchmark's own peak.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.hwm_kib: dict[int, int] = {}
+        self.tree_peak_kib = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            self.sample()
+            if self.stop.wait(self.interval):
+                return
+
+    def sample(self) -> None:
+        total = 0
+        for pid in tree_pids(self.pid):
+            hwm, rss = _status_kib(pid)
+            if hwm:
+                self.hwm_kib[pid] = max(self.hwm_kib.get(pid, 0), hwm)
+            total += rss
+        self.tree_peak_kib = max(self.tree_peak_kib, total)
+
+    @property
+    def peak_kib(self) -> int:
+        return max(self.hwm_kib.values(), default=0)
+
+
+def run_measured(cmd: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: Path,
+                 timeout: float) -> Measurement:
+    """Run ``cmd`` to completion; wall time, CPU time and peak RSS of it and its children.
+
+    The child is reaped with os.wait4 (exact CPU times of it and every descendant it waited for); memory
+    comes from polling /proc (see _TreeRssPoller). Output goes to ``log`` (not a pipe: nothing throttles
+    the tool, and wait4 cannot deadlock).
+    """
+    timed_out = threading.Event()
+    with open(log, "ab") as out:
+        out.write(("$ " + " ".join(cmd) + "\n").encode())
+        out.flush()
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        poller = _TreeRssPoller(proc.pid)
+        poller.start()
+
+        def kill() -> None:
+            timed_out.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        timer.cancel()
+        poller.stop.set()
+        poller.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)   # Popen must not wait for it again
+    return Measurement(
+        seconds=seconds, rc=proc.returncode, user_s=usage.ru_utime, sys_s=usage.ru_stime,
+        peak_rss_mb=poller.peak_kib * 1024 / 1e6, tree_rss_mb=poller.tree_peak_kib * 1024 / 1e6,
+        wait4_maxrss_mb=usage.ru_maxrss * 1024 / 1e6,
+        timed_out=timed_out.is_set())
+
+
+def warm(root: Path) -> int:
+    """Read every file under ``root`` (page cache and dentries hot, the same way for every tool)."""
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                while n := os.readv(fd, [view]):
+                    total += n
+            finally:
+                os.close(fd)
+    return total
+
+
+def disk_usage(root: Path) -> tuple[int, int]:
+    """(allocated bytes as `du` counts them, apparent bytes) of everything under ``root``."""
+    allocated = apparent = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirs, files in os.walk(root):
+        for name in files + dirs:
+            st = os.lstat(os.path.join(dirpath, name))
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            allocated += st.st_blocks * 512
+            if name in files:
+                apparent += st.st_size
+    return allocated, apparent
+
+
+def manifest(root: Path) -> dict[str, str]:
+    """Relative path -> content digest for files, "dir" for directories, "link:<target>" for symlinks."""
+    out: dict[str, str] = {}
+    for dirpath, dirs, files in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in dirs:
+            full = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            out[rel] = "link:" + os.readlink(full) if os.path.islink(full) else "dir"
+        for name in files:
+            full = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if os.path.islink(full):
+                out[rel] = "link:" + os.readlink(full)
+                continue
+            h = blake3.blake3(max_threads=1)
+            h.update_mmap(full) if os.path.getsize(full) else None
+            out[rel] = h.hexdigest()
+    return out
+
+
+def compare(expected: Mapping[str, str], got: Mapping[str, str]) -> list[str]:
+    """What differs between two manifests (empty when identical), at most a few lines."""
+    problems = []
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    for label, items in (("missing", missing), ("extra", extra), ("different", wrong)):
+        if items:
+            problems.append(f"{len(items)} {label}, e.g. {items[:3]}")
+    return problems
+
+
+def sync_and_settle(seconds: float) -> None:
+    os.sync()
+    if seconds > 0:
+        time.sleep(seconds)

@@ -1,0 +1,152 @@
+"""Fixtures for the packaging tests: packages built once per session, throwaway dpkg roots.
+
+``built_packages``
+    ``packaging/build.sh`` run once per session into a temporary dist dir, with wheels for the
+    Python this machine's packages would use (``/usr/bin/python3``) only, to keep it fast. Needs a
+    package index at build time, like ``pip install '.[test]'`` does.
+``DpkgRoot`` / ``dpkg_root``
+    An empty root that dpkg installs into with ``--root DIR --force-script-chrootless``: the maintainer
+    scripts run on this host with ``DPKG_ROOT=DIR``, build the venv with the host's system Python, and
+    never touch the running system (no systemctl, nothing outside DIR).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+def _need(tool: str) -> None:
+    if shutil.which(tool) is None:
+        pytest.fail(f"{tool} is needed by the packaging tests (see the README's test command)")
+
+
+def system_python_version() -> str:
+    out = subprocess.run([str(SYSTEM_PYTHON), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                         check=True, capture_output=True, text=True).stdout
+    return out.strip()
+
+
+@dataclass(frozen=True)
+class Built:
+    dist: Path
+    version: str
+    deb: Path
+    rpm: Path
+    wheel: Path
+    sdist: Path
+    python_versions: str
+    seconds: float
+
+
+def package_version() -> str:
+    text = (REPO / "cbr_agent" / "__init__.py").read_text(encoding="utf-8")
+    match = re.search(r'^__version__ = "(.+)"$', text, re.M)
+    assert match
+    return match.group(1)
+
+
+@pytest.fixture(scope="session")
+def built_packages(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    for tool in ("nfpm", "dpkg", "dpkg-deb"):
+        _need(tool)
+    if not SYSTEM_PYTHON.exists():
+        pytest.fail("/usr/bin/python3 is needed: the packages build their venv with the system Python")
+    dist = tmp_path_factory.mktemp("dist")
+    pyver = system_python_version()
+    started = time.monotonic()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(["sh", str(REPO / "packaging" / "build.sh"), "--out", str(dist),
+                           "--python-versions", pyver],
+                          capture_output=True, text=True, env=env, timeout=600)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 0, f"build.sh failed ({proc.returncode}):\n{proc.stderr}"
+    version = package_version()
+    return Built(dist=dist, version=version, deb=dist / f"cbr-agent_{version}-1_amd64.deb",
+                 rpm=dist / f"cbr-agent-{version}-1.x86_64.rpm",
+                 wheel=dist / f"cbr_agent-{version}-py3-none-any.whl",
+                 sdist=dist / f"cbr_agent-{version}.tar.gz", python_versions=pyver, seconds=seconds)
+
+
+class DpkgRoot:
+    """A directory dpkg installs packages into, with the scripts run chrootless (DPKG_ROOT)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        for sub in ("var/lib/dpkg/info", "var/lib/dpkg/updates"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        for name in ("status", "available"):
+            (path / "var/lib/dpkg" / name).touch()
+
+    def dpkg(self, *args: str, env: Mapping[str, str] | None = None,
+             timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        # --force-depends: python3 is on the host, not in this root's package database
+        return subprocess.run(["dpkg", f"--root={self.path}", "--force-script-chrootless",
+                               "--force-depends", *args],
+                              capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})})
+
+    def install(self, deb: Path) -> subprocess.CompletedProcess[str]:
+        proc = self.dpkg("-i", str(deb))
+        assert proc.returncode == 0, f"dpkg -i failed:\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    def status(self) -> str:
+        proc = subprocess.run(["dpkg-query", f"--admindir={self.path}/var/lib/dpkg", "-W",
+                               "-f=${db:Status-Status} ${Version}", "cbr-agent"],
+                              capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    def __truediv__(self, other: str) -> Path:
+        return self.path / other.lstrip("/")
+
+    @property
+    def config(self) -> Path:
+        return self / "etc/cbr-agent/agent.toml"
+
+    @property
+    def state_dir(self) -> Path:
+        return self / "var/lib/cbr-agent"
+
+    def cli(self, *args: str, env: Mapping[str, str] | None = None, config: bool = True,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """The installed ``/usr/bin/cbr-agent`` of this root, on this root's config and state."""
+        extra: list[str] = ["--state-dir", str(self.state_dir)]
+        if config and self.config.exists():
+            extra += ["--config", str(self.config)]
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("CBR_AGENT_")}
+        return subprocess.run([str(self / "usr/bin/cbr-agent"), *args, *extra], capture_output=True,
+                              text=True, timeout=timeout, env={**clean, **(env or {})})
+
+
+@pytest.fixture
+def dpkg_root(tmp_path: Path) -> DpkgRoot:
+    return DpkgRoot(tmp_path / "root")
+
+
+@pytest.fixture(scope="module")
+def installed_root(built_packages: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DpkgRoot]:
+    """One root with the .deb installed, shared by the read-only checks of a module."""
+    root = DpkgRoot(tmp_path_factory.mktemp("installed") / "root")
+    root.install(built_packages.deb)
+    yield root
+
+
+def run_script(args: Sequence[str], *, env: Mapping[str, str], timeout: float = 300,
+               ) -> subprocess.CompletedProcess[str]:
+    """packaging/install.sh with exactly ``env`` on top of a clean environment."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CBR_AGENT_")}
+    return subprocess.run(["sh", str(REPO / "packaging" / "install.sh"), *args], capture_output=True,
+                          text=True, timeout=timeout, env={**clean, **env})
