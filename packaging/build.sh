@@ -69,6 +69,10 @@ for v in $python_versions; do
     python3 -m pip download --disable-pip-version-check "$@" --dest "$stage/wheels" "$wheel" pip \
         >"$stage/pip.log" 2>&1 || { cat "$stage/pip.log" >&2; die "could not download the wheels for CPython $v"; }
 done
+# a copy with fixed modes: a checkout's own modes depend on the umask of whoever cloned it
+cp -R "$here/examples" "$stage/examples"
+find "$stage/examples" -type d -exec chmod 0755 {} +
+find "$stage/examples" -type f -exec chmod 0644 {} +
 echo "$version" > "$stage/VERSION"
 echo "$python_versions" > "$stage/python-versions"
 

@@ -35,7 +35,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 say() { echo "$PROG: $*"; }
 fail() { code=$1; shift; echo "$PROG: error: $*" >&2; exit "$code"; }
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
+needs_value() { [ "$1" -ge 2 ] || fail 2 "$2 needs a value (see: install.sh --help)"; }
 
 # -- arguments ----------------------------------------------------------------------------------
 package=${CBR_AGENT_PACKAGE:-}
@@ -48,17 +49,17 @@ nl='
 '
 while [ $# -gt 0 ]; do
     case "$1" in
-        --package) [ $# -ge 2 ] || usage; package=$2; shift 2 ;;
-        --settings) [ $# -ge 2 ] || usage; settings_file=$2; shift 2 ;;
-        --path) [ $# -ge 2 ] || usage; paths="$paths$2$nl"; shift 2 ;;
-        --exclude) [ $# -ge 2 ] || usage; excludes="$excludes$2$nl"; shift 2 ;;
+        --package) needs_value $# "$1"; package=$2; shift 2 ;;
+        --settings) needs_value $# "$1"; settings_file=$2; shift 2 ;;
+        --path) needs_value $# "$1"; paths="$paths$2$nl"; shift 2 ;;
+        --exclude) needs_value $# "$1"; excludes="$excludes$2$nl"; shift 2 ;;
         --no-start) start=no; shift ;;
-        --root) [ $# -ge 2 ] || usage; root=$2; shift 2 ;;
+        --root) needs_value $# "$1"; root=$2; shift 2 ;;
         -h|--help) usage ;;
         --sk|--sk=*|--token|--token=*|--security-token|--security-token=*|--password|--password=*)
             fail 2 "$1 is not accepted: a secret on the command line is visible in 'ps';" \
                 "set CBR_AGENT_SK/CBR_AGENT_TOKEN in the environment or in --settings FILE" ;;
-        *) echo "$PROG: error: unknown argument '$1'" >&2; usage ;;
+        *) fail 2 "unknown argument '$1' (see: install.sh --help)" ;;
     esac
 done
 
@@ -151,61 +152,71 @@ if [ -z "$package" ]; then
         fi
         if [ -n "$found" ]; then package=$found; break; fi
     done
-    [ -n "$package" ] || fail 6 "no cbr-agent .$format package for $(uname -m) in $here/../dist or $here;" \
-        "build one with packaging/build.sh or give --package FILE"
 fi
-[ -f "$package" ] || fail 6 "package $package does not exist"
-package=$(cd "$(dirname "$package")" && pwd)/$(basename "$package")
+if [ -n "$package" ]; then
+    [ -f "$package" ] || fail 6 "package $package does not exist"
+    package=$(cd "$(dirname "$package")" && pwd)/$(basename "$package")
+fi
 
-dpkg_root_args() {
-    if [ -n "$root" ]; then
-        echo "--root=$root --force-script-chrootless --force-depends"
+if [ -n "$root" ]; then
+    mkdir -p "$root/var/lib/dpkg/info" "$root/var/lib/dpkg/updates"
+    [ -e "$root/var/lib/dpkg/status" ] || : > "$root/var/lib/dpkg/status"
+    [ -e "$root/var/lib/dpkg/available" ] || : > "$root/var/lib/dpkg/available"
+fi
+
+# "VERSION-RELEASE" of the installed package, or nothing
+installed_version() {
+    if [ "$format" = deb ]; then
+        set -- dpkg-query -W -f='${db:Status-Status} ${Version}'
+        if [ -n "$root" ]; then set -- "$@" --admindir="$root/var/lib/dpkg"; fi
+        "$@" cbr-agent 2>/dev/null | sed -n 's/^installed //p'
+    else
+        rpm -q --qf '%{VERSION}-%{RELEASE}' cbr-agent 2>/dev/null || true
     fi
 }
 
-if [ "$format" = deb ]; then
-    want=$(dpkg-deb -f "$package" Version) || fail 6 "$package is not a readable .deb"
-    if [ -n "$root" ]; then
-        mkdir -p "$root/var/lib/dpkg/info" "$root/var/lib/dpkg/updates"
-        [ -e "$root/var/lib/dpkg/status" ] || : > "$root/var/lib/dpkg/status"
-        [ -e "$root/var/lib/dpkg/available" ] || : > "$root/var/lib/dpkg/available"
-        have=$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${db:Status-Status} ${Version}' cbr-agent 2>/dev/null || true)
+package_version() {
+    if [ "$format" = deb ]; then
+        dpkg-deb -f "$1" Version 2>/dev/null
     else
-        have=$(dpkg-query -W -f='${db:Status-Status} ${Version}' cbr-agent 2>/dev/null || true)
+        rpm -qp --qf '%{VERSION}-%{RELEASE}' "$1" 2>/dev/null
     fi
-    if [ "$have" = "installed $want" ]; then
-        say "package: cbr-agent $want already installed"
-    else
-        log=$(mktemp)
-        # shellcheck disable=SC2046 # word splitting of the option list is intended
-        if [ -z "$root" ] && command -v apt-get >/dev/null 2>&1; then
-            set -- env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$package"
+}
+
+# the command that installs $package with the system's package manager
+install_command() {
+    if [ "$format" = deb ]; then
+        if [ -n "$root" ]; then
+            # python3 is this host's, not in the root's package database
+            echo "dpkg --root=$root --force-script-chrootless --force-depends -i"
+        elif command -v apt-get >/dev/null 2>&1; then
+            echo "env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends"
         else
-            set -- dpkg $(dpkg_root_args) -i "$package"
+            echo "dpkg -i"
         fi
-        if ! CBR_AGENT_NO_START=1 "$@" >"$log" 2>&1; then
-            cat "$log" >&2; rm -f "$log"
-            fail 7 "installing $package failed (see above)"
-        fi
-        rm -f "$log"
-        say "package: installed cbr-agent $want from $package"
-        changed=yes
+    elif command -v dnf >/dev/null 2>&1; then
+        echo "dnf install -y -q"
+    elif command -v yum >/dev/null 2>&1; then
+        echo "yum install -y -q"
+    else
+        echo "rpm -U"
     fi
+}
+
+have=$(installed_version)
+if [ -z "$package" ]; then
+    [ -n "$have" ] || fail 6 "no cbr-agent .$format package for $(uname -m) in $here/../dist or $here," \
+        "and none is installed: build one with packaging/build.sh or give --package FILE"
+    say "package: cbr-agent $have already installed (no package file given)"
 else
-    want=$(rpm -qp --qf '%{VERSION}-%{RELEASE}' "$package" 2>/dev/null) || fail 6 "$package is not a readable .rpm"
-    have=$(rpm -q --qf '%{VERSION}-%{RELEASE}' cbr-agent 2>/dev/null || true)
+    want=$(package_version "$package") || fail 6 "$package is not a readable .$format package"
+    [ -n "$want" ] || fail 6 "$package is not a readable .$format package"
     if [ "$have" = "$want" ]; then
         say "package: cbr-agent $want already installed"
     else
         log=$(mktemp)
-        if command -v dnf >/dev/null 2>&1; then
-            set -- dnf install -y -q "$package"
-        elif command -v yum >/dev/null 2>&1; then
-            set -- yum install -y -q "$package"
-        else
-            set -- rpm -U "$package"
-        fi
-        if ! CBR_AGENT_NO_START=1 "$@" >"$log" 2>&1; then
+        # shellcheck disable=SC2046 # the command is split into words on purpose
+        if ! CBR_AGENT_NO_START=1 $(install_command) "$package" >"$log" 2>&1; then
             cat "$log" >&2; rm -f "$log"
             fail 7 "installing $package failed (see above)"
         fi
@@ -296,7 +307,7 @@ if [ -n "$paths" ]; then
     if [ "$before" = "$after" ]; then
         say "paths: unchanged"
     else
-        say "paths: updated ($(printf '%s' "$paths" | tr '\n' ' '))"
+        say "paths: updated ($(printf '%s' "$paths" | sed '/^$/d' | paste -sd ' ' -))"
         changed=yes
     fi
 fi

@@ -1,4 +1,4 @@
-"""The agent daemon (``cbr-agent run``) and its one-shot form (``cbr-agent run --once``).
+"""The agent daemon (``cbr-agent run``); its one-shot form is :mod:`cbr_agent.agent.once`.
 
 Three threads, each owning its part:
 - the main thread waits for signals (through a wakeup pipe, so a handler never takes a lock), pings the
@@ -25,10 +25,10 @@ from typing import Any
 from cbr_agent.agent import hostfacts
 from cbr_agent.agent.backoff import failure_delay, heartbeat_delay
 from cbr_agent.agent.connect import describe_endpoint, open_control_plane
-from cbr_agent.agent.heartbeat import ControlPlaneFactory, Syncer, SyncResult
+from cbr_agent.agent.heartbeat import ControlPlaneFactory, Syncer, SyncResult, registration_record
 from cbr_agent.agent.identity import Identity, load_identity
 from cbr_agent.agent.notify import Notifier
-from cbr_agent.agent.scheduler import BackupScheduler, JobFunction, default_job, parse_time, run_job
+from cbr_agent.agent.scheduler import BackupScheduler, JobFunction, default_job, parse_time
 from cbr_agent.agent.state import (
     PidLock,
     load_agent_state,
@@ -43,8 +43,6 @@ from cbr_agent.config import Settings
 from cbr_agent.errors import (
     ApiError,
     AuthError,
-    BackupError,
-    Cancelled,
     CbrAgentError,
     ConfigError,
     ControlPlaneUnavailable,
@@ -56,6 +54,8 @@ log = logging.getLogger("cbr_agent.agent")
 #: seconds from SIGTERM to exit, whatever is running (systemd's default stop timeout is 90 s; the
 #: issue asks for 5)
 STOP_BUDGET = 4.0
+#: how long a stop waits for an in-flight heartbeat call
+SYNC_STOP_WAIT = 0.5
 #: attempts per control plane call inside one heartbeat; the daemon's own backoff does the rest
 DAEMON_MAX_ATTEMPTS = 2
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -63,20 +63,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 def _daemon_control_plane(settings: Settings) -> Any:
     return open_control_plane(settings, max_attempts=DAEMON_MAX_ATTEMPTS)
-
-
-def registration_record(settings: Settings, result: SyncResult) -> dict[str, Any]:
-    agent = result.agent
-    return {
-        "agent_id": agent.agent_id,
-        "endpoint": describe_endpoint(settings),
-        "project_id": settings.project_id,
-        "registered": True,
-        "created_at": agent.created_at.isoformat() if agent.created_at else None,
-        "agent_status": agent.status,
-        "last_heartbeat": utc_now(),
-        "control_plane": "ok",
-    }
 
 
 def _problem_kind(exc: BaseException) -> str:
@@ -131,10 +117,15 @@ class Daemon:
 
     def run(self) -> int:
         state_dir = self.settings.state_dir
-        with PidLock(state_dir):
-            identity = load_identity(state_dir, pinned=self.settings.agent_id)
-            self.agent_id = identity.agent_id
-            return self._run(identity)
+        try:
+            with PidLock(state_dir):
+                identity = load_identity(state_dir, pinned=self.settings.agent_id)
+                self.agent_id = identity.agent_id
+                return self._run(identity)
+        finally:
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -181,14 +172,10 @@ class Daemon:
         if not self.scheduler.join(max(0.0, deadline - time.monotonic())):
             log.warning("the running backup did not stop within %gs; exiting anyway (an unfinished "
                         "backup leaves no snapshot, and the next one reuses what it stored)", STOP_BUDGET)
-        sync_thread.join(max(0.0, deadline - time.monotonic()))
-        if not sync_thread.is_alive():
-            self.syncer.close()
+        # a heartbeat stuck on a silent network holds nothing worth waiting for
+        sync_thread.join(min(SYNC_STOP_WAIT, max(0.0, deadline - time.monotonic())))
         with contextlib.suppress(CbrAgentError):
             self._record({"daemon": None, "backup_running": False, "stopped_at": utc_now()})
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
         log.info("cbr-agent daemon stopped")
 
     def _install_signals(self) -> Callable[[], None]:
@@ -277,6 +264,7 @@ class Daemon:
                 else failure_delay(interval, failures, self._rng)
             self._sync_wake.wait(delay)
             self._sync_wake.clear()
+        self.syncer.close()  # here: an embedded control plane's connection belongs to this thread
 
     def _sync_step(self) -> bool:
         try:
@@ -370,57 +358,3 @@ def _describe_paths(paths: Sequence[AgentPath]) -> str:
         return "no paths"
     return ", ".join(p.dir_path + (f" (excluding {', '.join(p.excludes)})" if p.excludes else "")
                      for p in paths)
-
-
-# -- run --once ------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class OnceResult:
-    agent_id: str
-    paths: tuple[AgentPath, ...]
-    backup: dict[str, Any] | None
-
-
-def run_once(settings: Settings, *, job: Callable[[], JobFunction] = default_job,
-             open_cp: ControlPlaneFactory = open_control_plane,
-             facts: Callable[[], hostfacts.HostFacts] = hostfacts.collect) -> OnceResult:
-    """Register, heartbeat and sync once, back up the paths once if there are any."""
-    with PidLock(settings.state_dir):
-        identity = load_identity(settings.state_dir, pinned=settings.agent_id)
-        previous = load_agent_state(settings.state_dir)
-        known = parse_wire_time(previous.get("created_at")) \
-            if previous.get("agent_id") == identity.agent_id else None
-        syncer = Syncer(settings, identity.agent_id, open_cp=open_cp, facts=facts,
-                        known_created_at=known)
-        try:
-            result = syncer.sync()
-        finally:
-            syncer.close()
-        save_paths(settings.state_dir, identity.agent_id, result.paths)
-        update_agent_state(settings.state_dir, {**registration_record(settings, result),
-                                                "last_error": None})
-        if not result.paths:
-            return OnceResult(identity.agent_id, result.paths, None)
-        job_settings = dataclasses.replace(settings, agent_id=identity.agent_id)
-        outcome = _backup_with_signals(job, job_settings, result.paths)
-        update_agent_state(settings.state_dir, {"last_backup": outcome})
-    if outcome["status"] == "cancelled":
-        raise Cancelled("backup interrupted; no snapshot was written")
-    if outcome["status"] == "failed":
-        raise BackupError(f"backup failed: {outcome.get('error')}")
-    return OnceResult(identity.agent_id, result.paths, outcome)
-
-
-def _backup_with_signals(job: Callable[[], JobFunction], settings: Settings,
-                         paths: Sequence[AgentPath]) -> dict[str, Any]:
-    cancel = threading.Event()
-    backup = job()
-    if threading.current_thread() is not threading.main_thread():
-        return run_job(backup, settings, paths, cancel)
-    old = {sig: signal.signal(sig, lambda *_: cancel.set()) for sig in STOP_SIGNALS}
-    try:
-        return run_job(backup, settings, paths, cancel)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)

@@ -13,9 +13,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cbr_agent.agent import hostfacts
-from cbr_agent.agent.connect import open_control_plane
+from cbr_agent.agent.connect import describe_endpoint, open_control_plane
+from cbr_agent.agent.state import utc_now
 from cbr_agent.api.models import Agent, AgentPath, ControlPlane
 from cbr_agent.config import Settings
 from cbr_agent.errors import NotFoundError
@@ -99,3 +101,17 @@ class Syncer:
         changed = self.created_at is not None and created_at != self.created_at
         self.created_at = created_at
         return changed
+
+
+def registration_record(settings: Settings, result: SyncResult) -> dict[str, Any]:
+    agent = result.agent
+    return {
+        "agent_id": agent.agent_id,
+        "endpoint": describe_endpoint(settings),
+        "project_id": settings.project_id,
+        "registered": True,
+        "created_at": agent.created_at.isoformat() if agent.created_at else None,
+        "agent_status": agent.status,
+        "last_heartbeat": utc_now(),
+        "control_plane": "ok",
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ class Notifier:
         return self.send("WATCHDOG=1")
 
     def reloading(self) -> bool:
-        return self.send("RELOADING=1")
+        # MONOTONIC_USEC lets Type=notify-reload units match this message to their reload request
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
 
     def stopping(self, status: str = "stopping") -> bool:
         return self.send("STOPPING=1", f"STATUS={status}")

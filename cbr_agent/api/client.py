@@ -23,6 +23,8 @@ was lost:
 - add-path reports under ``existed`` a path that the lost attempt added (and remove-path under
   ``not_existed`` one it removed); callers must treat ``added + existed`` as "now present" and
   ``removed + not_existed`` as "now absent", never count on the split;
+- register re-asserts status ``normal``: a retry that lands after a concurrent ``uninstall`` undoes it,
+  which the next heartbeat would do anyway (an agent that heartbeats is installed, DESIGN.md);
 - DELETE answers 404 on the retry, because the lost attempt already removed the agent (and, in real
   CBR, all its backups). The client turns that one 404 into success, since "the agent is gone" is what
   was asked; a 404 on the *first* attempt stays a :class:`NotFoundError`.
@@ -36,13 +38,11 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from cbr_agent import __version__
 from cbr_agent.api.auth import Credentials, credentials_from
@@ -53,7 +53,7 @@ from cbr_agent.api.models import (
     AgentRegistration,
     RemovePathResult,
 )
-from cbr_agent.api.retry import RETRYABLE_STATUSES, RetryPolicy
+from cbr_agent.api.retry import AUTH_FAILED_500, Failure, RetryPolicy, classify_failure, worth_retrying
 from cbr_agent.api.signer import canonical_query
 from cbr_agent.errors import (
     ApiError,
@@ -73,8 +73,6 @@ JSON_WITH_BODY = "application/json;charset=utf-8"
 CONNECT_TIMEOUT_CAP = 10.0
 #: connections kept per host: the daemon's heartbeat, path sync and a CLI call at once, with room
 POOL_SIZE = 8
-#: CBR's "authentication failed" comes as a 500 (auth-and-errors.md, 3.3): not transient, not a retry
-AUTH_FAILED_500 = "BackupService.9998"
 MAX_ERROR_TEXT = 300
 
 
@@ -237,7 +235,7 @@ class HttpControlPlane:
             if gone_is_done and maybe_processed and status == 404:
                 log.info("%s %s: 404 after an attempt whose answer was lost; it is done", method, path)
                 return {}
-            if attempt < attempts and _worth_retrying(status, error, idempotent):
+            if attempt < attempts and worth_retrying(status, error.error_code, idempotent):
                 maybe_processed = maybe_processed or status >= 500
                 delay = self.retry_policy.delay(attempt, response.headers.get("Retry-After"))
                 self._wait(method, path, f"answered {status}", attempt, delay)
@@ -264,7 +262,7 @@ class HttpControlPlane:
                  method, path, reason, attempt, self.retry_policy.max_attempts, delay)
         self._sleep(delay)
 
-    def _no_answer(self, method: str, failure: _Failure, attempts: int) -> ControlPlaneUnavailable:
+    def _no_answer(self, method: str, failure: Failure, attempts: int) -> ControlPlaneUnavailable:
         tried = "" if attempts == 1 else f" (after {attempts} attempts)"
         return ControlPlaneUnavailable(
             f"control plane at {self.endpoint} did not answer {method}: {failure.reason}{tried}",
@@ -289,73 +287,6 @@ class HttpControlPlane:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """Why an attempt got no answer."""
-
-    reason: str
-    #: True when the request may have reached the server and been acted on
-    maybe_processed: bool
-    retryable: bool = True
-    hint: str | None = None
-
-
-def classify_failure(exc: requests.RequestException) -> _Failure:
-    if isinstance(exc, requests.exceptions.SSLError):
-        return _Failure(
-            f"TLS handshake failed: {_ssl_reason(exc)}", maybe_processed=False, retryable=False,
-            hint="check the endpoint's certificate; set ca_bundle to its CA, or tls_verify=false to "
-                 "turn verification off")
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return _Failure("timed out connecting", maybe_processed=False)
-    if isinstance(exc, requests.exceptions.Timeout):
-        return _Failure("timed out waiting for the answer", maybe_processed=True)
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        cause = _find(exc, NewConnectionError)
-        if isinstance(cause, NameResolutionError):
-            return _Failure("cannot resolve its host name", maybe_processed=False)
-        if cause is not None:
-            refused = _find(exc, ConnectionRefusedError) is not None or "refused" in str(cause)
-            return _Failure("connection refused" if refused else "cannot connect", maybe_processed=False)
-        return _Failure("the connection closed before the answer", maybe_processed=True)
-    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
-        return _Failure("the answer was cut off", maybe_processed=True)
-    return _Failure(f"request failed ({type(exc).__name__})", maybe_processed=False, retryable=False)
-
-
-def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """The first ``kind`` in ``exc``, its ``args``, ``reason``, cause and context (urllib3 nests)."""
-    seen: set[int] = set()
-    todo: list[Any] = [exc]
-    while todo:
-        item = todo.pop(0)
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, kind):
-            return item
-        todo += [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
-    return None
-
-
-def _ssl_reason(exc: BaseException) -> str:
-    import ssl
-
-    verify_error = _find(exc, ssl.SSLCertVerificationError)
-    if isinstance(verify_error, ssl.SSLCertVerificationError) and verify_error.verify_message:
-        return f"certificate verify failed: {verify_error.verify_message}"
-    ssl_error = _find(exc, ssl.SSLError)
-    if isinstance(ssl_error, ssl.SSLError) and ssl_error.reason:
-        return str(ssl_error.reason).lower().replace("_", " ")
-    return "TLS error"
-
-
-def _worth_retrying(status: int, error: ApiError, idempotent: bool) -> bool:
-    if status not in RETRYABLE_STATUSES or error.error_code == AUTH_FAILED_500:
-        return False
-    return status == 429 or idempotent  # a 5xx may have been processed
 
 
 def error_from_response(

@@ -1,7 +1,7 @@
-"""When and how long the HTTP client waits before trying a control-plane call again.
+"""When and how long the HTTP client waits before trying a control-plane call again, and what a
+failed attempt means (:func:`classify_failure`, :func:`worth_retrying`).
 
-The policy (documented in the README section of the client and the module docstring of
-:mod:`cbr_agent.api.client`):
+The policy (which failures count as safe to repeat is explained in :mod:`cbr_agent.api.client`):
 
 - at most ``max_attempts`` attempts in all (default 4: the first try and three retries);
 - retried: no answer at all (connection refused, DNS failure, connect or read timeout, connection
@@ -15,12 +15,20 @@ The policy (documented in the README section of the client and the module docstr
 from __future__ import annotations
 
 import random
+import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from urllib3.exceptions import NewConnectionError
 
 #: 429 Too Many Requests and the 5xx that mean "try again later"; 501 (not implemented) never heals
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: CBR's "authentication failed" comes as a 500 (auth-and-errors.md, 3.3): not transient, not a retry
+AUTH_FAILED_500 = "BackupService.9998"
 
 
 @dataclass(frozen=True)
@@ -64,3 +72,72 @@ def parse_retry_after(value: str, now: float | None = None) -> float | None:
         return None
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an attempt got no answer."""
+
+    reason: str
+    #: True when the request may have reached the server and been acted on
+    maybe_processed: bool
+    retryable: bool = True
+    hint: str | None = None
+
+
+def classify_failure(exc: requests.RequestException) -> Failure:
+    """What an exception from requests means: why there was no answer, whether the request may
+    have been processed (only a failure before sending is certain not to be), whether to retry."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return Failure(
+            f"TLS handshake failed: {_ssl_reason(exc)}", maybe_processed=False, retryable=False,
+            hint="check the endpoint's certificate; set ca_bundle to its CA, or tls_verify=false to "
+                 "turn verification off")
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return Failure("timed out connecting", maybe_processed=False)
+    if isinstance(exc, requests.exceptions.Timeout):
+        return Failure("timed out waiting for the answer", maybe_processed=True)
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        cause = _find(exc, NewConnectionError)
+        if _find(exc, socket.gaierror) is not None:  # urllib3 1.26 and 2.x both chain it
+            return Failure("cannot resolve its host name", maybe_processed=False)
+        if cause is not None:
+            refused = _find(exc, ConnectionRefusedError) is not None or "refused" in str(cause)
+            return Failure("connection refused" if refused else "cannot connect", maybe_processed=False)
+        return Failure("the connection closed before the answer", maybe_processed=True)
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+        return Failure("the answer was cut off", maybe_processed=True)
+    return Failure(f"request failed ({type(exc).__name__})", maybe_processed=False, retryable=False)
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first ``kind`` in ``exc``, its ``args``, ``reason``, cause and context (urllib3 nests)."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        item = todo.pop(0)
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, kind):
+            return item
+        todo += [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
+    return None
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    verify_error = _find(exc, ssl.SSLCertVerificationError)
+    if isinstance(verify_error, ssl.SSLCertVerificationError) and verify_error.verify_message:
+        return f"certificate verify failed: {verify_error.verify_message}"
+    ssl_error = _find(exc, ssl.SSLError)
+    if isinstance(ssl_error, ssl.SSLError) and ssl_error.reason:
+        return str(ssl_error.reason).lower().replace("_", " ")
+    return "TLS error"
+
+
+def worth_retrying(status: int, error_code: str, idempotent: bool) -> bool:
+    """Whether an error answer may be retried: 429 always (rejected before any work), the transient
+    5xx only for an idempotent call (it may have been processed), CBR's auth-failure 500 never."""
+    if status not in RETRYABLE_STATUSES or error_code == AUTH_FAILED_500:
+        return False
+    return status == 429 or idempotent  # a 5xx may have been processed

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cbr_agent.backup.blobpool import BlobPool
+from cbr_agent.backup.nodes import read_xattrs
 
 #: holes are recorded as chunks of zeros of at most this size (restored as holes again)
 ZERO_CHUNK = 1024 * 1024
@@ -36,6 +37,8 @@ class SavedFile:
     bytes_read: int
     stat_before: os.stat_result
     changed: bool
+    xattrs: dict[str, str] | None = None
+    xattr_error: str | None = None
 
 
 def open_file(path: str) -> int:
@@ -170,7 +173,12 @@ class FileSaver:
             or after.st_mtime_ns != before.st_mtime_ns
             or after.st_ctime_ns != before.st_ctime_ns
         )
-        return SavedFile(content, length, read, before, changed)
+        saved = SavedFile(content, length, read, before, changed)
+        try:
+            saved.xattrs = read_xattrs(fd)
+        except OSError as exc:
+            saved.xattr_error = describe(exc)
+        return saved
 
     def _read(self, fd: int, n: int, pos: int) -> bytes:
         try:

@@ -84,7 +84,7 @@ class FilesCache:
         self.path = path
         self.repo_id = repo_id
         self._lock = threading.Lock()
-        self._staged: list[tuple[bytes, DirRecord]] = []
+        self._staged: list[tuple[bytes, bytes]] = []
         self._touched: list[bytes] = []
         self._local = threading.local()
         self.db = self._open()
@@ -141,25 +141,26 @@ class FilesCache:
             return None
 
     def stage(self, path: bytes, record: DirRecord) -> None:
+        """Keep a row for the next commit (serialized now: staged rows wait for a writer flush)."""
+        data = record.to_bytes(self._codec()[0])
         with self._lock:
-            self._staged.append((path, record))
+            self._staged.append((path, data))
 
     def touch(self, path: bytes) -> None:
         """Keep an unchanged row alive (its generation is bumped at commit)."""
         with self._lock:
             self._touched.append(path)
 
-    def take_staged(self) -> tuple[list[tuple[bytes, DirRecord]], list[bytes]]:
+    def take_staged(self) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
         """Everything staged so far; call before flushing the writer, commit after."""
         with self._lock:
             staged, touched = self._staged, self._touched
             self._staged, self._touched = [], []
         return staged, touched
 
-    def commit(self, staged: Iterable[tuple[bytes, DirRecord]], touched: Iterable[bytes]) -> None:
-        compressor = self._codec()[0]
+    def commit(self, staged: Iterable[tuple[bytes, bytes]], touched: Iterable[bytes]) -> None:
         gen = self.generation
-        rows = [(self.repo_id, p, gen, r.to_bytes(compressor)) for p, r in staged]
+        rows = [(self.repo_id, p, gen, data) for p, data in staged]
         with self._lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:

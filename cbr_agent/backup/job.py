@@ -22,7 +22,7 @@ from cbr_agent.backup.filescache import FilesCache
 from cbr_agent.backup.password import generate_password_file, require_password, resolve_password
 from cbr_agent.backup.pipeline import Archiver, BackupStats, Root
 from cbr_agent.config import Settings
-from cbr_agent.errors import RepositoryNotFound, StateError, UsageError
+from cbr_agent.errors import BackupError, RepositoryNotFound, StateError, UsageError
 from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude, normalize_path
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,10 @@ def backup_paths(
     started = time.monotonic()
     start_time = datetime.now(timezone.utc)
     roots = normalize_roots(paths)
+    missing = [p for p, _ in roots if not os.path.lexists(p)]
+    if len(missing) == len(roots):
+        raise BackupError(f"nothing to back up: {', '.join(missing)} "
+                          f"{'does' if len(missing) == 1 else 'do'} not exist")
     if repo is None:
         repo = open_repository(settings, create_default=not dry_run)
     host = socket.gethostname()
@@ -175,7 +179,7 @@ def backup_paths(
         parent = find_parent(repo, host, root_paths)
         cache = None if dry_run else _open_cache(settings, repo.id)
         try:
-            return _run(settings, repo, roots, parent, cache, host, start_time, started,
+            return _run(settings, repo, roots, parent, cache, host, start_time, started, missing,
                         cancel=cancel, progress=progress, dry_run=dry_run,
                         agent_id=agent_id or settings.agent_id)
         finally:
@@ -184,7 +188,8 @@ def backup_paths(
 
 
 def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]], parent: Any,
-         cache: FilesCache | None, host: str, start_time: datetime, started: float, *,
+         cache: FilesCache | None, host: str, start_time: datetime, started: float,
+         missing: list[str], *,
          cancel: threading.Event | None, progress: Callable[[ProgressInfo], None] | None,
          dry_run: bool, agent_id: str | None) -> BackupSummary:
     from cbr_agent.repository import Snapshot
@@ -213,8 +218,10 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
         if progress is not None:
             ticker = _Ticker(archiver.stats, progress, started, expected)
             ticker.start()
+        for path in missing:
+            archiver.warn(f"{path}: does not exist; not backed up")
         try:
-            tree = archiver.run([Root(p, ExcludeMatcher(p, ex)) for p, ex in roots])
+            tree = archiver.run([Root(p, ExcludeMatcher(p, ex)) for p, ex in roots if p not in missing])
         finally:
             if ticker is not None:
                 ticker.stop()

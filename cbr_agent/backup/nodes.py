@@ -5,7 +5,7 @@ A node is a plain dict (the repository's ``encode_tree`` stores it as given). Ke
 - ``name`` (str; names that are not valid UTF-8 stay surrogate-escaped), ``type``: ``dir``, ``file``,
   ``symlink``, ``fifo``, ``chardev``, ``blockdev`` or ``socket``;
 - ``mode`` (permission bits incl. setuid/setgid/sticky), ``uid``, ``gid``, ``user``, ``group``;
-- ``mtime_ns``, ``ctime_ns``, ``inode``, ``dev``, ``links``, ``size``;
+- ``mtime_ns``, ``ctime_ns``, ``inode``, ``size``; ``dev`` and ``links`` for hard-linked non-directories;
 - ``target`` (symlinks), ``rdev`` (device nodes), ``xattrs`` ({name: base64 value}, only when any);
 - ``content`` (files: hex blob ids, in order), ``subtree`` (directories: hex id of the tree blob).
 """
@@ -53,12 +53,14 @@ def group_name(gid: int) -> str | None:
         return None
 
 
-def read_xattrs(path: str) -> dict[str, str]:
-    """Extended attributes of ``path`` itself (never a symlink's target), values base64."""
+def read_xattrs(path: str | int) -> dict[str, str]:
+    """Extended attributes of ``path`` itself (never a symlink's target) or of an open descriptor,
+    values base64."""
     if not hasattr(os, "listxattr"):
         return {}
+    follow = isinstance(path, int)  # a descriptor is the file itself already
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, follow_symlinks=follow)
     except OSError as exc:
         if exc.errno in _NO_XATTR:
             return {}
@@ -66,7 +68,7 @@ def read_xattrs(path: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in sorted(names):
         try:
-            value = os.getxattr(path, name, follow_symlinks=False)
+            value = os.getxattr(path, name, follow_symlinks=follow)
         except OSError as exc:
             if exc.errno in _NO_XATTR:
                 continue
@@ -89,10 +91,11 @@ def node_from_stat(name: str, st: os.stat_result) -> Node:
         "mtime_ns": st.st_mtime_ns,
         "ctime_ns": st.st_ctime_ns,
         "inode": st.st_ino,
-        "dev": st.st_dev,
-        "links": st.st_nlink,
         "size": st.st_size if kind == "file" else 0,
     }
+    if st.st_nlink > 1 and kind != "dir":  # hard links: restored as links by (dev, inode)
+        node["dev"] = st.st_dev
+        node["links"] = st.st_nlink
     if kind in ("chardev", "blockdev"):
         node["rdev"] = st.st_rdev
     return node

@@ -44,7 +44,11 @@ log = logging.getLogger(__name__)
 #: a file whose ctime is this close to the moment it was looked at may change again unnoticed
 #: (same timestamp tick); such entries are never trusted from the cache
 RACY_NS = 100_000_000
-READ_QUEUE = 256
+READ_QUEUE = 64
+#: files up to this size are read in batches of BATCH_FILES files or BATCH_BYTES bytes per hand-off
+BATCH_FILE_MAX = 256 * 1024
+BATCH_FILES = 64
+BATCH_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -77,6 +81,7 @@ class DirTask:
 
     __slots__ = (
         "fingerprint",
+        "ident",
         "index",
         "node",
         "parent",
@@ -90,8 +95,10 @@ class DirTask:
         "walked",
     )
 
-    def __init__(self, path: str, node: Node, parent: DirTask | None, index: int) -> None:
+    def __init__(self, path: str, node: Node, parent: DirTask | None, index: int,
+                 ident: tuple[int, int]) -> None:
         self.path = path
+        self.ident = ident
         self.node = node
         self.parent = parent
         self.index = index
@@ -166,6 +173,8 @@ class Archiver:
         self._empty_tree: str | None = None
         self._checkpoint = checkpoint
         self._checkpoint_interval = checkpoint_interval
+        self._batch: list[tuple[Any, ...]] = []
+        self._batch_bytes = 0
 
     # ------------------------------------------------------------------ public
     def run(self, roots: Sequence[Root]) -> str:
@@ -175,6 +184,7 @@ class Archiver:
             t.start()
         try:
             self._walk_all(roots)
+            self._flush_batch()
             while not self._done.wait(0.2):
                 self._raise_if_stopped()
             self._raise_if_stopped()
@@ -191,7 +201,8 @@ class Archiver:
         return self._root_tree
 
     def warn(self, message: str) -> None:
-        log.warning("%s", message)
+        # the caller reports the collected warnings (CLI, daemon); log them only for debugging
+        log.debug("warning: %s", message)
         with self._lock:
             self.stats.warnings.append(message)
 
@@ -307,10 +318,11 @@ class Archiver:
         if "" in trie:  # the root directory itself is a backup path
             root = trie[""]
             st = os.lstat("/")
-            top = DirTask("/", node_from_stat("", st), None, 0)
+            top = DirTask("/", node_from_stat("", st), None, 0, (st.st_dev, st.st_ino))
             self._walk(top, root, st.st_dev, self._prev_of_subtree(self.parent_tree, self.parent_time_ns))
             return
-        top = DirTask("/", node_from_stat("", os.lstat("/")), None, 0)
+        st = os.lstat("/")
+        top = DirTask("/", node_from_stat("", st), None, 0, (st.st_dev, st.st_ino))
         self._virtual_dir(top, trie, self._prev_of_subtree(self.parent_tree, self.parent_time_ns))
 
     def _virtual_dir(self, task: DirTask, children: dict[str, Any], prev: _Prev | None) -> None:
@@ -331,7 +343,7 @@ class Archiver:
                 self.warn(f"{path}: not a directory; paths below it are skipped")
                 self._resolve(task, index, None)
                 continue
-            sub = DirTask(path, self._dir_node(path, name, st), task, index)
+            sub = DirTask(path, self._dir_node(path, name, st), task, index, (st.st_dev, st.st_ino))
             sub_prev = self._prev_of_node(prev_node, prev)
             if isinstance(child, Root):
                 self._walk(sub, child, st.st_dev, sub_prev)
@@ -367,7 +379,7 @@ class Archiver:
         task.scan_ns = scan_ns
         record = self.cache.get(os.fsencode(path)) if self.cache is not None else None
         task.record = record
-        here = (*ancestors, (task.node["dev"], task.node["inode"]))
+        here = (*ancestors, task.ident)
         subdirs: list[Any] = []
         if record is not None and record.fingerprint == fingerprint and self._blobs_present(record):
             task.reuse = True
@@ -476,7 +488,7 @@ class Archiver:
             self.warn(f"{path}: directory loop (same directory as one of its parents); not descended")
             self._resolve(task, index, None)
             return None
-        sub = DirTask(path, node, task, index)
+        sub = DirTask(path, node, task, index, (st.st_dev, st.st_ino))
         return (sub, self._lazy_prev(prev_node, prev), ancestors)
 
     def _lazy_prev(self, prev_node: Node | None, prev: _Prev | None) -> _Prev | None:
@@ -506,7 +518,7 @@ class Archiver:
                     self.stats.bytes_done += st.st_size
                 self._resolve(task, index, prev_node)
                 return
-            self._put_file((task, index, path, name, st, prev_node is not None))
+            self._queue_file((task, index, path, name, st, prev_node is not None), st.st_size)
             return
         if trusted and prev_node.get("type") == TYPE_BY_FMT.get(stat.S_IFMT(mode)):  # type: ignore[union-attr]
             self._resolve(task, index, prev_node)
@@ -530,7 +542,22 @@ class Archiver:
         return all(has(bytes.fromhex(c)) for c in node.get("content") or ())
 
     # ------------------------------------------------------------------ reading
-    def _put_file(self, item: tuple[Any, ...]) -> None:
+    def _queue_file(self, item: tuple[Any, ...], size: int) -> None:
+        """Small files travel in batches: one queue hand-off per batch, not per file."""
+        if size > BATCH_FILE_MAX:
+            self._put(item)
+            return
+        self._batch.append(item)
+        self._batch_bytes += size
+        if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+            self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        if self._batch:
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+            self._put(batch)
+
+    def _put(self, item: Any) -> None:
         while True:
             self._raise_if_stopped()
             try:
@@ -544,26 +571,35 @@ class Archiver:
             item = self._queue.get()
             if item is None:
                 return
-            task, index = item[0], item[1]
-            if self._should_stop():
-                self._resolve_quietly(task, index)
-                continue
-            try:
-                node = self._read_file(*item)
-            except BaseException as exc:  # repository, crypto or a bug: the backup stops
-                self._fail(exc)
-                self._resolve_quietly(task, index)
-                continue
-            self._resolve(task, index, node)
+            items = item if isinstance(item, list) else [item]
+            delta = BackupStats()
+            results: list[tuple[DirTask, int, Node | None]] = []
+            for one in items:
+                node = None
+                if not self._should_stop():
+                    try:
+                        node = self._read_file(delta, *one)
+                    except BaseException as exc:  # repository, crypto or a bug: the backup stops
+                        self._fail(exc)
+                results.append((one[0], one[1], node))
+            with self._lock:
+                s = self.stats
+                s.files_new += delta.files_new
+                s.files_changed += delta.files_changed
+                s.bytes_read += delta.bytes_read
+                s.bytes_total += delta.bytes_total
+                s.bytes_done += delta.bytes_done
+            for task, index, node in results:
+                self._resolve_quietly(task, index, node)
 
-    def _resolve_quietly(self, task: DirTask, index: int) -> None:
+    def _resolve_quietly(self, task: DirTask, index: int, node: Node | None) -> None:
         try:
-            self._resolve(task, index, None)
+            self._resolve(task, index, node)
         except BaseException as exc:
             self._fail(exc)
 
-    def _read_file(self, task: DirTask, index: int, path: str, name: str, st: os.stat_result,
-                   existed: bool) -> Node | None:
+    def _read_file(self, delta: BackupStats, task: DirTask, index: int, path: str, name: str,
+                   st: os.stat_result, existed: bool) -> Node | None:
         saved = None
         for attempt in (1, 2):
             try:
@@ -590,15 +626,17 @@ class Archiver:
         node = node_from_stat(name, saved.stat_before)
         node["size"] = saved.size
         node["content"] = saved.content
-        self._add_xattrs(node, path)
-        with self._lock:
-            if existed:
-                self.stats.files_changed += 1
-            else:
-                self.stats.files_new += 1
-            self.stats.bytes_read += saved.bytes_read
-            self.stats.bytes_total += saved.size
-            self.stats.bytes_done += saved.size
+        if saved.xattrs:
+            node["xattrs"] = saved.xattrs
+        elif saved.xattr_error:
+            self.warn(f"{path}: cannot read extended attributes: {saved.xattr_error}")
+        if existed:
+            delta.files_changed += 1
+        else:
+            delta.files_new += 1
+        delta.bytes_read += saved.bytes_read
+        delta.bytes_total += saved.size
+        delta.bytes_done += saved.size
         return node
 
     # ------------------------------------------------------------------ checkpoints

@@ -93,8 +93,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_register(args: argparse.Namespace) -> int:
     from cbr_agent.agent.configfile import persist_registration
-    from cbr_agent.agent.daemon import registration_record
-    from cbr_agent.agent.heartbeat import Syncer
+    from cbr_agent.agent.heartbeat import Syncer, registration_record
     from cbr_agent.agent.identity import load_identity
     from cbr_agent.agent.state import save_paths, update_agent_state
     from cbr_agent.cli.context import settings_from_args
@@ -170,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_once(settings: Any) -> int:
     from cbr_agent.agent.connect import describe_endpoint
-    from cbr_agent.agent.daemon import run_once
+    from cbr_agent.agent.once import run_once
 
     result = run_once(settings)
     print(f"agent {result.agent_id} registered with {describe_endpoint(settings)}")

@@ -125,7 +125,7 @@ def print_fleet(agents: Sequence[Any], endpoint: str, *, now: datetime) -> None:
         return
     rows = []
     for a in agents:
-        paths = _available(a)
+        paths = sorted(_available(a), key=lambda p: p.dir_path)
         shown = ", ".join(p.dir_path + _excludes_note(len(p.excludes)) for p in paths)
         rows.append([a.agent_id, a.host_name, a.host_ip, a.status, age(a.last_active_time, now),
                      a.agent_version, shown or "-"])

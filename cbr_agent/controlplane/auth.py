@@ -9,6 +9,7 @@ Messages never echo a secret.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 
@@ -18,6 +19,15 @@ from cbr_agent.controlplane.faults import forbidden, unauthenticated
 
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 REQUIRED_SIGNED = ("host", "x-sdk-date")
+_SDK_DATE = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z\Z")
+
+
+def parse_sdk_date(value: str) -> datetime:
+    """``YYYYMMDDTHHMMSSZ`` as UTC; ValueError otherwise (strptime is slow on a per-request path)."""
+    match = _SDK_DATE.match(value)
+    if match is None:
+        raise ValueError(value)
+    return datetime(*map(int, match.groups()), tzinfo=timezone.utc)
 
 
 def _check_project(credential_project: str, url_project: str) -> None:
@@ -71,7 +81,7 @@ def _check_date(value: str | None, now: datetime) -> None:
     if value is None:
         raise unauthenticated("X-Sdk-Date header is missing")
     try:
-        signed_at = signer.parse_sdk_date(value.strip())
+        signed_at = parse_sdk_date(value.strip())
     except ValueError:
         raise unauthenticated(f"X-Sdk-Date {value!r} is not in the form YYYYMMDDTHHMMSSZ") from None
     if abs(now - signed_at) > MAX_CLOCK_SKEW:

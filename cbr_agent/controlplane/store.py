@@ -98,6 +98,8 @@ ON CONFLICT (project_id, agent_id) DO UPDATE SET
     status = 'normal',
     updated_at = excluded.updated_at,
     last_active_time = excluded.last_active_time
+RETURNING agent_id, host_name, host_ip, host_os, host_nickname, agent_version, agent_type, status,
+          created_at, updated_at, last_active_time
 """
 
 
@@ -123,7 +125,8 @@ class AgentStore:
         self.clock: Clock = clock or time.time
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        #: every open connection with the thread it belongs to (closed when that thread is gone)
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._lock = threading.Lock()
         self._closed = False
         self._migrate(self.connection())
@@ -151,13 +154,20 @@ class AgentStore:
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open the control-plane database {self.db_path}: {exc}") from None
         with self._lock:
-            self._connections.append(conn)
+            alive = []
+            for thread, other in self._connections:
+                if thread.is_alive():
+                    alive.append((thread, other))
+                else:
+                    other.close()  # its thread ended: do not leak one file descriptor per thread
+            alive.append((threading.current_thread(), conn))
+            self._connections = alive
         return conn
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            for conn in self._connections:
+            for _, conn in self._connections:
                 conn.close()
             self._connections.clear()
         self._local = threading.local()
@@ -262,10 +272,10 @@ class AgentStore:
         ``last_active_time`` and ``updated_at``, and set status ``normal`` again."""
         now_ms = self._now_ms()
         with self._transaction() as conn:
-            conn.execute(_UPSERT, (
+            row = conn.execute(_UPSERT, (
                 project_id, reg.agent_id, reg.host_name, reg.host_ip, reg.host_os, reg.host_nickname,
-                reg.agent_version, reg.agent_type, now_ms, now_ms, now_ms))
-            return self._load(conn, project_id, reg.agent_id, now_ms)
+                reg.agent_version, reg.agent_type, now_ms, now_ms, now_ms)).fetchone()
+            return self._agent(row, self._paths(conn, project_id, [reg.agent_id])[reg.agent_id])
 
     def _touch(self, conn: sqlite3.Connection, project_id: str, agent_id: str, now_ms: int,
                status: str | None = None) -> None:

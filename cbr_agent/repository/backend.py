@@ -244,12 +244,24 @@ def _scandir(path: Path) -> list[os.DirEntry[str]]:
         raise _os_error(exc, "listing", path) from None
 
 
+_IOV_MAX = 1024
+
+
 def _write_all(fd: int, bufs: list[Buffer]) -> None:
-    for buf in bufs:
-        view = memoryview(buf)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+    """Write every buffer in order: writev of up to IOV_MAX buffers per call (packs of tiny blobs hold
+    tens of thousands of pieces), finishing partial writes."""
+    views = [memoryview(b) for b in bufs if len(b)]
+    i = 0
+    while i < len(views):
+        batch = views[i : i + _IOV_MAX]
+        n = os.writev(fd, batch)
+        for view in batch:
+            if n >= len(view):
+                n -= len(view)
+                i += 1
+                continue
+            views[i] = view[n:]  # partial: resume inside this buffer
+            break
 
 
 def _fsync_dir(path: Path) -> None:

@@ -37,10 +37,6 @@ class BlobLocation:
     flags: int
 
 
-def _pack_value(pack_no: int, e: PackEntry) -> int:
-    return (pack_no << _O) | (e.offset << _L) | (e.length << _R) | (e.raw_length << _F) | e.flags
-
-
 class MasterIndex:
     """All index entries known to this process; thread-safe for concurrent lookups and additions."""
 
@@ -64,11 +60,29 @@ class MasterIndex:
         return no
 
     def add_pack(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
+        """Add (or move) entries; a blob stored twice has equal content in both places, the later wins."""
         with self._lock:
-            no = self._pack_number(pack_id)
-            setdefault = self._entries.setdefault  # first location wins; duplicates are equal content
-            for e in entries:
-                setdefault(e.blob_id, _pack_value(no, e))
+            base = self._pack_number(pack_id) << _O
+            self._entries.update(
+                {bid: base | (off << _L) | (ln << _R) | (raw << _F) | fl for fl, bid, off, ln, raw in entries}
+            )
+
+    def add_index_file(self, plain: bytes) -> dict[str, int]:
+        """Parse a decrypted index file straight into the index (the fast path of open); returns the
+        number of entries per pack. ValueError when malformed (nothing is added then)."""
+        parsed = _parse_index(plain)
+        with self._lock:
+            counts = {}
+            for pack_id, view in parsed:
+                base = self._pack_number(pack_id) << _O
+                self._entries.update(
+                    {
+                        bid: base | (off << _L) | (ln << _R) | (raw << _F) | fl
+                        for fl, bid, off, ln, raw in _ENTRY.iter_unpack(view)
+                    }
+                )
+                counts[pack_id] = counts.get(pack_id, 0) + len(view) // _ENTRY.size
+            return counts
 
     def lookup(self, blob_id: bytes) -> BlobLocation | None:
         v = self._entries.get(blob_id)
@@ -110,26 +124,34 @@ def encode_index(packs: dict[str, list[PackEntry]]) -> bytes:
     return b"".join(parts)
 
 
-def decode_index(plain: bytes) -> dict[str, list[PackEntry]]:
-    """Inverse of :func:`encode_index`; ValueError when malformed."""
+def _parse_index(plain: bytes) -> list[tuple[str, memoryview]]:
+    """``(pack id, view of its packed entries)`` for each pack of an index file; ValueError if malformed."""
     if not plain.startswith(INDEX_MAGIC):
         raise ValueError("index file has no magic")
     view = memoryview(plain)
     pos = len(INDEX_MAGIC)
+    out: list[tuple[str, memoryview]] = []
     try:
         (npacks,) = struct.unpack_from("<I", view, pos)
         pos += 4
-        out: dict[str, list[PackEntry]] = {}
         for _ in range(npacks):
             raw_id, count = _PACK_HEAD.unpack_from(view, pos)
             pos += _PACK_HEAD.size
             end = pos + count * _ENTRY.size
             if end > len(view):
                 raise ValueError("index file is truncated")
-            out.setdefault(raw_id.hex(), []).extend(PackEntry(*f) for f in _ENTRY.iter_unpack(view[pos:end]))
+            out.append((raw_id.hex(), view[pos:end]))
             pos = end
     except struct.error as exc:
         raise ValueError(f"index file is malformed: {exc}") from None
     if pos != len(view):
         raise ValueError("index file has trailing bytes")
+    return out
+
+
+def decode_index(plain: bytes) -> dict[str, list[PackEntry]]:
+    """Inverse of :func:`encode_index`; ValueError when malformed."""
+    out: dict[str, list[PackEntry]] = {}
+    for pack_id, view in _parse_index(plain):
+        out.setdefault(pack_id, []).extend(map(PackEntry._make, _ENTRY.iter_unpack(view)))
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import blake3
 
@@ -21,8 +22,7 @@ TAIL = struct.Struct("<I")
 MAX_PACK_SIZE = 2**32 - 1
 
 
-@dataclass(frozen=True)
-class PackEntry:
+class PackEntry(NamedTuple):
     flags: int
     blob_id: bytes
     offset: int
@@ -38,10 +38,16 @@ class PackBuilder:
     entries: list[PackEntry] = field(default_factory=list)
     size: int = 0
 
-    def add(self, flags: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
-        self.entries.append(PackEntry(flags, blob_id, self.size, len(sealed), raw_length))
-        self.pieces.append(sealed)
-        self.size += len(sealed)
+    def add(self, flags: int, blob_id: bytes, sealed: bytes | tuple[bytes, ...], raw_length: int) -> None:
+        """``sealed``: the sealed blob, whole or as consecutive pieces (nonce, ciphertext)."""
+        if isinstance(sealed, tuple):
+            n = sum(map(len, sealed))
+            self.pieces.extend(sealed)
+        else:
+            n = len(sealed)
+            self.pieces.append(sealed)
+        self.entries.append(PackEntry(flags, blob_id, self.size, n, raw_length))
+        self.size += n
 
     def finish(self, sealer: Sealer) -> tuple[str, list[bytes]]:
         """``(pack id hex, buffers to store)``; the id is the BLAKE3 of the stored bytes."""
@@ -62,7 +68,7 @@ def encode_header(entries: list[PackEntry]) -> bytes:
 def decode_header(plain: bytes) -> list[PackEntry]:
     if not plain.startswith(HEADER_MAGIC) or (len(plain) - len(HEADER_MAGIC)) % ENTRY.size:
         raise ValueError("pack header is malformed")
-    return [PackEntry(*fields) for fields in ENTRY.iter_unpack(memoryview(plain)[len(HEADER_MAGIC) :])]
+    return [PackEntry._make(fields) for fields in ENTRY.iter_unpack(memoryview(plain)[len(HEADER_MAGIC) :])]
 
 
 def header_range(pack_size: int, tail: bytes) -> tuple[int, int]:

@@ -138,14 +138,21 @@ class Repository:
         files: set[str] = set()
         damaged: dict[str, str] = {}
         for name, _size in self.backend.list("index"):
+            what = f"index file index/{name}"
             try:
-                packs = self.read_index_file(name)
+                try:
+                    stored = self.backend.get("index/" + name)
+                except FileNotFoundError:
+                    continue  # removed meanwhile (by a prune that wrote its replacement first)
+                plain = open_object(self.key.sealer, stored, AAD_INDEX, what)
+                try:
+                    index.add_index_file(plain)
+                except ValueError as exc:
+                    raise IntegrityError(f"{what} is damaged: {exc}") from None
             except IntegrityError as exc:
                 log.warning("%s", exc)
                 damaged[name] = str(exc)
                 continue
-            for pack_id, entries in packs.items():
-                index.add_pack(pack_id, entries)
             files.add(name)
         self.index, self.index_files, self.damaged_index_files = index, files, damaged
 

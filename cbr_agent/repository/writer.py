@@ -60,6 +60,8 @@ class BlobWriter:
         queued_packs: int = 1,
         dedup_against_index: bool = True,
         write_index: bool = True,
+        index_interval: float = INDEX_INTERVAL,
+        index_max_entries: int = INDEX_MAX_ENTRIES,
     ) -> None:
         if not 1024 <= pack_size <= MAX_PACK_SIZE // 2:
             raise ValueError("pack_size out of range")
@@ -77,6 +79,8 @@ class BlobWriter:
         self._error: BaseException | None = None
         self._closed = False
         self._level = int(repo.config.get("compression", {}).get("level", zcompress.DEFAULT_LEVEL))
+        self._index_interval = index_interval
+        self._index_max_entries = index_max_entries
         self._dedup_against_index = dedup_against_index
         self._write_index_files = write_index
         self.stats = WriterStats()
@@ -104,7 +108,7 @@ class BlobWriter:
             payload, compressed = zcompress.compress(data, self._level)
             if compressed:
                 flags |= FLAG_COMPRESSED
-            sealed = self._repo.key.sealer.seal(payload, blob_id)
+            sealed = self._repo.key.sealer.seal_parts(payload, blob_id)
         except BaseException:
             with self._lock:
                 self._in_flight.discard(blob_id)
@@ -132,17 +136,18 @@ class BlobWriter:
             self._in_flight.add(blob_id)
             return True
 
-    def _append(self, flags: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+    def _append(self, flags: int, blob_id: bytes, sealed: bytes | tuple[bytes, bytes], raw_length: int) -> None:
         full = None
         kind = flags & FLAG_TREE
         with self._lock:
             builder = self._open.get(kind)
             if builder is None:
                 builder = self._open[kind] = PackBuilder()
+            before = builder.size
             builder.add(flags, blob_id, sealed, raw_length)
             self.stats.blobs_new += 1
             self.stats.bytes_new += raw_length
-            self.stats.bytes_stored += len(sealed)
+            self.stats.bytes_stored += builder.size - before
             if builder.size >= self._pack_size:
                 full = self._open.pop(kind)
         if full is not None:
@@ -193,8 +198,8 @@ class BlobWriter:
             self._unindexed_count += len(builder.entries)
             self.stats.packs_written += 1
             due = self._write_index_files and (
-                self._unindexed_count >= INDEX_MAX_ENTRIES
-                or time.monotonic() - self._last_index >= INDEX_INTERVAL
+                self._unindexed_count >= self._index_max_entries
+                or time.monotonic() - self._last_index >= self._index_interval
             )
         if due:
             self._write_index()

@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-from cbr_agent import compress as zc  # noqa: E402
-from cbr_agent.chunking import Chunker  # noqa: E402
-from cbr_agent.crypto import KdfParams, MasterKey  # noqa: E402
+from cbr_agent import compress as zc
+from cbr_agent.chunking import Chunker
+from cbr_agent.crypto import KdfParams, MasterKey
 
 MB = 1_000_000
 
@@ -31,7 +31,8 @@ MB = 1_000_000
 def text_like(size: int, seed: int = 1) -> bytes:
     rng = random.Random(seed)
     words = [
-        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 10))) for _ in range(5000)
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 10)))
+        for _ in range(5000)
     ]
     out = []
     n = 0

@@ -58,6 +58,7 @@ class Target:
 class Result:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    cpu: float = 0.0
     statuses: dict[int, int] = field(default_factory=dict)
 
 
@@ -104,19 +105,18 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, r
 async def connection_loop(target: Target, ids: list[str], rate: float, phase: float, start: float,
                           deadline: float, result: Result) -> None:
     reader, writer = await asyncio.open_connection(target.host, target.port)
-    loop = asyncio.get_running_loop()
     n = 0
     try:
         while True:
-            scheduled = start + (n + phase) / rate if rate else loop.time()
+            scheduled = start + (n + phase) / rate if rate else time.perf_counter()
             if scheduled >= deadline:
                 break
-            delay = scheduled - loop.time()
+            delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             request = heartbeat_request(target, ids[n % len(ids)], n)
             status = await exchange(reader, writer, request)
-            result.latencies.append(loop.time() - scheduled)
+            result.latencies.append(time.perf_counter() - scheduled)
             result.statuses[status] = result.statuses.get(status, 0) + 1
             if status != 200:
                 result.errors += 1
@@ -127,13 +127,12 @@ async def connection_loop(target: Target, ids: list[str], rate: float, phase: fl
 
 async def lister_loop(target: Target, interval: float, deadline: float, result: Result) -> None:
     reader, writer = await asyncio.open_connection(target.host, target.port)
-    loop = asyncio.get_running_loop()
     try:
-        while loop.time() + interval < deadline:
+        while time.perf_counter() + interval < deadline:
             await asyncio.sleep(interval)
-            started = loop.time()
+            started = time.perf_counter()
             status = await exchange(reader, writer, list_request(target))
-            result.latencies.append(loop.time() - started)
+            result.latencies.append(time.perf_counter() - started)
             if status != 200:
                 result.errors += 1
     finally:
@@ -142,8 +141,7 @@ async def lister_loop(target: Target, interval: float, deadline: float, result: 
 
 async def run_worker(target: Target, ids: list[str], conns: int, rate: float, duration: float,
                      list_interval: float) -> tuple[Result, Result]:
-    loop = asyncio.get_running_loop()
-    start = loop.time() + 0.2
+    start = time.perf_counter() + 0.2
     deadline = start + duration
     hb, listing = Result(), Result()
     per_conn = rate / conns if rate else 0.0
@@ -157,7 +155,16 @@ async def run_worker(target: Target, ids: list[str], conns: int, rate: float, du
 
 def worker(target: Target, ids: list[str], conns: int, rate: float, duration: float,
            list_interval: float) -> tuple[Result, Result]:
-    return asyncio.run(run_worker(target, ids, conns, rate, duration, list_interval))
+    try:  # uvloop (installed with uvicorn[standard]) keeps the generator's own CPU share small
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    started = time.process_time()
+    hb, listing = asyncio.run(run_worker(target, ids, conns, rate, duration, list_interval))
+    hb.cpu = time.process_time() - started
+    return hb, listing
 
 
 def start_server(directory: Path, port: int, target: Target, log_level: str) -> subprocess.Popen[bytes]:
@@ -219,6 +226,7 @@ def main() -> int:
     parser.add_argument("--sk")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()
     tmp = tempfile.TemporaryDirectory(prefix="cbr-bench-")
     proc = None
     if args.url:
@@ -249,6 +257,8 @@ def main() -> int:
                 statuses[k] = statuses.get(k, 0) + v
         lists = results[0][1]
         mode = f"open loop, target {args.rate:g}/s" if args.rate else "closed loop (flat out)"
+        print(f"machine: {os.cpu_count()} cores, load average before {load_before[0]:.2f}, "
+              f"after {os.getloadavg()[0]:.2f} (others' work shares the cores)")
         print(f"mode: {mode}; {args.procs} procs x {args.conns} connections; {args.agents} agents; "
               f"{args.duration:g}s")
         print(f"heartbeats: {len(hb)} ({len(hb) / args.duration:.0f}/s), errors {errors}, "
@@ -260,6 +270,9 @@ def main() -> int:
         if proc is not None and hb:
             print(f"server CPU: {server_cpu:.1f} s over the run = {server_cpu / len(hb) * 1000:.2f} ms per "
                   f"request (so one core could serve about {len(hb) / server_cpu:.0f} heartbeats/s)")
+        gen_cpu = sum(r.cpu for r, _ in results)
+        if hb:
+            print(f"load generator CPU: {gen_cpu:.1f} s = {gen_cpu / len(hb) * 1000:.2f} ms per request")
         if lists.latencies:
             lms = [x * 1000 for x in lists.latencies]
             print(f"list (limit=100): {len(lms)} calls, p50 {percentile(lms, .5):.1f} ms, "

@@ -148,6 +148,9 @@ def test_add_existing_path_replaces_its_excludes(control_plane: Any) -> None:
     assert result.existed == ("/data",)
     (path,) = control_plane.show_agent(reg.agent_id).paths
     assert path.excludes == ("*.log", "/data/cache")
+    control_plane.add_paths(reg.agent_id, ["/data"], {"/data": []})  # an empty list clears them
+    (path,) = control_plane.show_agent(reg.agent_id).paths
+    assert path.excludes == ()
 
 
 @pytest.mark.parametrize(("paths", "excludes", "words"), [

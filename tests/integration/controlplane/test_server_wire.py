@@ -311,3 +311,11 @@ def test_log_has_one_line_per_request_and_no_secrets(wire: Wire) -> None:
     assert f"GET {wire.agents()}/{marker} 404" in lines[0] and "ms" in lines[0]
     for secret in (wire.server.sk, wire.server.token, wire.server.other_sk, "Signature="):
         assert secret not in log
+
+
+def test_log_lines_cannot_be_forged_through_the_path(wire: Wire) -> None:
+    marker = uuid.uuid4().hex[:8]
+    wire.request("GET", f"{wire.agents()}/x%0AFAKE-{marker}%20200", auth="token")
+    time.sleep(0.2)
+    lines = [line for line in wire.server.log_text().splitlines() if marker in line]
+    assert len(lines) == 1 and "%0AFAKE" in lines[0]

@@ -2,8 +2,8 @@
 
 ``built_packages``
     ``packaging/build.sh`` run once per session into a temporary dist dir, with wheels for the
-    Python this machine's packages would use (``/usr/bin/python3``) only, to keep it fast. Needs a
-    package index at build time, like ``pip install '.[test]'`` does.
+    Pythons on this machine only (``/usr/bin/python3`` and other CPython 3.10+ found), to keep it
+    fast. Needs a package index at build time, like ``pip install '.[test]'`` does.
 ``DpkgRoot`` / ``dpkg_root``
     An empty root that dpkg installs into with ``--root DIR --force-script-chrootless``: the maintainer
     scripts run on this host with ``DPKG_ROOT=DIR``, build the venv with the host's system Python, and
@@ -33,10 +33,34 @@ def _need(tool: str) -> None:
         pytest.fail(f"{tool} is needed by the packaging tests (see the README's test command)")
 
 
+def python_version(python: Path) -> str | None:
+    proc = subprocess.run([str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                          capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 def system_python_version() -> str:
-    out = subprocess.run([str(SYSTEM_PYTHON), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                         check=True, capture_output=True, text=True).stdout
-    return out.strip()
+    version = python_version(SYSTEM_PYTHON)
+    assert version, f"{SYSTEM_PYTHON} does not run"
+    return version
+
+
+def other_interpreters() -> dict[str, Path]:
+    """CPython 3.10+ interpreters on this machine besides the system one (the distribution's own
+    /usr/bin/python3.X, and pyenv's next to the Python running the tests), by version."""
+    candidates = [Path(f"/usr/bin/python3.{minor}") for minor in range(10, 20)]
+    versions_dir = Path(sys.executable).resolve().parent.parent.parent
+    if versions_dir.name == "versions":
+        candidates += sorted(versions_dir.glob("3.1*/bin/python3.1*"))
+    system = system_python_version()
+    found: dict[str, Path] = {}
+    for candidate in candidates:
+        if not re.fullmatch(r"python3\.1\d", candidate.name) or not os.access(candidate, os.X_OK):
+            continue
+        version = python_version(candidate)
+        if version and version != system and version == candidate.name.removeprefix("python"):
+            found.setdefault(version, candidate)
+    return found
 
 
 @dataclass(frozen=True)
@@ -65,7 +89,9 @@ def built_packages(tmp_path_factory: pytest.TempPathFactory) -> Built:
     if not SYSTEM_PYTHON.exists():
         pytest.fail("/usr/bin/python3 is needed: the packages build their venv with the system Python")
     dist = tmp_path_factory.mktemp("dist")
-    pyver = system_python_version()
+    # wheels for the system Python and for every other one here, which the venv tests then use
+    pyver = " ".join(sorted({system_python_version(), *other_interpreters()},
+                            key=lambda v: tuple(map(int, v.split(".")))))
     started = time.monotonic()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     proc = subprocess.run(["sh", str(REPO / "packaging" / "build.sh"), "--out", str(dist),

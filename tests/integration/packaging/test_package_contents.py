@@ -6,13 +6,12 @@ import os
 import stat
 import subprocess
 import tarfile
-import venv
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.integration.packaging.conftest import REPO, SYSTEM_PYTHON, Built, DpkgRoot
+from tests.integration.packaging.conftest import REPO, SYSTEM_PYTHON, Built, DpkgRoot, other_interpreters
 from tests.integration.packaging.rpmheader import (
     RPMFILE_CONFIG,
     RPMFILE_NOREPLACE,
@@ -28,6 +27,11 @@ pytestmark = pytest.mark.slow
 EXPECTED = {
     "/usr/bin/cbr-agent": 0o100755,
     "/opt/cbr-agent/libexec/make-venv": 0o100755,
+    "/opt/cbr-agent/libexec/install.sh": 0o100755,
+    "/usr/share/doc/cbr-agent/examples/cloud-init.yaml": 0o100644,
+    "/usr/share/doc/cbr-agent/examples/ansible/playbook.yml": 0o100644,
+    "/usr/share/doc/cbr-agent/examples/ansible/roles/cbr_agent/tasks/main.yml": 0o100644,
+    "/usr/share/doc/cbr-agent/examples/ansible": 0o040755,
     "/opt/cbr-agent/VERSION": 0o100644,
     "/opt/cbr-agent/python-versions": 0o100644,
     "/usr/lib/systemd/system/cbr-agent.service": 0o100644,
@@ -77,9 +81,11 @@ def test_deb_holds_the_files_with_their_modes(built_packages: Built) -> None:
     assert f"cbr_agent-{built_packages.version}-py3-none-any.whl" in wheels
     assert any(w.startswith("pip-") for w in wheels)
     # every compiled dependency for the Python the package was built for
-    tag = "cp" + built_packages.python_versions.replace(".", "")
-    for dep in ("cryptography", "psutil", "pyfastcdc", "blake3", "zstandard"):
-        assert any(w.startswith(dep + "-") and ("abi3" in w or tag in w) for w in wheels), dep
+    for version in built_packages.python_versions.split():
+        tag = "cp" + version.replace(".", "")
+        for dep in ("cryptography", "psutil", "pyfastcdc", "blake3", "zstandard"):
+            assert any(w.startswith(dep + "-") and ("abi3" in w or f"-{tag}-" in w) for w in wheels), \
+                (dep, version)
     assert not any(p.startswith("/opt/cbr-agent/venv") for p in listing), "the venv is built at install"
 
 
@@ -154,6 +160,25 @@ def test_wheel_installs_with_pip_into_a_fresh_venv(built_packages: Built, instal
                    check=True, env=env, timeout=300)
     proc = subprocess.run([str(target / "bin/cbr-agent"), "--version"], capture_output=True, text=True)
     assert proc.stdout.strip() == f"cbr-agent {built_packages.version}"
+
+
+def test_venv_builds_with_every_other_python_here(built_packages: Built, dpkg_root: DpkgRoot) -> None:
+    """The same package serves other Python versions (other distributions): the venv builder is run
+    with each other CPython 3.10+ on this machine, and the agent runs from each venv."""
+    interpreters = other_interpreters()
+    if not interpreters:
+        pytest.skip("no CPython 3.10+ besides the system one on this machine")
+    dpkg_root.install(built_packages.deb)
+    for version, python in sorted(interpreters.items()):
+        proc = subprocess.run([str(dpkg_root / "opt/cbr-agent/libexec/make-venv")], capture_output=True,
+                              text=True, env={**os.environ, "CBR_AGENT_INSTALL_PYTHON": str(python)})
+        assert proc.returncode == 0, proc.stderr
+        assert (dpkg_root / "opt/cbr-agent/venv").readlink().name.startswith(
+            f"{built_packages.version}-py{version}-")
+        run = dpkg_root.cli("--version")
+        assert run.stdout.strip() == f"cbr-agent {built_packages.version}", (version, run.stderr)
+        status = dpkg_root.cli("status", "--json")
+        assert status.returncode == 0, (version, status.stderr)
 
 
 def test_venv_builder_refuses_a_python_without_wheels(installed_root: DpkgRoot, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cbr_agent.agent.configfile import persist_registration
-from cbr_agent.agent.daemon import run_once
+from cbr_agent.agent.once import run_once
 from cbr_agent.agent.state import load_agent_state
 from cbr_agent.cli.main import run
 from cbr_agent.config import load_settings

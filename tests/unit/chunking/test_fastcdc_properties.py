@@ -52,7 +52,9 @@ def test_file_and_buffer_paths_cut_exactly_like_the_stream_path(data: bytes, hin
     size=st.integers(0, 50_000),
     tail=st.builds(pseudo_random, st.integers(0, 2**32), st.integers(1, 20_000)),
 )
-def test_boundaries_before_the_last_max_size_bytes_survive_an_append(seed: int, size: int, tail: bytes) -> None:
+def test_boundaries_before_the_last_max_size_bytes_survive_an_append(
+    seed: int, size: int, tail: bytes
+) -> None:
     data = pseudo_random(seed, size)
     chunker = Chunker(SMALL)
     before = chunker.cut_points(data)

@@ -192,3 +192,17 @@ def test_two_stores_on_one_file_see_each_other(tmp_path: Path) -> None:
     assert [p.dir_path for p in one.show_agent("a1").paths] == ["/x"]
     one.close()
     two.close()
+
+
+def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "cp.db")
+    for n in range(20):
+        thread = threading.Thread(target=lambda n=n: store.register("p", reg(f"t{n}")))
+        thread.start()
+        thread.join()
+    store.show("p", "t0")
+    assert len(store._connections) <= 2  # this thread's and at most the last finished one's
+    assert store.list_agents("p", ListQuery()).count == 20
+    store.close()
+    with pytest.raises(StateError, match="closed"):
+        store.show("p", "t0")

@@ -20,8 +20,16 @@ def init_repo(path, password: str = "pw", **kwargs) -> Repository:
     return Repository.init(str(path), password, kdf=CHEAP_KDF, **kwargs)
 
 
-def store_files(repo: Repository, files: Files, *, when: datetime | None = None, pack_size: int = 64 * 1024) -> str:
-    """Store files as one snapshot (root tree with one subtree per top-level dir); returns snapshot id."""
+def store_files(
+    repo: Repository,
+    files: Files,
+    *,
+    when: datetime | None = None,
+    pack_size: int = 64 * 1024,
+    stats: dict | None = None,
+) -> str:
+    """Store files as one snapshot (root tree with one subtree per top-level dir); returns snapshot id.
+    ``stats`` receives the writer's statistics."""
     chunker = repo.new_chunker()
     dirs: dict[str, list[dict]] = {}
     with repo.writer(pack_size=pack_size) as writer:
@@ -32,7 +40,9 @@ def store_files(repo: Repository, files: Files, *, when: datetime | None = None,
                 blob_id = repo.blob_id(chunk)
                 writer.add(blob_id, chunk)
                 ids.append(blob_id.hex())
-            dirs.setdefault(top, []).append({"name": name, "type": "file", "content": ids, "size": len(content)})
+            dirs.setdefault(top, []).append(
+                {"name": name, "type": "file", "content": ids, "size": len(content)}
+            )
         root_nodes = list(dirs.pop("", []))
         for top, nodes in sorted(dirs.items()):
             tree = encode_tree(nodes)
@@ -42,10 +52,17 @@ def store_files(repo: Repository, files: Files, *, when: datetime | None = None,
         root = encode_tree(root_nodes)
         root_id = repo.blob_id(root)
         writer.add(root_id, root, kind="tree")
+    if stats is not None:
+        stats.update(writer.stats.to_dict())
     snap = Snapshot(
         time=when or datetime.now(timezone.utc), host="test-host", paths=["/data"], tree=root_id.hex()
     )
     return repo.save_snapshot(snap)
+
+
+def chunk_ids(repo: Repository, files: Files) -> set[bytes]:
+    chunker = repo.new_chunker()
+    return {repo.blob_id(c) for data in files.values() for c in chunker.chunks(io.BytesIO(data))}
 
 
 def read_files(repo: Repository, snapshot_id: str) -> Files:

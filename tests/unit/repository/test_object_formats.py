@@ -31,10 +31,13 @@ def test_index_file_round_trip_and_master_index_lookup(packs: dict[str, list[Pac
     index = MasterIndex()
     for pack_id, entries in packs.items():
         index.add_pack(pack_id, entries)
-    first: dict[bytes, tuple[str, PackEntry]] = {}
+    from_file = MasterIndex()
+    from_file.add_index_file(encode_index(packs))
+    assert {b: from_file.lookup(b) for b in from_file.blob_ids()} == {b: index.lookup(b) for b in index.blob_ids()}
+    first: dict[bytes, tuple[str, PackEntry]] = {}  # a blob stored twice: the later location wins
     for pack_id, entries in packs.items():
         for e in entries:
-            first.setdefault(e.blob_id, (pack_id, e))
+            first[e.blob_id] = (pack_id, e)
     assert len(index) == len(first)
     for blob_id, (pack_id, e) in first.items():
         loc = index.lookup(blob_id)

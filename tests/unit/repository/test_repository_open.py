@@ -7,7 +7,13 @@ import os
 
 import pytest
 
-from cbr_agent.errors import IntegrityError, RepositoryError, RepositoryExists, RepositoryNotFound, WrongPassword
+from cbr_agent.errors import (
+    IntegrityError,
+    RepositoryError,
+    RepositoryExists,
+    RepositoryNotFound,
+    WrongPassword,
+)
 from cbr_agent.repository import ChunkerParams, Repository
 from tests.unit.repository.repo_helpers import CHEAP_KDF, init_repo, read_files, store_files
 
