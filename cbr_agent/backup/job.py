@@ -8,6 +8,7 @@ snapshot; what reached the repository is reused by the next run.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -143,6 +144,16 @@ def find_parent(repo: Any, host: str, paths: list[str]) -> Any:
     return None
 
 
+def _stored_agent_id(settings: Settings) -> str | None:
+    """The agent id the daemon keeps in the state dir (read as data: the engine imports no agent code)."""
+    try:
+        with open(settings.state_dir / "identity.json", encoding="utf-8") as fh:
+            value = json.load(fh).get("agent_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
 def _open_cache(settings: Settings, repo_id: str) -> FilesCache | None:
     try:
         return FilesCache(settings.state_dir / "filescache.db", repo_id)
@@ -181,7 +192,7 @@ def backup_paths(
         try:
             return _run(settings, repo, roots, parent, cache, host, start_time, started, missing,
                         cancel=cancel, progress=progress, dry_run=dry_run,
-                        agent_id=agent_id or settings.agent_id)
+                        agent_id=agent_id or settings.agent_id or _stored_agent_id(settings))
         finally:
             if cache is not None:
                 cache.close()

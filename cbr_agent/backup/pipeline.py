@@ -23,6 +23,7 @@ import logging
 import os
 import queue
 import stat
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -124,16 +125,24 @@ def join(parent: str, name: str) -> str:
     return parent + name if parent.endswith("/") else parent + "/" + name
 
 
+_FIELDS = struct.Struct("<QQQQqqQQQ").pack
+
+
 def listing_fingerprint(entries: Sequence[tuple[str, os.stat_result]]) -> tuple[bytes, int]:
     """A digest of the names and stat fields of a listing, and the newest ctime in it."""
     parts = []
     newest = 0
-    for name, st in entries:
-        parts.append(f"{name}\0{st.st_mode}\0{st.st_ino}\0{st.st_dev}\0{st.st_size}\0{st.st_mtime_ns}"
-                     f"\0{st.st_ctime_ns}\0{st.st_uid}\0{st.st_gid}\0{st.st_nlink}\n")
+    for _name, st in entries:
+        try:
+            parts.append(_FIELDS(st.st_mode, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns,
+                                 st.st_ctime_ns, st.st_uid, st.st_gid, st.st_nlink))
+        except struct.error:  # a value out of 64-bit range: still a faithful, if slower, digest
+            parts.append(repr(tuple(st)).encode() + repr((st.st_mtime_ns, st.st_ctime_ns)).encode())
         if st.st_ctime_ns > newest:
             newest = st.st_ctime_ns
-    return blake3.blake3("".join(parts).encode("utf-8", "surrogateescape")).digest(), newest
+    digest = blake3.blake3("\0".join(name for name, _st in entries).encode("utf-8", "surrogateescape"))
+    digest.update(b"".join(parts))
+    return digest.digest(), newest
 
 
 class Archiver:
@@ -286,7 +295,7 @@ class Archiver:
             blobs = b"".join(bytes.fromhex(c) for n in nodes if n.get("type") == "file"
                              for c in n.get("content") or ())
             files = [n for n in nodes if n.get("type") == "file"]
-            record = DirRecord(
+            record = DirRecord.build(
                 scan_ns=task.scan_ns,
                 fingerprint=task.fingerprint if task.trusted else b"",
                 tree=tree_id,
@@ -415,11 +424,12 @@ class Archiver:
 
     def _list(self, path: str, matcher: ExcludeMatcher) -> list[tuple[str, os.stat_result]]:
         entries: list[tuple[str, os.stat_result]] = []
+        excluding = bool(matcher)
         try:
             with os.scandir(path) as it:
                 for entry in it:
                     name = entry.name
-                    if matcher and matcher.excluded(join(path, name)):
+                    if excluding and matcher.excluded(join(path, name)):
                         continue
                     try:
                         entries.append((name, entry.stat(follow_symlinks=False)))
@@ -433,11 +443,15 @@ class Archiver:
         return entries
 
     def _blobs_present(self, record: DirRecord) -> bool:
-        has = self.repo.has_blob
         blobs = record.blobs
-        if not has(bytes.fromhex(record.tree)):
-            return False
-        return all(has(blobs[i:i + 32]) for i in range(0, len(blobs), 32))
+        ids = [bytes.fromhex(record.tree)] + [blobs[i:i + 32] for i in range(0, len(blobs), 32)]
+        return self._all_present(ids)
+
+    def _all_present(self, ids: list[bytes]) -> bool:
+        bulk = getattr(self.repo, "has_all_blobs", None)
+        if bulk is not None:
+            return bool(bulk(ids))
+        return all(map(self.repo.has_blob, ids))
 
     def _dir_node(self, path: str, name: str, st: os.stat_result) -> Node:
         node = node_from_stat(name, st)
@@ -538,8 +552,7 @@ class Archiver:
         self._resolve(task, index, node)
 
     def _content_present(self, node: Node) -> bool:
-        has = self.repo.has_blob
-        return all(has(bytes.fromhex(c)) for c in node.get("content") or ())
+        return self._all_present([bytes.fromhex(c) for c in node.get("content") or ()])
 
     # ------------------------------------------------------------------ reading
     def _queue_file(self, item: tuple[Any, ...], size: int) -> None:

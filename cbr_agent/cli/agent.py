@@ -93,6 +93,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_register(args: argparse.Namespace) -> int:
     from cbr_agent.agent.configfile import persist_registration
+    from cbr_agent.agent.connect import describe_endpoint
     from cbr_agent.agent.heartbeat import Syncer, registration_record
     from cbr_agent.agent.identity import load_identity
     from cbr_agent.agent.state import save_paths, update_agent_state
@@ -112,8 +113,6 @@ def cmd_register(args: argparse.Namespace) -> int:
     save_paths(settings.state_dir, identity.agent_id, result.paths)
     update_agent_state(settings.state_dir, {**registration_record(settings, result), "last_error": None})
     written = persist_registration(settings, {k: v for k, v in flags.items() if v is not None})
-    from cbr_agent.agent.connect import describe_endpoint
-
     agent = result.agent
     if args.json:
         print_json({"agent_id": agent.agent_id, "endpoint": describe_endpoint(settings),
@@ -167,11 +166,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return Daemon(settings, reload=lambda: settings_from_args(args, **flags)).run()
 
 
-def _run_once(settings: Any) -> int:
+def _run_once(settings: Any, job: Any = None) -> int:
+    """``run --once`` and what it prints; ``job`` replaces the backup engine's entry point."""
     from cbr_agent.agent.connect import describe_endpoint
     from cbr_agent.agent.once import run_once
 
-    result = run_once(settings)
+    result = run_once(settings) if job is None else run_once(settings, job=job)
     print(f"agent {result.agent_id} registered with {describe_endpoint(settings)}")
     if result.backup is None:
         print("no backup paths configured, nothing to back up; add one with "

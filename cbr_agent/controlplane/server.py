@@ -7,8 +7,6 @@ closed (WAL checkpointed) and the process exits 0.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import contextlib
 import logging
 import signal
@@ -16,7 +14,6 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cbr_agent.errors import ConfigError
 
@@ -58,56 +55,6 @@ def check_options(options: ServerOptions) -> None:
             raise ConfigError(f"TLS file {path} does not exist")
 
 
-class CoalescingTransport:
-    """Gathers the writes of one event-loop turn into one ``send``.
-
-    uvicorn writes a response's head and its body separately; on loopback each write is a syscall that
-    also runs the receiver's side of TCP, and profiling showed these writes as the largest cost per
-    heartbeat. One write per response roughly halves it. Everything else goes to the real transport."""
-
-    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._pending: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        if not self._pending:
-            self._loop.call_soon(self.flush)
-        self._pending.append(bytes(data))
-
-    def writelines(self, chunks: Any) -> None:
-        for chunk in chunks:
-            self.write(chunk)
-
-    def flush(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            if not self._transport.is_closing():
-                self._transport.write(data)
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-def _protocol_class() -> Any:
-    """uvicorn's httptools protocol with coalesced writes; its default when that is unavailable."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # pragma: no cover - httptools is part of uvicorn[standard]
-        return "auto"
-
-    class Protocol(HttpToolsProtocol):  # type: ignore[misc]
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(CoalescingTransport(transport, self.loop))
-
-    return Protocol
-
-
 def _server_class() -> type:
     import uvicorn
 
@@ -145,7 +92,7 @@ def serve(options: ServerOptions) -> int:
     try:
         config = uvicorn.Config(
             create_app(store, credentials), access_log=False, log_config=None,
-            lifespan="off", server_header=False, http=_protocol_class() if not os.environ.get("CBR_NOCOALESCE") else "auto", timeout_graceful_shutdown=10,
+            lifespan="off", server_header=False, timeout_graceful_shutdown=10,
             ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
             ssl_keyfile=str(options.tls_key) if options.tls_key else None,
         )

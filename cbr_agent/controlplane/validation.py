@@ -231,6 +231,8 @@ def parse_list_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
     for key, value in pairs:
         if key == "agent_id":
             agent_ids += [check_agent_id(v, "agent_id") for v in value.split(",") if v]
+            if len(agent_ids) > MAX_LIMIT:
+                raise bad_request(f"agent_id: at most {MAX_LIMIT} ids per query")
         elif key == "status":
             if value not in AGENT_STATUSES:
                 raise bad_request(f"status must be one of {', '.join(AGENT_STATUSES)}, got {value!r}")

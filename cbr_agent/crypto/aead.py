@@ -22,6 +22,17 @@ class AuthenticationFailed(Exception):
     """The ciphertext, its nonce, its tag or its associated data was altered (or the key is wrong)."""
 
 
+class _ThreadState:
+    """Per-thread AES-GCM context and a batch of random nonces (one getrandom() call per 512 seals)."""
+
+    __slots__ = ("aead", "pool", "pos")
+
+    def __init__(self, aead: AESGCM) -> None:
+        self.aead = aead
+        self.pool = b""
+        self.pos = 0
+
+
 class Sealer:
     """Encrypts and authenticates with one 32-byte key; thread-safe (one AESGCM context per thread)."""
 
@@ -31,30 +42,29 @@ class Sealer:
         self._key = key
         self._local = threading.local()
 
-    def _aead(self) -> AESGCM:
-        aead = getattr(self._local, "aead", None)
-        if aead is None:
-            aead = self._local.aead = AESGCM(self._key)
-        return aead
+    def _state(self) -> _ThreadState:
+        state = getattr(self._local, "state", None)
+        if state is None:
+            state = self._local.state = _ThreadState(AESGCM(self._key))
+        return state
 
-    def _nonce(self) -> bytes:
-        local = self._local
-        pool = getattr(local, "nonces", b"")
-        pos = getattr(local, "pos", 0)
-        if pos >= len(pool):
-            pool = local.nonces = os.urandom(NONCE_SIZE * _NONCE_BATCH)
-            pos = 0
-        local.pos = pos + NONCE_SIZE
-        return pool[pos : pos + NONCE_SIZE]
+    def _aead(self) -> AESGCM:
+        return self._state().aead
 
     def seal(self, plaintext: bytes | memoryview, aad: bytes) -> bytes:
-        nonce = self._nonce()
-        return nonce + self._aead().encrypt(nonce, plaintext, aad)
+        nonce, sealed = self.seal_parts(plaintext, aad)
+        return nonce + sealed
 
     def seal_parts(self, plaintext: bytes | memoryview, aad: bytes) -> tuple[bytes, bytes]:
         """``(nonce, ciphertext+tag)``: the sealed form in two pieces, so big blobs are not copied again."""
-        nonce = self._nonce()
-        return nonce, self._aead().encrypt(nonce, plaintext, aad)
+        state = self._state()
+        pos = state.pos
+        if pos >= len(state.pool):
+            state.pool = os.urandom(NONCE_SIZE * _NONCE_BATCH)
+            pos = 0
+        state.pos = pos + NONCE_SIZE
+        nonce = state.pool[pos : pos + NONCE_SIZE]
+        return nonce, state.aead.encrypt(nonce, plaintext, aad)
 
     def open(self, sealed: bytes | memoryview, aad: bytes) -> bytes:
         if len(sealed) < OVERHEAD:

@@ -250,17 +250,18 @@ _IOV_MAX = 1024
 def _write_all(fd: int, bufs: list[Buffer]) -> None:
     """Write every buffer in order: writev of up to IOV_MAX buffers per call (packs of tiny blobs hold
     tens of thousands of pieces), finishing partial writes."""
-    views = [memoryview(b) for b in bufs if len(b)]
     i = 0
-    while i < len(views):
-        batch = views[i : i + _IOV_MAX]
+    total = len(bufs)
+    while i < total:
+        batch = bufs[i : i + _IOV_MAX]
         n = os.writev(fd, batch)
-        for view in batch:
-            if n >= len(view):
-                n -= len(view)
+        for buf in batch:
+            size = len(buf)
+            if n >= size:
+                n -= size
                 i += 1
                 continue
-            views[i] = view[n:]  # partial: resume inside this buffer
+            bufs[i] = memoryview(buf)[n:]  # partial write: resume inside this buffer
             break
 
 

@@ -12,7 +12,22 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
+
 _FORMAT = 1
+
+
+def canonical_json(doc: Any) -> bytes:
+    """The canonical form: ``json.dumps(sort_keys, separators=(",", ":"), ensure_ascii)``. orjson writes
+    the same bytes about 5x faster whenever its output is pure printable ASCII; anything else (non-ASCII or
+    surrogate-escaped names, DEL, integers beyond 64 bits) takes the standard library's path."""
+    try:
+        out = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+        if out.isascii() and b"\x7f" not in out:
+            return out
+    except TypeError:  # orjson.JSONEncodeError: lone surrogates, huge integers
+        pass
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 def encode_tree(nodes: list[dict[str, Any]]) -> bytes:
@@ -21,14 +36,16 @@ def encode_tree(nodes: list[dict[str, Any]]) -> bytes:
     for a, b in itertools.pairwise(ordered):
         if a["name"] == b["name"]:
             raise ValueError(f"duplicate name in tree: {a['name']!r}")
-    doc = {"v": _FORMAT, "nodes": ordered}
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return canonical_json({"v": _FORMAT, "nodes": ordered})
 
 
 def decode_tree(data: bytes) -> list[dict[str, Any]]:
     """Inverse of :func:`encode_tree`; ValueError when the bytes are not a tree."""
     try:
-        doc = json.loads(data)
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:  # escaped lone surrogates (names that are not UTF-8)
+            doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a tree blob: {exc}") from None
     if not isinstance(doc, dict) or doc.get("v") != _FORMAT or not isinstance(doc.get("nodes"), list):

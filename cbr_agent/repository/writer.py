@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+DEFAULT_PACK_SIZE = 8 * 1024 * 1024  # several MiB: few objects, bounded memory (about 5 packs in flight)
 DEFAULT_UPLOAD_THREADS = 2
 #: write an intermediate index this often, so a killed backup's uploaded blobs are reused next time
 INDEX_INTERVAL = 60.0
@@ -136,7 +136,9 @@ class BlobWriter:
             self._in_flight.add(blob_id)
             return True
 
-    def _append(self, flags: int, blob_id: bytes, sealed: bytes | tuple[bytes, bytes], raw_length: int) -> None:
+    def _append(
+        self, flags: int, blob_id: bytes, sealed: bytes | tuple[bytes, bytes], raw_length: int
+    ) -> None:
         full = None
         kind = flags & FLAG_TREE
         with self._lock:

@@ -107,16 +107,27 @@ class ServerProcess:
         ]
 
     def start(self) -> ServerProcess:
+        """Start (or restart) the server. On the very first start a port taken meanwhile by another
+        process is replaced by a new free one; a restart keeps its port."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("server already running")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
-        try:
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
-        finally:
-            log.close()
-        self._wait_ready()
-        return self
+        first_start = self.process is None
+        for _attempt in range(3):
+            log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+            try:
+                self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL)
+            finally:
+                log.close()
+            try:
+                self._wait_ready()
+                return self
+            except RuntimeError:
+                if not (first_start and "cannot listen" in self.log_text()):
+                    raise
+                self.port = free_port()
+                self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        raise RuntimeError(f"no free port found:\n{self.log_text()}")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT

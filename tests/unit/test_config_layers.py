@@ -184,3 +184,36 @@ def test_environment_can_choose_the_config_file(tmp_path: Path) -> None:
     settings = load_settings(environ={ENV_PREFIX + "CONFIG": str(config)})
     assert settings.host_nickname == "alt" and settings.config_file == config
     assert os.path.isabs(settings.state_dir)
+
+
+_values = st.one_of(st.text(max_size=12), st.integers(-5, 10**6), st.floats(allow_nan=False, width=32),
+                    st.booleans(), st.lists(st.integers(), max_size=2))
+
+
+@given(st.dictionaries(st.one_of(st.sampled_from([k.name for k in KEYS]),
+                                 st.from_regex(r"[a-z_]{1,12}", fullmatch=True)), _values, max_size=5))
+def test_any_config_file_loads_or_is_refused_naming_file_and_key(tmp_path_factory, data) -> None:
+    import tomli_w
+
+    directory = tmp_path_factory.mktemp("cfg")
+    config = directory / "agent.toml"
+    config.write_text(tomli_w.dumps(data))
+    try:
+        settings = load_settings(config_file=config, environ={ENV_PREFIX + "STATE_DIR": str(directory)})
+    except ConfigError as exc:
+        message = str(exc)
+        assert str(config) in message
+        assert any(f"'{name}'" in message for name in data)
+        assert "\n" not in message
+    else:
+        for name in data:
+            assert name in Settings.__dataclass_fields__
+        assert settings.config_file == config
+
+
+def test_a_missing_secret_file_names_the_config_file_that_set_it(tmp_path: Path) -> None:
+    config = write(tmp_path / "agent.toml", f'credentials_file = "{tmp_path / "gone.toml"}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file=config, environ={})
+    message = str(caught.value)
+    assert message.startswith(f"{config}: key 'credentials_file'") and "does not exist" in message

@@ -234,3 +234,17 @@ def test_is_inside() -> None:
 
 def test_split_excludes() -> None:
     assert split_excludes(["*.txt,/opt/lib/test", "", "a"]) == ("*.txt", "/opt/lib/test", "a")
+
+
+@given(st.lists(st.text(st.sampled_from(list("ab*?[]!/.")), min_size=1, max_size=6), max_size=5),
+       st.lists(st.sampled_from(["a", "b", "ab", ".a", "[a]", "b!"]), min_size=1, max_size=4))
+def test_many_patterns_exclude_what_any_one_of_them_excludes(patterns: list[str], parts: list[str]) -> None:
+    usable = []
+    for pattern in patterns:
+        try:
+            usable.append(normalize_exclude("/r", pattern))
+        except PathRuleError:
+            continue
+    path = "/r" + join(parts)
+    together = ExcludeMatcher("/r", usable).excluded(path)
+    assert together == any(ExcludeMatcher("/r", [p]).excluded(path) for p in usable)

@@ -110,7 +110,7 @@ def test_sigterm_stops_within_5_seconds_even_during_a_hanging_call(agent_host_fa
         time.sleep(0.5)  # the registration call is now hanging on the socket
         code, seconds = host.stop()
     print(f"SIGTERM to exit during a hanging heartbeat: {seconds:.2f} s")
-    assert code == 0 and seconds < 2, host.log_text()
+    assert code == 0 and seconds < 5, host.log_text()
     assert "stopped" in host.log_text()
 
 

@@ -261,6 +261,18 @@ def test_run_once_backs_up_the_synced_paths_and_records_it(host: Host, tmp_path:
     assert "last backup:     ok at" in out and "snapshot snap-1" in out
 
 
+def test_run_once_with_unreadable_files_exits_3(host: Host, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from cbr_agent.cli.agent import _run_once
+
+    host("path", "add", str(tmp_path))
+    job = RecordingJob(lambda cancel: Summary("snap-2", ["/x: permission denied"]))
+    assert _run_once(host.settings(), job=job.factory) == 3
+    out, err = capsys.readouterr()
+    assert "snapshot snap-2" in out and "1 warning(s)" in err
+    assert load_agent_state(host.state)["last_backup"]["status"] == "warnings"
+
+
 def test_run_once_failures_and_cancellation_are_errors(host: Host, tmp_path: Path) -> None:
     host("path", "add", str(tmp_path))
 

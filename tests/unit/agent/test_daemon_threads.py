@@ -16,6 +16,7 @@ import pytest
 from cbr_agent.agent.connect import open_control_plane
 from cbr_agent.agent.daemon import Daemon
 from cbr_agent.agent.state import PATHS_FILE, load_agent_state, load_paths
+from cbr_agent.agent.status import collect_status
 from cbr_agent.api.models import AgentRegistration
 from cbr_agent.config import Settings, load_settings
 from cbr_agent.errors import Cancelled, ControlPlaneUnavailable
@@ -135,6 +136,11 @@ def test_backup_outcome_and_next_time_recorded(tmp_path: Path) -> None:
 
     due = wait_for(lambda: (next_backup() or finished) > finished and next_backup())
     assert abs((due - finished).total_seconds() - 3600) < 5
+    # status run with settings that lack the schedule still shows the running daemon's
+    report = collect_status(settings_for(tmp_path, agent_id=agent_id))
+    assert report["daemon"]["running"] and report["backup_schedule"] == "1h"
+    assert report["next_backup"] == due.isoformat(timespec="seconds")
+    assert report["last_backup"]["snapshot_id"] == "snap-1"
     running.stop()
     assert len(job.calls) == 1  # one hour has not passed
 

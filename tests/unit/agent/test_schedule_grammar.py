@@ -74,3 +74,14 @@ def test_daily_next_is_within_a_day_at_the_slot(hour: int, minute: int, now: dat
     due = parse_schedule(f"daily {hour:02d}:{minute:02d}").next_after(now, now)
     assert now < due <= now + timedelta(days=1)
     assert (due.hour, due.minute, due.second) == (hour, minute, 0)
+
+
+@given(st.text(max_size=20))
+def test_any_text_parses_or_is_refused_with_a_value_error(text: str) -> None:
+    try:
+        schedule = parse_schedule(text)
+    except ValueError as exc:
+        assert "'" in str(exc)  # names what was given
+    else:
+        assert (schedule.interval is None) != (schedule.daily is None)
+        assert schedule.interval is None or schedule.interval >= 1

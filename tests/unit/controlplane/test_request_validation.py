@@ -95,6 +95,7 @@ def test_list_query() -> None:
     assert validation.parse_list_query([]) == validation.ListQuery((), None, 1000, 0)
     rejects(lambda: validation.parse_list_query([("limit", "ten")]), "limit")
     rejects(lambda: validation.parse_list_query([("offset", "99999999999999")]), "offset")
+    rejects(lambda: validation.parse_list_query([("agent_id", f"a{i}") for i in range(1001)]), "at most 1000")
 
 
 @settings(max_examples=200, deadline=None)

@@ -51,3 +51,25 @@ def test_nonces_are_fresh() -> None:
 def test_key_must_be_32_bytes() -> None:
     with pytest.raises(ValueError):
         Sealer(b"short")
+
+
+def test_batched_nonces_never_repeat_across_threads() -> None:
+    import threading
+
+    sealer = Sealer(KEY)
+    nonces: list[bytes] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        mine = [sealer.seal_parts(b"x", b"")[0] for _ in range(3000)]
+        with lock:
+            nonces.extend(mine)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(nonces) == 12000 and len(set(nonces)) == 12000
+    nonce, body = sealer.seal_parts(b"payload", b"aad")
+    assert sealer.open(nonce + body, b"aad") == b"payload"

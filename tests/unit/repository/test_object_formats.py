@@ -33,7 +33,9 @@ def test_index_file_round_trip_and_master_index_lookup(packs: dict[str, list[Pac
         index.add_pack(pack_id, entries)
     from_file = MasterIndex()
     from_file.add_index_file(encode_index(packs))
-    assert {b: from_file.lookup(b) for b in from_file.blob_ids()} == {b: index.lookup(b) for b in index.blob_ids()}
+    assert {b: from_file.lookup(b) for b in from_file.blob_ids()} == {
+        b: index.lookup(b) for b in index.blob_ids()
+    }
     first: dict[bytes, tuple[str, PackEntry]] = {}  # a blob stored twice: the later location wins
     for pack_id, entries in packs.items():
         for e in entries:
@@ -77,6 +79,33 @@ def test_tree_round_trip_is_canonical(nodes: list[dict]) -> None:
     assert encode_tree(list(reversed(nodes))) == data  # order of input does not matter
     assert decode_tree(data) == sorted(nodes, key=lambda n: n["name"])
     data.decode("ascii")
+
+
+json_leaf = st.one_of(
+    st.text(max_size=12),
+    st.binary(max_size=8).map(lambda b: b.decode("utf-8", "surrogateescape")),
+    st.integers(-(2**70), 2**70),
+    st.booleans(),
+    st.none(),
+)
+json_doc = st.recursive(
+    json_leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300)
+@given(doc=json_doc)
+def test_fast_canonical_json_is_byte_identical_to_the_standard_library(doc) -> None:
+    import json
+
+    from cbr_agent.repository.tree import canonical_json
+
+    expected = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    assert canonical_json(doc) == expected
 
 
 def test_tree_refuses_duplicates_and_garbage() -> None:
