@@ -314,9 +314,9 @@ fi
 
 # -- service ------------------------------------------------------------------------------------
 if [ -n "$root" ]; then
-    say "service: not started (--root)"
+    say "service: left alone (--root)"
 elif [ "$start" = no ]; then
-    say "service: not started (--no-start)"
+    say "service: left as it is (--no-start)"
 elif [ ! -d /run/systemd/system ] || ! command -v systemctl >/dev/null 2>&1; then
     say "service: not started (systemd is not running here; run 'cbr-agent run' under your supervisor)"
 else

@@ -96,7 +96,9 @@ class Chunker:
         for chunk in self._cdc.cut_stream(stream):
             yield bytes(chunk.data)
 
-    def chunks_of_file(self, f: BinaryIO, size_hint: int | None = None) -> Iterator[memoryview]:
+    def chunks_of_file(
+        self, f: BinaryIO, size_hint: int | None = None, *, block_size: int | None = None
+    ) -> Iterator[memoryview]:
         """Chunks of a file, read in large blocks, as zero-copy views.
 
         Each block is a fresh buffer that is never written again once chunks of it are handed out, so the
@@ -104,10 +106,12 @@ class Chunker:
         view keeps its whole block alive: budget memory by blocks, about ``2 * max_size`` each). File reads
         and the cut-point search run without the GIL; only a chunk that straddles two blocks is copied.
         Boundaries equal those of :meth:`chunks`: a cut is taken only with ``max_size`` bytes (or EOF) in
-        view. ``size_hint`` (the size from stat) keeps allocations small for small files.
+        view. ``size_hint`` (the size from stat) keeps allocations small for small files; ``block_size``
+        (default 16 MiB) is for tests and tuning.
         """
         max_size = self.params.max_size
-        block = max(8 * MiB, 2 * max_size)
+        avg_size = self.params.avg_size
+        block = block_size or max(8 * MiB, 2 * max_size)
         cap = block if size_hint is None else max(1, min(block, size_hint + 1))
         rest: bytes = b""
         eof = False
@@ -124,10 +128,18 @@ class Chunker:
                 filled += n
             start = 0
             for chunk in self._cdc.cut_buf(view[:filled]):
-                if not eof and chunk.offset + max_size > filled:
+                end = chunk.offset + chunk.length
+                # A cut is final when more data could not move it: max_size bytes were in view, or the
+                # gear hash cut before the end of the buffer with at least avg_size bytes in view (FastCDC
+                # only looks at bytes before the cut, and switches masks at avg_size).
+                if (
+                    not eof
+                    and chunk.offset + max_size > filled
+                    and (end >= filled or filled - chunk.offset < avg_size)
+                ):
                     break
                 yield chunk.data
-                start = chunk.offset + chunk.length
+                start = end
             rest = bytes(view[start:filled])
             cap = block
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cbr_agent.api.models import Agent, AgentPath, ControlPlane
 
 #: agents per list call (the reference gives no maximum; its example pages hold 1000)
 PAGE_SIZE = 200
@@ -50,9 +53,10 @@ def cmd_agents(args: argparse.Namespace) -> int:
     return 0
 
 
-def list_fleet(cp: Any, *, status: str | None = None, agent_ids: Sequence[str] = ()) -> list[Any]:
+def list_fleet(cp: ControlPlane, *, status: str | None = None,
+               agent_ids: Sequence[str] = ()) -> list[Agent]:
     """Every agent the list API returns, page after page, each with its paths."""
-    agents: list[Any] = []
+    agents: list[Agent] = []
     seen: set[str] = set()
     offset = 0
     while True:
@@ -68,7 +72,7 @@ def list_fleet(cp: Any, *, status: str | None = None, agent_ids: Sequence[str] =
     return [_with_paths(cp, a) for a in agents]
 
 
-def _with_paths(cp: Any, agent: Any) -> Any:
+def _with_paths(cp: ControlPlane, agent: Agent) -> Agent:
     """The list API may leave ``paths`` out (the reference's own example does); ask for them then."""
     if agent.paths is not None:
         return agent
@@ -80,11 +84,11 @@ def _with_paths(cp: Any, agent: Any) -> Any:
         return agent
 
 
-def _available(agent: Any) -> list[Any]:
+def _available(agent: Agent) -> list[AgentPath]:
     return [p for p in agent.paths or () if p.status != "remove"]
 
 
-def agent_json(agent: Any) -> dict[str, Any]:
+def agent_json(agent: Agent) -> dict[str, Any]:
     from cbr_agent.api.models import format_time
 
     return {
@@ -117,7 +121,7 @@ def _excludes_note(count: int) -> str:
     return f" ({count} exclude{'s' if count != 1 else ''})" if count else ""
 
 
-def print_fleet(agents: Sequence[Any], endpoint: str, *, now: datetime) -> None:
+def print_fleet(agents: Sequence[Agent], endpoint: str, *, now: datetime) -> None:
     from cbr_agent.cli.output import print_table
 
     if not agents:

@@ -12,6 +12,7 @@ from cbr_agent.crypto.keys import (
     default_kdf_params,
     make_key_file,
     open_key_file,
+    verify_key_file,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "default_kdf_params",
     "make_key_file",
     "open_key_file",
+    "verify_key_file",
 ]

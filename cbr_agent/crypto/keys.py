@@ -138,6 +138,11 @@ def _parse_key_file(raw: bytes) -> tuple[KdfParams, bytes, bytes]:
         raise KeyFileDamaged(f"not a valid key file ({type(exc).__name__})") from None
 
 
+def verify_key_file(raw: bytes) -> None:
+    """Raise :class:`KeyFileDamaged` unless ``raw`` is a well-formed key file with a matching checksum."""
+    _parse_key_file(raw)
+
+
 def open_key_file(raw: bytes, password: str) -> MasterKey | None:
     """The master key, or None when ``password`` does not open this key file.
 

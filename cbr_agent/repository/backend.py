@@ -49,6 +49,9 @@ class Backend(Protocol):
     def is_present(self) -> bool:
         """Whether the location exists at all."""
 
+    def is_empty(self) -> bool:
+        """Whether the location holds nothing at all (to tell "no repository" from "something else")."""
+
 
 def path_from_url(url: str) -> Path:
     """A plain path or ``file:///abs/path``."""
@@ -111,6 +114,14 @@ class DirectoryBackend:
     def is_present(self) -> bool:
         return self.root.is_dir()
 
+    def is_empty(self) -> bool:
+        try:
+            return not any(self.root.iterdir())
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            raise _os_error(exc, "listing", self.root) from None
+
     def create(self) -> None:
         from cbr_agent.errors import RepositoryExists
 
@@ -120,7 +131,7 @@ class DirectoryBackend:
                     raise RepositoryExists(f"{self.root} exists and is not a directory")
                 if (self.root / "config").exists():
                     raise RepositoryExists(f"a repository already exists at {self.root}")
-                if any(self.root.iterdir()):
+                if any(self.root.iterdir()) and not self._is_unfinished_init():
                     raise RepositoryExists(f"{self.root} is not empty")
             self.root.mkdir(parents=True, exist_ok=True)
             for type_ in TYPES:
@@ -130,6 +141,18 @@ class DirectoryBackend:
             _fsync_dir(self.root)
         except OSError as exc:
             raise _os_error(exc, "creating", self.root) from None
+
+    def _is_unfinished_init(self) -> bool:
+        """True (after clearing its key and lock files) for what an init killed before writing ``config``
+        leaves: only our directories, and no data, index or snapshot objects in them."""
+        if any(entry.name not in TYPES for entry in self.root.iterdir()):
+            return False
+        if any(True for t in ("data", "index", "snapshots") for _ in self.list(t)):
+            return False
+        for t in ("keys", "locks"):
+            for name, _size in list(self.list(t)):
+                self.delete(f"{t}/{name}")
+        return True
 
     # -- objects
     def put(self, name: str, data: Buffer | Sequence[Buffer]) -> None:

@@ -9,12 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cbr_agent.crypto import KeyFileDamaged
-from cbr_agent.crypto.keys import _parse_key_file
+from cbr_agent.crypto import KeyFileDamaged, verify_key_file
 from cbr_agent.errors import IntegrityError, RepositoryError
 from cbr_agent.repository.index import BlobLocation
-from cbr_agent.repository.objects import AAD_PACK_HEADER, content_name, open_object
-from cbr_agent.repository.pack import TAIL, PackEntry, decode_header, header_range
+from cbr_agent.repository.objects import content_name
+from cbr_agent.repository.pack import PackEntry
 from cbr_agent.repository.tree import decode_tree, referenced_blobs
 
 if TYPE_CHECKING:
@@ -86,7 +85,8 @@ def run_check(
         report.warnings.append(
             Problem(f"pack {pack_id}", "not in any index (left by an interrupted run; prune removes it)")
         )
-    bad_packs: set[str] = set()
+    bad_packs: set[str] = set()  # packs whose blobs cannot be trusted as a whole (missing, header damaged)
+    bad_blobs: set[bytes] = set()  # blobs found damaged by reading them
     for pack_id in sorted(by_pack.keys() - stored.keys()):
         bad_packs.add(pack_id)
         report.errors.append(
@@ -94,18 +94,18 @@ def run_check(
         )
     present = {p: e for p, e in by_pack.items() if p in stored}
     if read_data:
-        _read_all_packs(repo, present, stored, report, bad_packs)
+        _read_all_packs(repo, present, stored, report, bad_packs, bad_blobs)
     else:
         for pack_id, entries in sorted(present.items()):
             _check_pack_header(repo, pack_id, stored[pack_id], entries, report, bad_packs)
-    _check_snapshots(repo, report, bad_packs)
+    _check_snapshots(repo, report, bad_packs, bad_blobs)
     return report
 
 
 def _check_keys(repo: Repository, report: CheckReport) -> None:
     for name, _size in repo.backend.list("keys"):
         try:
-            _parse_key_file(repo.backend.get("keys/" + name))
+            verify_key_file(repo.backend.get("keys/" + name))
         except (KeyFileDamaged, FileNotFoundError) as exc:
             report.errors.append(Problem(f"key file keys/{name}", f"damaged ({exc})"))
 
@@ -135,15 +135,6 @@ def _compare_header(
     return ok
 
 
-def _read_header(repo: Repository, pack_id: str, size: int, data: bytes | None = None) -> list[PackEntry]:
-    name = "data/" + pack_id
-    tail = data[-TAIL.size :] if data is not None else repo.backend.get(name, max(0, size - TAIL.size))
-    offset, length = header_range(size, tail)
-    sealed = data[offset : offset + length] if data is not None else repo.backend.get(name, offset, length)
-    plain = open_object(repo.key.sealer, sealed, AAD_PACK_HEADER, f"header of pack {pack_id}")
-    return decode_header(plain)
-
-
 def _check_pack_header(
     repo: Repository,
     pack_id: str,
@@ -154,7 +145,7 @@ def _check_pack_header(
     data: bytes | None = None,
 ) -> None:
     try:
-        header = _read_header(repo, pack_id, size, data)
+        header = repo.read_pack_header(pack_id, size, data)
     except (IntegrityError, ValueError) as exc:
         bad_packs.add(pack_id)
         report.errors.append(Problem(f"pack {pack_id}", f"header is damaged ({exc})", pack_id))
@@ -173,16 +164,21 @@ def _read_all_packs(
     sizes: dict[str, int],
     report: CheckReport,
     bad_packs: set[str],
+    bad_blobs: set[bytes],
 ) -> None:
-    def verify(pack_id: str) -> tuple[str, list[Problem], int, int, bool]:
+    """Read every pack whole: its hash, its header, and every blob decrypted and verified. Packs that cannot
+    be read go to ``bad_packs``, damaged blobs to ``bad_blobs``."""
+
+    def verify(pack_id: str) -> tuple[str, list[Problem], int, int, bool, list[bytes]]:
         problems: list[Problem] = []
+        damaged: list[bytes] = []
         sub = CheckReport()
         try:
             data = repo.backend.get("data/" + pack_id)
         except FileNotFoundError:
-            return pack_id, [Problem(f"pack {pack_id}", "vanished during check", pack_id)], 0, 0, True
+            return pack_id, [Problem(f"pack {pack_id}", "vanished during check", pack_id)], 0, 0, True, []
         except RepositoryError as exc:
-            return pack_id, [Problem(f"pack {pack_id}", f"cannot be read ({exc})", pack_id)], 0, 0, True
+            return pack_id, [Problem(f"pack {pack_id}", f"cannot be read ({exc})", pack_id)], 0, 0, True, []
         if content_name(data) != pack_id:
             problems.append(Problem(f"pack {pack_id}", "content does not match its name (damaged)", pack_id))
         sub_bad: set[str] = set()
@@ -196,14 +192,16 @@ def _read_all_packs(
                 verified += 1
             except IntegrityError as exc:
                 problems.append(Problem(f"blob {e.blob_id.hex()}", _reason(exc), pack_id))
-        return pack_id, problems, verified, len(data), bool(problems)
+                damaged.append(e.blob_id)
+        return pack_id, problems, verified, len(data), False, damaged
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="check-read") as pool:
-        for pack_id, problems, verified, nbytes, bad in pool.map(verify, sorted(present)):
+        for pack_id, problems, verified, nbytes, unusable, damaged in pool.map(verify, sorted(present)):
             report.errors.extend(problems)
             report.blobs_verified += verified
             report.bytes_read += nbytes
-            if bad:
+            bad_blobs.update(damaged)
+            if unusable:
                 bad_packs.add(pack_id)
 
 
@@ -212,7 +210,9 @@ def _reason(exc: Exception) -> str:
     return msg.rsplit(" is ", 1)[-1] if " is " in msg else msg
 
 
-def _check_snapshots(repo: Repository, report: CheckReport, bad_packs: set[str]) -> None:
+def _check_snapshots(
+    repo: Repository, report: CheckReport, bad_packs: set[str], bad_blobs: set[bytes]
+) -> None:
     seen_trees: set[bytes] = set()
     seen_data: set[bytes] = set()
     index = repo.index
@@ -271,8 +271,8 @@ def _check_snapshots(repo: Repository, report: CheckReport, bad_packs: set[str])
                     report.errors.append(
                         Problem(f"snapshot {sid}", f"{child}: data blob {blob_hex} is missing")
                     )
-                elif dloc.pack_id in bad_packs:
+                elif blob_id in bad_blobs or dloc.pack_id in bad_packs:
                     report.errors.append(
-                        Problem(f"snapshot {sid}", f"{child}: uses damaged pack {dloc.pack_id}", dloc.pack_id)
+                        Problem(f"snapshot {sid}", f"{child}: data blob {blob_hex} is damaged", dloc.pack_id)
                     )
     report.data_blobs = len(seen_data)

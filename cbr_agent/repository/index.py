@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cbr_agent.repository.pack import PackEntry
 
@@ -28,8 +28,7 @@ _O = _L + 32
 _M32 = 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
-class BlobLocation:
+class BlobLocation(NamedTuple):
     pack_id: str
     offset: int
     length: int

@@ -19,8 +19,7 @@ from cbr_agent.crypto import AuthenticationFailed
 from cbr_agent.errors import IntegrityError, RepositoryError
 from cbr_agent.repository.index import INDEX_MAX_FILE_ENTRIES
 from cbr_agent.repository.lock import STALE_AFTER
-from cbr_agent.repository.objects import AAD_PACK_HEADER, open_object
-from cbr_agent.repository.pack import TAIL, PackEntry, decode_header, header_range
+from cbr_agent.repository.pack import PackEntry
 from cbr_agent.repository.tree import decode_tree, referenced_blobs
 
 if TYPE_CHECKING:
@@ -103,6 +102,19 @@ def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = 
             (rewrite if unused > max_unused * total else keep).append(pack_id)
     report.blobs_removed = sum(1 for p in delete + rewrite for e in by_pack[p] if chosen.get(e.blob_id) != p)
     step("classified")
+    remove_temp = getattr(repo.backend, "remove_stale_temp_files", None)
+    if remove_temp is not None:  # temp files of writers that crashed (no live writer: we hold the lock)
+        remove_temp(STALE_AFTER)
+    if (
+        not delete
+        and not rewrite
+        and not unindexed
+        and not repo.damaged_index_files
+        and len(repo.index_files) <= 1
+    ):
+        report.packs_kept = len(keep)
+        report.bytes_after = report.bytes_before
+        return report  # nothing to remove and the index is already one file
 
     # (1) copy used blobs out of the packs being rewritten
     new_packs, unrewritable = _rewrite(repo, rewrite, by_pack, chosen, report, step)
@@ -146,9 +158,6 @@ def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = 
         elif pack_id in delete_set:
             report.packs_deleted += 1
         step("pack-deleted")
-    remove_temp = getattr(repo.backend, "remove_stale_temp_files", None)
-    if remove_temp is not None:
-        remove_temp(STALE_AFTER)
     repo.load_index()
     report.bytes_after = sum(size for _name, size in repo.backend.list("data"))
     step("done")
@@ -167,13 +176,7 @@ def _recover_unindexed(
     snapshot uses, since blobs are only reused once indexed.)"""
     for pack_id in sorted(unindexed):
         try:
-            size = sizes[pack_id]
-            name = "data/" + pack_id
-            offset, length = header_range(size, repo.backend.get(name, size - TAIL.size))
-            plain = open_object(
-                repo.key.sealer, repo.backend.get(name, offset, length), AAD_PACK_HEADER, name
-            )
-            entries = decode_header(plain)
+            entries = repo.read_pack_header(pack_id, sizes[pack_id])
         except (IntegrityError, ValueError, FileNotFoundError) as exc:
             report.warnings.append(f"pack {pack_id} has no index and an unreadable header: {exc}")
             continue

@@ -34,12 +34,13 @@ from cbr_agent.repository.lock import RepositoryLock
 from cbr_agent.repository.objects import (
     AAD_CONFIG,
     AAD_INDEX,
+    AAD_PACK_HEADER,
     AAD_SNAPSHOT,
     FLAG_COMPRESSED,
     content_name,
     open_object,
 )
-from cbr_agent.repository.pack import PackEntry
+from cbr_agent.repository.pack import TAIL, PackEntry, decode_header, header_range
 from cbr_agent.repository.snapshot import Snapshot, decode_snapshot, encode_snapshot
 from cbr_agent.repository.writer import BlobWriter
 
@@ -224,9 +225,32 @@ class Repository:
             raise IntegrityError(f"{where} is damaged (content does not match its id)")
         return plain
 
+    def read_pack_header(self, pack_id: str, size: int, data: bytes | None = None) -> list[PackEntry]:
+        """The entries a pack's own header lists (from ``data`` when the whole pack is at hand, else two
+        small range reads). IntegrityError/ValueError when damaged, FileNotFoundError when gone."""
+        name = "data/" + pack_id
+        tail = data[-TAIL.size :] if data is not None else self.backend.get(name, max(0, size - TAIL.size))
+        offset, length = header_range(size, tail)
+        sealed = (
+            data[offset : offset + length] if data is not None else self.backend.get(name, offset, length)
+        )
+        plain = open_object(self.key.sealer, sealed, AAD_PACK_HEADER, f"header of pack {pack_id}")
+        return decode_header(plain)
+
     # ---------------------------------------------------------------- snapshots
     def save_snapshot(self, snapshot: Snapshot) -> str:
-        """Store a snapshot (after its trees are flushed); returns and sets its id."""
+        """Store a snapshot (after its trees are flushed); returns and sets its id.
+
+        Refuses a snapshot whose root tree is not durably indexed yet: that would break the write order."""
+        try:
+            root = bytes.fromhex(snapshot.tree)
+        except ValueError:
+            raise RepositoryError(f"snapshot tree id {snapshot.tree!r} is not hex") from None
+        if root not in self.index:
+            raise RepositoryError(
+                f"snapshot root tree {snapshot.tree} is not in the repository index",
+                hint="flush the blob writer before saving the snapshot",
+            )
         stored = self.key.sealer.seal(encode_snapshot(snapshot), AAD_SNAPSHOT)
         name = content_name(stored)
         self.backend.put("snapshots/" + name, stored)
@@ -326,7 +350,7 @@ def _read_config_head(backend: Backend) -> dict[str, Any]:
     try:
         raw = backend.get("config")
     except FileNotFoundError:
-        if not any(True for _ in _safe_list(backend)):
+        if backend.is_empty():
             raise RepositoryNotFound(f"no repository at {backend.location}") from None
         raise RepositoryError(
             f"{backend.location} is not a cbr-agent repository (no config; a foreign or unfinished one)",
@@ -349,16 +373,6 @@ def _read_config_head(backend: Backend) -> dict[str, Any]:
             hint="upgrade cbr-agent",
         )
     return head
-
-
-def _safe_list(backend: Backend) -> Iterator[str]:
-    root = getattr(backend, "root", None)
-    if root is None:
-        return iter(())
-    try:
-        return iter([p.name for p in root.iterdir()])
-    except OSError:
-        return iter(())
 
 
 def _unlock(backend: Backend, password: str) -> MasterKey:

@@ -168,7 +168,13 @@ class BlobWriter:
                         t = threading.Thread(target=self._upload_loop, name=f"pack-writer-{i}", daemon=True)
                         t.start()
                         self._threads.append(t)
-        self._queue.put(builder)  # blocks when enough packs are in flight: the byte budget
+        while True:  # blocks while enough packs are in flight: the byte budget
+            try:
+                self._queue.put(builder, timeout=0.5)
+                return
+            except queue.Full:
+                if self._closed and not self._threads:  # aborted meanwhile: nobody will take it
+                    raise RepositoryError("blob writer is closed") from None
 
     # -- background
     def _upload_loop(self) -> None:

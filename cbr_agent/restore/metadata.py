@@ -41,18 +41,28 @@ def owner_ids(node: dict[str, Any]) -> tuple[int, int]:
             _gid_of(node.get("group"), int(node.get("gid", -1))))
 
 
-def apply_fd(fd: int, node: dict[str, Any]) -> list[str]:
-    """Metadata of a regular file through its descriptor; returns problems (not raised)."""
+def apply_fd(fd: int, node: dict[str, Any], *, created_owner: tuple[int, int] | None = None,
+             created_mode: int | None = None) -> list[str]:
+    """Metadata of a regular file through its descriptor; returns problems (not raised).
+
+    ``created_owner`` / ``created_mode``: what the file got when it was created, when known; a call
+    that would not change anything is skipped (restoring many small files is mostly system calls)."""
     problems: list[str] = []
+    chowned = False
     if IS_ROOT:
+        owner = owner_ids(node)
+        if owner != created_owner:
+            chowned = True
+            try:
+                os.fchown(fd, *owner)
+            except OSError as exc:
+                problems.append(f"cannot set owner: {exc.strerror}")
+    mode = int(node.get("mode", 0o644))
+    if chowned or mode != created_mode:  # chown clears setuid/setgid: set the mode after it
         try:
-            os.fchown(fd, *owner_ids(node))
+            os.fchmod(fd, mode)
         except OSError as exc:
-            problems.append(f"cannot set owner: {exc.strerror}")
-    try:
-        os.fchmod(fd, int(node.get("mode", 0o644)))
-    except OSError as exc:
-        problems.append(f"cannot set mode: {exc.strerror}")
+            problems.append(f"cannot set mode: {exc.strerror}")
     problems += _xattrs(fd, node, follow=True)
     try:
         mtime = int(node["mtime_ns"])

@@ -35,6 +35,7 @@ RANGE_BYTES = 8 * 1024 * 1024
 #: blobs at least this large that hold only zeros are left as holes
 HOLE_MIN = 4096
 _ZEROS = bytes(8 * 1024 * 1024 + 1)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
 
 
 @dataclass
@@ -54,11 +55,12 @@ class RestoreSummary:
 
 
 class _FileJob:
-    __slots__ = ("failed", "final", "node", "remaining", "size", "tmp")
+    __slots__ = ("failed", "final", "node", "remaining", "size", "tmp", "written")
 
     def __init__(self, final: str, tmp: str, node: dict[str, Any], remaining: int, size: int) -> None:
         self.final, self.tmp, self.node, self.remaining, self.size = final, tmp, node, remaining, size
         self.failed: str | None = None
+        self.written = 0  # end of the data written so far
 
 
 def check_name(name: Any) -> str:
@@ -73,7 +75,7 @@ def _inside(path: str, prefix: str) -> bool:
 
 class Restorer:
     def __init__(self, repo: Any, target: str, *, overwrite: str = "always", dry_run: bool = False,
-                 threads: int = 4) -> None:
+                 threads: int = 3) -> None:
         if overwrite not in OVERWRITE:
             raise ValueError(f"overwrite must be one of {', '.join(OVERWRITE)}")
         self.repo = repo
@@ -86,9 +88,15 @@ class Restorer:
         self._dirs: list[tuple[str, dict[str, Any]]] = []
         self._jobs: list[_FileJob] = []
         self._refs: dict[bytes, list[tuple[_FileJob, int]]] = {}
+        self._locs: dict[bytes, Any] = {}
+        self._fresh_dirs: set[str] = set()  # created by this restore: nothing in them to overwrite
         self._links: list[tuple[str, dict[str, Any], tuple[int, int]]] = []
         self._others: list[tuple[str, dict[str, Any]]] = []
         self._first_of_inode: dict[tuple[int, int], _FileJob] = {}
+        self._new_gid: dict[str, int] = {}
+        umask = os.umask(0o077)
+        os.umask(umask)
+        self._umask = umask
 
     # ------------------------------------------------------------------ public
     def run(self, tree_id: str, includes: Sequence[str] = ()) -> RestoreSummary:
@@ -118,15 +126,16 @@ class Restorer:
         stack: list[tuple[str, str]] = [(tree_id, "/")]
         while stack:
             tid, snap_dir = stack.pop()
+            everything = "/" in includes
             for node in self._load_tree(tid, snap_dir):
                 name = check_name(node.get("name"))
                 snap_path = snap_dir.rstrip("/") + "/" + name
-                wanted = any(_inside(snap_path, inc) for inc in includes)
-                if wanted and snap_path in includes:
-                    found.add(snap_path)
-                on_the_way = any(_inside(inc, snap_path) for inc in includes)
-                if not (wanted or on_the_way):
-                    continue
+                wanted = everything or any(_inside(snap_path, inc) for inc in includes)
+                if not everything:
+                    if wanted and snap_path in includes:
+                        found.add(snap_path)
+                    if not (wanted or any(_inside(inc, snap_path) for inc in includes)):
+                        continue
                 dest = os.path.join(self.target, snap_path.lstrip("/"))
                 kind = node.get("type")
                 if kind == "dir":
@@ -167,8 +176,13 @@ class Restorer:
         if st is None:
             try:
                 os.mkdir(dest, 0o700)
+                st = os.lstat(dest)
+                self._fresh_dirs.add(dest)
             except OSError as exc:
                 self._error(dest, f"cannot create directory: {exc.strerror}")
+                return
+        # the group a new file gets here: the directory's when it is setgid, else ours
+        self._new_gid[dest] = st.st_gid if st.st_mode & stat.S_ISGID else os.getegid()
 
     def _skip_existing(self, dest: str, node: dict[str, Any]) -> bool:
         try:
@@ -188,7 +202,7 @@ class Restorer:
         return os.path.join(os.path.dirname(dest), f".cbr-restore-{secrets.token_hex(8)}")
 
     def _plan_entry(self, dest: str, node: dict[str, Any]) -> None:
-        if self._skip_existing(dest, node):
+        if os.path.dirname(dest) not in self._fresh_dirs and self._skip_existing(dest, node):
             self.summary.skipped += 1
             return
         kind = node.get("type")
@@ -210,7 +224,11 @@ class Restorer:
                 if loc is None:
                     job.failed = f"blob {hexid} is not in the repository"
                     break
-                self._refs.setdefault(blob_id, []).append((job, offset))
+                users = self._refs.get(blob_id)
+                if users is None:
+                    users = self._refs[blob_id] = []
+                    self._locs[blob_id] = loc
+                users.append((job, offset))
                 refs += 1
                 offset += loc.raw_length
             job.remaining = refs
@@ -222,8 +240,7 @@ class Restorer:
     # ------------------------------------------------------------------ contents
     def _work_items(self) -> list[tuple[str, list[tuple[bytes, Any]]]]:
         by_pack: dict[str, list[tuple[bytes, Any]]] = {}
-        for blob_id in self._refs:
-            loc = self.repo.blob_location(blob_id)
+        for blob_id, loc in self._locs.items():
             by_pack.setdefault(loc.pack_id, []).append((blob_id, loc))
         items: list[tuple[str, list[tuple[bytes, Any]]]] = []
         for pack_id, blobs in by_pack.items():
@@ -276,21 +293,29 @@ class Restorer:
             for job, offset in self._refs[blob_id]:
                 self._write(job, offset, data, zero)
 
+    def _create_mode(self, job: _FileJob) -> int:
+        # created with its final permission bits where the umask allows (one fchmod less per file),
+        # and always writable by its owner while it is being written
+        return (int(job.node.get("mode", 0o644)) & 0o777) | 0o600
+
     def _write(self, job: _FileJob, offset: int, data: bytes, zero: bool) -> None:
-        if job.failed is None and not zero:
+        fd = -1
+        if job.failed is None:
             try:
-                fd = os.open(job.tmp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                try:
+                fd = os.open(job.tmp, _CREATE, self._create_mode(job))
+                if not zero:
                     os.pwrite(fd, data, offset)
-                finally:
-                    os.close(fd)
             except OSError as exc:
                 job.failed = f"cannot write: {exc.strerror}"
         with self._lock:
             job.remaining -= 1
             done = job.remaining == 0
-        if done:
-            self._finish_file(job)
+            if not zero:
+                job.written = max(job.written, offset + len(data))
+        if done:  # the last blob of the file: finish it through the same descriptor
+            self._finish_file(job, fd)
+        elif fd >= 0:
+            os.close(fd)
 
     def _blob_failed(self, blob_id: bytes, reason: str) -> None:
         for job, _offset in self._refs[blob_id]:
@@ -301,21 +326,29 @@ class Restorer:
             if done:
                 self._finish_file(job)
 
-    def _finish_file(self, job: _FileJob) -> None:
+    def _finish_file(self, job: _FileJob, fd: int = -1) -> None:
         if job.failed:
+            if fd >= 0:
+                os.close(fd)
             self._error(job.final, f"not restored: {job.failed}")
             _unlink_quietly(job.tmp)
             return
         try:
-            fd = os.open(job.tmp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if fd < 0:
+                fd = os.open(job.tmp, _CREATE, self._create_mode(job))
+            if job.written != job.size:
+                os.ftruncate(fd, job.size)  # the size, holes at the end included
+            gid = self._new_gid.get(os.path.dirname(job.final))
+            problems = apply_fd(fd, job.node,
+                                created_owner=None if gid is None else (os.geteuid(), gid),
+                                created_mode=self._create_mode(job) & ~self._umask)
         except OSError as exc:
-            self._error(job.final, f"cannot create: {exc.strerror}")
+            self._error(job.final, f"cannot write: {exc.strerror}")
+            _unlink_quietly(job.tmp)
             return
-        try:
-            os.ftruncate(fd, job.size)  # the size, holes at the end included
-            problems = apply_fd(fd, job.node)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         try:
             os.rename(job.tmp, job.final)
         except OSError as exc:
@@ -399,7 +432,7 @@ def _unlink_quietly(path: str) -> None:
 
 
 def restore_snapshot(repo: Any, snapshot: Any, target: str, *, paths: Sequence[str] = (),
-                     overwrite: str = "always", dry_run: bool = False, threads: int = 4) -> RestoreSummary:
+                     overwrite: str = "always", dry_run: bool = False, threads: int = 3) -> RestoreSummary:
     """Restore ``snapshot`` (or ``paths`` inside it) below ``target``; see the module docstring."""
     restorer = Restorer(repo, target, overwrite=overwrite, dry_run=dry_run, threads=threads)
     return restorer.run(snapshot.tree, paths)

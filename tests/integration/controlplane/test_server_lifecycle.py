@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -12,7 +15,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cbr_agent.api.models import AgentRegistration
+from cbr_agent.errors import ApiError, ControlPlaneUnavailable
 
 
 def reg(agent_id: str, n: int = 0) -> AgentRegistration:
@@ -121,3 +127,29 @@ def test_bad_starts_are_one_line_errors(tmp_path: Path) -> None:
     result = run_server("--port", "0", "--db", db, "--credentials", str(tmp_path / "missing.toml"))
     assert result.returncode == 2 and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_database_failure_is_500_without_details_and_changes_nothing(cp_server: Any) -> None:
+    with cp_server.client(max_attempts=1) as client:
+        client.register_agent(reg("kept"))
+        # a fault outside the server: the database starts refusing new agents
+        conn = sqlite3.connect(cp_server.db_path)
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON agents "
+                     "BEGIN SELECT RAISE(ABORT, 'secret internal detail'); END")
+        conn.commit()
+        conn.close()
+        with pytest.raises((ApiError, ControlPlaneUnavailable)) as exc_info:
+            client.register_agent(reg("refused"))
+        assert "secret internal detail" not in str(exc_info.value)
+        assert [a.agent_id for a in client.list_agents().agents] == ["kept"]
+    body = json.dumps({"agent": {"agent_id": "refused2", "host_name": "h", "host_ip": "i",
+                                 "host_os": "linux"}})
+    conn_http = http.client.HTTPConnection("127.0.0.1", cp_server.port, timeout=10)
+    conn_http.request("POST", f"/v3/{cp_server.project_id}/agents", body,
+                      {"Content-Type": "application/json", "X-Auth-Token": cp_server.token})
+    response = conn_http.getresponse()
+    data = json.loads(response.read())
+    conn_http.close()
+    assert (response.status, data["error_code"]) == (500, "BackupService.9910")
+    assert "secret" not in data["error_msg"]
+    assert "secret internal detail" in cp_server.log_text()  # the operator sees why

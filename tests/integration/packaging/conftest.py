@@ -171,8 +171,11 @@ def installed_root(built_packages: Built, tmp_path_factory: pytest.TempPathFacto
 
 
 def run_script(args: Sequence[str], *, env: Mapping[str, str], timeout: float = 300,
-               ) -> subprocess.CompletedProcess[str]:
-    """packaging/install.sh with exactly ``env`` on top of a clean environment."""
+               trace: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """packaging/install.sh with ``env`` on top of a clean environment; with ``trace``, under
+    ``strace`` recording the argv of every program it runs into that file."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CBR_AGENT_")}
-    return subprocess.run(["sh", str(REPO / "packaging" / "install.sh"), *args], capture_output=True,
-                          text=True, timeout=timeout, env={**clean, **env})
+    command = ["sh", str(REPO / "packaging" / "install.sh"), *args]
+    if trace is not None:
+        command = ["strace", "-f", "-qq", "-e", "trace=execve", "-s", "4096", "-o", str(trace), *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**clean, **env})

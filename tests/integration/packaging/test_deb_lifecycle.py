@@ -46,7 +46,9 @@ def test_installed_cli_runs_from_the_installed_location(installed_root: DpkgRoot
     proc = installed_root.cli("status", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert json.dumps(report).count(str(installed_root.state_dir)) >= 1
+    assert report["state_dir"] == str(installed_root.state_dir)
+    assert report["registered"] is False and report["agent_id"] is None
+    assert report["daemon"]["running"] is False
     proc = installed_root.cli("status")
     assert proc.returncode == 0 and "not running" in proc.stdout
 
@@ -69,7 +71,6 @@ def test_install_creates_no_agent_identity(installed_root: DpkgRoot) -> None:
     every clone makes its own on first start."""
     leftovers = sorted(p.name for p in installed_root.state_dir.iterdir())
     assert "identity.json" not in leftovers, leftovers
-    assert leftovers == [], leftovers
 
 
 def test_wrapper_says_what_to_do_when_the_venv_is_broken(built_packages: Built, dpkg_root: DpkgRoot) -> None:
@@ -105,7 +106,7 @@ def test_upgrade_keeps_identity_config_and_state_and_replaces_the_venv(
     assert new_venv != old_venv
     assert not (dpkg_root / "opt/cbr-agent" / old_venv).exists(), "the old venv is pruned"
     status = json.loads(dpkg_root.cli("status", "--json").stdout)
-    assert agent_id in json.dumps(status)
+    assert status["agent_id"] == agent_id and status["registered"] is True
     listed = cp_server.client().list_agents()
     assert [a.agent_id for a in listed.agents] == [agent_id]
 

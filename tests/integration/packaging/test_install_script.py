@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -34,8 +35,14 @@ def test_install_twice_registers_once_and_changes_nothing_the_second_time(
     data.mkdir()
     args = ["--root", str(dpkg_root.path), "--package", str(built_packages.deb),
             "--path", str(data), "--exclude", "*.tmp"]
-    first = run_script(args, env=settings_env(cp_server))
+    trace = tmp_path / "execve.trace" if shutil.which("strace") else None
+    first = run_script(args, env=settings_env(cp_server), trace=trace)
     assert first.returncode == 0, first.stderr + first.stdout
+    if trace is not None:  # the argv of every program install.sh ran, as `ps` would have shown it
+        execs = [line for line in trace.read_text().splitlines() if "execve(" in line]
+        assert any("register" in line for line in execs), "the trace saw the CLI run"
+        # (strace shows environments only as "/* N vars */")
+        assert not [line for line in execs if cp_server.sk in line], "the secret key was on a command line"
     lines = first.stdout.splitlines()
     assert lines[-1] == "cbr-agent-install: result: changed"
     assert any(line.startswith("cbr-agent-install: package: installed cbr-agent") for line in lines)

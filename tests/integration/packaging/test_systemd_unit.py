@@ -93,6 +93,8 @@ def test_service_is_a_notify_service_with_watchdog_and_restart_limit(unit) -> No
     assert "network-online.target" in section["After"][0].split()
     assert "network-online.target" in section["Wants"][0].split()
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+    # reload is SIGHUP, sent by the shell's builtin kill: minimal systems have no /bin/kill
+    assert service["ExecReload"] == ["/bin/sh -c 'kill -HUP $$MAINPID'"]
 
 
 def test_service_is_hardened_for_a_reading_agent(unit) -> None:

@@ -35,11 +35,29 @@ def test_concatenation_of_chunks_is_the_input_and_sizes_are_within_limits(data: 
     assert all(len(c) >= SMALL.min_size for c in chunks[:-1])
 
 
-@settings(max_examples=40, deadline=None)
-@given(data=data_st, hint=st.one_of(st.none(), st.integers(0, 70_000)))
-def test_file_and_buffer_paths_cut_exactly_like_the_stream_path(data: bytes, hint: int | None) -> None:
-    chunker = Chunker(SMALL, seed=7)
+PARAMS = [
+    SMALL,
+    ChunkerParams(min_size=64, avg_size=256, max_size=1024, normalization=0),
+    ChunkerParams(min_size=512, avg_size=1024, max_size=2048, normalization=3),
+    ChunkerParams(min_size=1024, avg_size=2048, max_size=16384, normalization=2),
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=data_st,
+    hint=st.one_of(st.none(), st.integers(0, 70_000)),
+    params=st.sampled_from(PARAMS),
+    seed=st.integers(0, 2**63 - 1),
+    block=st.integers(1, 40_000),
+)
+def test_file_and_buffer_paths_cut_exactly_like_the_stream_path(
+    data: bytes, hint: int | None, params: ChunkerParams, seed: int, block: int
+) -> None:
+    chunker = Chunker(params, seed=seed)
     stream = list(chunker.chunks(io.BytesIO(data)))
+    from_file = [bytes(v) for v in chunker.chunks_of_file(io.BytesIO(data), hint, block_size=block)]
+    assert from_file == stream
     from_file = [bytes(v) for v in chunker.chunks_of_file(io.BytesIO(data), hint)]
     from_buffer = [bytes(v) for v in chunker.chunks_of_buffer(data)]
     assert from_file == stream

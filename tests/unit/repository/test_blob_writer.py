@@ -14,11 +14,9 @@ from tests.unit.repository.repo_helpers import init_repo
 
 
 def _pack_header_ids(repo: Repository) -> list[bytes]:
-    from cbr_agent.repository.check import _read_header
-
     ids = []
     for pack_id, size in repo.backend.list("data"):
-        ids.extend(e.blob_id for e in _read_header(repo, pack_id, size))
+        ids.extend(e.blob_id for e in repo.read_pack_header(pack_id, size))
     return ids
 
 
@@ -123,12 +121,26 @@ def test_full_disk_is_a_clear_repository_error(repo: Repository, failing_disk) -
 
 
 def test_permission_denied_names_the_path(repo: Repository, failing_disk) -> None:
-    failing_disk(repo.location, errno.EACCES)
-    with pytest.raises(RepositoryError, match=r"permission denied .*snapshots"):
-        from cbr_agent.repository import Snapshot
-        from tests.unit.repository.repo_helpers import minutes_ago
+    from tests.unit.repository.repo_helpers import CHEAP_KDF
 
-        repo.save_snapshot(Snapshot(time=minutes_ago(0), host="h", paths=["/"], tree="00" * 32))
+    failing_disk(repo.location, errno.EACCES)
+    with pytest.raises(RepositoryError, match=r"permission denied .*keys"):
+        repo.add_key("another password", kdf=CHEAP_KDF)
+
+
+def test_a_snapshot_is_refused_before_its_tree_is_durable(repo: Repository) -> None:
+    from cbr_agent.repository import Snapshot, encode_tree
+    from tests.unit.repository.repo_helpers import minutes_ago
+
+    tree = encode_tree([])
+    tree_id = repo.blob_id(tree)
+    writer = repo.writer()
+    writer.add(tree_id, tree, kind="tree")
+    snap = Snapshot(time=minutes_ago(0), host="h", paths=["/"], tree=tree_id.hex())
+    with pytest.raises(RepositoryError, match="flush"):
+        repo.save_snapshot(snap)
+    writer.close()
+    assert repo.save_snapshot(snap) == snap.id
 
 
 def test_stored_packs_are_the_sealed_and_named_objects(tmp_path) -> None:
@@ -141,7 +153,34 @@ def test_stored_packs_are_the_sealed_and_named_objects(tmp_path) -> None:
     from cbr_agent.repository.objects import content_name
 
     assert content_name(raw) == name
-    from cbr_agent.repository.check import _read_header
-
-    (entry,) = _read_header(repo, name, size)
+    (entry,) = repo.read_pack_header(name, size)
     assert entry.raw_length == 300
+
+
+def test_flushes_while_other_threads_add_lose_nothing(repo: Repository) -> None:
+    blobs = [os.urandom(300) + bytes([i % 256, i // 256]) for i in range(600)]
+    stop = threading.Event()
+    with repo.writer(pack_size=4096, index_interval=0.0) as writer:
+
+        def flusher() -> None:
+            while not stop.is_set():
+                writer.flush()
+
+        def adder(part: int) -> None:
+            for data in blobs[part::3] + blobs[::7]:  # overlapping: duplicates across threads
+                writer.add(repo.blob_id(data), data)
+
+        f = threading.Thread(target=flusher)
+        f.start()
+        adders = [threading.Thread(target=adder, args=(p,)) for p in range(3)]
+        for t in adders:
+            t.start()
+        for t in adders:
+            t.join()
+        stop.set()
+        f.join()
+    reopened = Repository.open(repo.location, "pw")
+    assert len(reopened.index) == len(blobs)
+    assert all(reopened.load_blob(repo.blob_id(b)) == b for b in blobs)
+    assert sorted(_pack_header_ids(repo)) == sorted(repo.blob_id(b) for b in blobs)
+    assert reopened.check(read_data=True).ok

@@ -62,6 +62,7 @@ def test_prune_removes_what_no_snapshot_reaches_and_keeps_the_rest(tmp_path) -> 
     # a second prune finds nothing to do
     again = reopened.prune()
     assert again.blobs_removed == 0 and again.packs_deleted == 0 and again.packs_rewritten == 0
+    assert again.index_files_written == 0 and again.index_files_deleted == 0  # and rewrites nothing
 
 
 def test_prune_of_everything_leaves_an_empty_consistent_repository(tmp_path) -> None:

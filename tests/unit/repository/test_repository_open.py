@@ -126,3 +126,22 @@ def test_bad_urls_and_empty_password(tmp_path) -> None:
         Repository.open("file://otherhost/x", "pw")
     with pytest.raises(RepositoryError, match="empty password"):
         Repository.init(str(tmp_path / "r"), "")
+
+
+def test_init_finishes_over_an_init_that_was_killed_before_its_config(tmp_path) -> None:
+    repo = init_repo(tmp_path / "r")
+    (tmp_path / "r" / "config").unlink()  # what kill -9 between the key file and the config leaves
+    with pytest.raises(RepositoryError, match="unfinished"):
+        Repository.open(str(tmp_path / "r"), "pw")
+    again = init_repo(tmp_path / "r", password="new")
+    assert again.id != repo.id
+    assert len(list((tmp_path / "r" / "keys").iterdir())) == 1  # the orphaned key file is gone
+    assert Repository.open(str(tmp_path / "r"), "new").id == again.id
+
+
+def test_init_does_not_reuse_a_directory_holding_data_without_config(tmp_path) -> None:
+    repo = init_repo(tmp_path / "r")
+    store_files(repo, {"a/x": b"data"})
+    (tmp_path / "r" / "config").unlink()
+    with pytest.raises(RepositoryExists):
+        init_repo(tmp_path / "r")

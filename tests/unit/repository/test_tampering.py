@@ -32,7 +32,7 @@ def _pack_path(repo: Repository, pack_id: str) -> Path:
 
 
 def test_flipped_byte_in_a_data_blob(stored: tuple[Repository, str]) -> None:
-    repo, _sid = stored
+    repo, sid = stored
     victim_data = next(repo.new_chunker().chunks(io.BytesIO(FILES["d0/f0"])))
     victim = repo.blob_id(victim_data)
     loc = repo.blob_location(victim)
@@ -51,6 +51,10 @@ def test_flipped_byte_in_a_data_blob(stored: tuple[Repository, str]) -> None:
     named = {str(p) for p in report.errors}
     assert any(victim.hex() in p and loc.pack_id in p for p in named), named
     assert any(f"pack {loc.pack_id}" in p for p in named)
+    # and the file that uses it, in the snapshot that holds the file
+    assert any(p.startswith(f"snapshot {sid}") and "/d0/f0: data blob" in p and "damaged" in p for p in named)
+    # neighbours that are intact are not blamed
+    assert sum("/d0/" in p or "/d1/" in p or "/d2/" in p for p in named) == 1
 
 
 def test_flipped_byte_in_a_pack_header_is_seen_without_read_data(stored: tuple[Repository, str]) -> None:
@@ -109,3 +113,14 @@ def test_truncated_pack_and_missing_pack(stored: tuple[Repository, str]) -> None
     report = Repository.open(repo.location, "pw").check()
     text = "\n".join(str(p) for p in report.errors)
     assert f"pack {a}" in text and f"pack {b}: missing" in text
+
+
+def test_flipped_byte_in_a_second_key_file_is_named_by_check(stored: tuple[Repository, str]) -> None:
+    from tests.unit.repository.repo_helpers import CHEAP_KDF
+
+    repo, _sid = stored
+    spare = repo.add_key("spare password", kdf=CHEAP_KDF)
+    _flip(Path(repo.location) / "keys" / spare, 50)
+    repo = Repository.open(repo.location, "pw")  # the intact key still opens it
+    report = repo.check()
+    assert [p.object for p in report.errors] == [f"key file keys/{spare}"]
