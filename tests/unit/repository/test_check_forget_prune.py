@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cbr_agent.errors import RepositoryError, RepositoryLocked
 from cbr_agent.repository import Repository
@@ -111,3 +113,42 @@ def test_prune_refuses_to_delete_when_a_snapshot_is_unreadable(tmp_path) -> None
     with pytest.raises(RepositoryError, match="nothing deleted"):
         repo.prune()
     assert sorted(repo.backend.list("data")) == before
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    contents=st.lists(st.lists(st.integers(0, 15), min_size=1, max_size=6), min_size=1, max_size=4),
+    forget=st.lists(st.booleans(), min_size=4, max_size=4),
+    max_unused=st.sampled_from([0.0, 0.3, 1.0]),
+)
+def test_prune_keeps_exactly_what_remaining_snapshots_need(
+    tmp_path_factory, contents: list[list[int]], forget: list[bool], max_unused: float
+) -> None:
+    import random
+
+    pool = [random.Random(i).randbytes(2000 + 500 * i) for i in range(16)]
+    repo = init_repo(tmp_path_factory.mktemp("p") / "r")
+    snaps = []
+    for n, picks in enumerate(contents):
+        files = {f"d/f{i}": pool[i] for i in picks}
+        snaps.append((store_files(repo, files, when=minutes_ago(60 - n), pack_size=6000), files))
+    kept = [(sid, files) for (sid, files), drop in zip(snaps, forget[: len(snaps)], strict=True) if not drop]
+    for (sid, _files), drop in zip(snaps, forget[: len(snaps)], strict=True):
+        if drop:
+            repo.forget_snapshot(sid)
+    repo.prune(max_unused=max_unused)
+    reopened = Repository.open(repo.location, "pw")
+    for sid, files in kept:
+        assert read_files(reopened, sid) == files
+    report = reopened.check(read_data=True)
+    assert report.ok and not report.warnings
+    if max_unused == 0.0:  # nothing unreachable is left behind
+        needed = {b for _sid, files in kept for b in _blob_ids(reopened, files)}
+        data_blobs = {b for b in reopened.index.blob_ids() if not reopened.blob_location(b).flags & 1}
+        assert data_blobs == needed
+
+
+def _blob_ids(repo: Repository, files: dict[str, bytes]) -> set[bytes]:
+    from tests.unit.repository.repo_helpers import chunk_ids
+
+    return chunk_ids(repo, files)

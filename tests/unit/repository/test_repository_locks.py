@@ -105,3 +105,16 @@ def test_live_lock_of_another_process_blocks_until_it_is_killed(repo: Repository
         proc.wait()
     with repo.lock(exclusive=False):  # the crashed holder no longer blocks anyone
         pass
+
+
+def test_a_held_lock_refreshes_itself(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cbr_agent.repository import lock as lock_module
+
+    monkeypatch.setattr(lock_module, "REFRESH_INTERVAL", 0.05)
+    with repo.lock(exclusive=False):
+        first = _locks(repo)
+        deadline = time.monotonic() + 5
+        while _locks(repo) == first and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _locks(repo) != first and len(_locks(repo)) == 1
+    assert _locks(repo) == []
