@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cbr_agent.backup.blobpool import BlobPool
+from cbr_agent.backup.longpath import short
 from cbr_agent.backup.nodes import read_xattrs
 
 #: holes are recorded as chunks of zeros of at most this size (restored as holes again)
@@ -140,7 +141,7 @@ class FileSaver:
 
     def save(self, path: str, expect: os.stat_result) -> SavedFile:
         try:
-            fd = open_file(path)
+            fd = open_file(short(path))
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENXIO):
                 raise FileProblem("changed type during backup") from None

@@ -35,6 +35,7 @@ import blake3
 from cbr_agent.backup.blobpool import BlobPool
 from cbr_agent.backup.filesaver import FileProblem, FileSaver, describe
 from cbr_agent.backup.filescache import DirRecord, FilesCache
+from cbr_agent.backup.longpath import close_all, short
 from cbr_agent.backup.nodes import TYPE_BY_FMT, Node, node_from_stat, read_xattrs, same_file
 from cbr_agent.errors import Cancelled, RepositoryError
 from cbr_agent.pathrules import ExcludeMatcher
@@ -204,6 +205,7 @@ class Archiver:
             for t in readers:
                 t.join()
             self._pool.close()
+            close_all()
         if self._fatal is not None:
             raise self._fatal
         assert self._root_tree is not None
@@ -426,7 +428,7 @@ class Archiver:
         entries: list[tuple[str, os.stat_result]] = []
         excluding = bool(matcher)
         try:
-            with os.scandir(path) as it:
+            with os.scandir(short(path)) as it:
                 for entry in it:
                     name = entry.name
                     if excluding and matcher.excluded(join(path, name)):
@@ -460,7 +462,7 @@ class Archiver:
 
     def _add_xattrs(self, node: Node, path: str) -> None:
         try:
-            xattrs = read_xattrs(path)
+            xattrs = read_xattrs(short(path))
         except OSError as exc:
             if not isinstance(exc, FileNotFoundError):
                 self.warn(f"{path}: cannot read extended attributes: {describe(exc)}")
@@ -540,7 +542,7 @@ class Archiver:
         node = node_from_stat(name, st)
         if stat.S_ISLNK(mode):
             try:
-                node["target"] = os.readlink(path)
+                node["target"] = os.readlink(short(path))
             except OSError as exc:
                 if not isinstance(exc, FileNotFoundError):
                     self.warn(f"{path}: cannot read link: {describe(exc)}")
@@ -626,7 +628,7 @@ class Archiver:
                 break
             if attempt == 1:
                 try:
-                    st = os.lstat(path)
+                    st = os.lstat(short(path))
                 except OSError as exc:
                     self.warn(f"{path}: not backed up: {describe(exc)}")
                     return None

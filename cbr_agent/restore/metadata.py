@@ -10,6 +10,7 @@ import pwd
 from functools import lru_cache
 from typing import Any
 
+from cbr_agent.backup.longpath import short
 from cbr_agent.backup.nodes import decode_xattr_value
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -74,6 +75,7 @@ def apply_fd(fd: int, node: dict[str, Any], *, created_owner: tuple[int, int] | 
 
 def apply_path(path: str, node: dict[str, Any], *, symlink: bool = False) -> list[str]:
     """Metadata of anything by path, never following a symlink."""
+    path = short(path)
     problems: list[str] = []
     if IS_ROOT:
         try:

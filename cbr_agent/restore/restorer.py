@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from cbr_agent.backup.longpath import close_all, short
 from cbr_agent.errors import IntegrityError, RepositoryError, RestoreError
 from cbr_agent.restore.metadata import IS_ROOT, apply_fd, apply_path
 
@@ -106,16 +107,19 @@ class Restorer:
                 os.makedirs(self.target, exist_ok=True)
             except OSError as exc:
                 raise RestoreError(f"cannot create target {self.target}: {exc.strerror}") from None
-        found = self._plan(tree_id, includes)
-        missing = [p for p in includes if p not in found]
-        if missing:
-            raise RestoreError(f"not in the snapshot: {', '.join(missing)}",
-                               hint="list the snapshot with 'cbr-agent ls SNAPSHOT'")
-        if not self.dry_run:
-            self._contents()
-            self._finish_links_and_others()
-            for path, node in reversed(self._dirs):
-                self._problems(path, apply_path(path, node))
+        try:
+            found = self._plan(tree_id, includes)
+            missing = [p for p in includes if p not in found]
+            if missing:
+                raise RestoreError(f"not in the snapshot: {', '.join(missing)}",
+                                   hint="list the snapshot with 'cbr-agent ls SNAPSHOT'")
+            if not self.dry_run:
+                self._contents()
+                self._finish_links_and_others()
+                for path, node in reversed(self._dirs):
+                    self._problems(path, apply_path(path, node))
+        finally:
+            close_all()
         return self.summary
 
     # ------------------------------------------------------------------ plan
@@ -124,9 +128,9 @@ class Restorer:
         if "/" in includes:
             found.add("/")
         stack: list[tuple[str, str]] = [(tree_id, "/")]
+        everything = "/" in includes
         while stack:
             tid, snap_dir = stack.pop()
-            everything = "/" in includes
             for node in self._load_tree(tid, snap_dir):
                 name = check_name(node.get("name"))
                 snap_path = snap_dir.rstrip("/") + "/" + name
@@ -160,7 +164,7 @@ class Restorer:
         if self.dry_run:
             return
         try:
-            st = os.lstat(dest)
+            st = os.lstat(short(dest))
         except FileNotFoundError:
             st = None
         if st is not None and not stat.S_ISDIR(st.st_mode):
@@ -168,15 +172,15 @@ class Restorer:
                 self._error(dest, "exists and is not a directory; not replaced (--overwrite never)")
                 return
             try:
-                os.unlink(dest)
+                os.unlink(short(dest))
             except OSError as exc:
                 self._error(dest, f"cannot replace with a directory: {exc.strerror}")
                 return
             st = None
         if st is None:
             try:
-                os.mkdir(dest, 0o700)
-                st = os.lstat(dest)
+                os.mkdir(short(dest), 0o700)
+                st = os.lstat(short(dest))
                 self._fresh_dirs.add(dest)
             except OSError as exc:
                 self._error(dest, f"cannot create directory: {exc.strerror}")
@@ -186,7 +190,7 @@ class Restorer:
 
     def _skip_existing(self, dest: str, node: dict[str, Any]) -> bool:
         try:
-            st = os.lstat(dest)
+            st = os.lstat(short(dest))
         except FileNotFoundError:
             return False
         if stat.S_ISDIR(st.st_mode):
@@ -302,7 +306,7 @@ class Restorer:
         fd = -1
         if job.failed is None:
             try:
-                fd = os.open(job.tmp, _CREATE, self._create_mode(job))
+                fd = os.open(short(job.tmp), _CREATE, self._create_mode(job))
                 if not zero:
                     os.pwrite(fd, data, offset)
             except OSError as exc:
@@ -335,7 +339,7 @@ class Restorer:
             return
         try:
             if fd < 0:
-                fd = os.open(job.tmp, _CREATE, self._create_mode(job))
+                fd = os.open(short(job.tmp), _CREATE, self._create_mode(job))
             if job.written != job.size:
                 os.ftruncate(fd, job.size)  # the size, holes at the end included
             gid = self._new_gid.get(os.path.dirname(job.final))
@@ -350,7 +354,7 @@ class Restorer:
             if fd >= 0:
                 os.close(fd)
         try:
-            os.rename(job.tmp, job.final)
+            os.rename(short(job.tmp), short(job.final))
         except OSError as exc:
             self._error(job.final, f"cannot move into place: {exc.strerror}")
             _unlink_quietly(job.tmp)
@@ -366,8 +370,8 @@ class Restorer:
                 continue
             tmp = self._tmp_name(dest)
             try:
-                os.link(first.final, tmp)
-                os.rename(tmp, dest)
+                os.link(short(first.final), short(tmp))
+                os.rename(short(tmp), short(dest))
                 self.summary.hardlinks += 1
             except OSError as exc:
                 _unlink_quietly(tmp)
@@ -381,15 +385,15 @@ class Restorer:
         mode = int(node.get("mode", 0o644))
         try:
             if kind == "symlink":
-                os.symlink(node["target"], tmp)
+                os.symlink(node["target"], short(tmp))
             elif kind == "fifo":
-                os.mkfifo(tmp, mode)
+                os.mkfifo(short(tmp), mode)
             elif kind in ("chardev", "blockdev"):
                 if not IS_ROOT:
                     self._warn(dest, f"{kind} not recreated (needs root)")
                     return
                 fmt = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
-                os.mknod(tmp, mode | fmt, int(node.get("rdev", 0)))
+                os.mknod(short(tmp), mode | fmt, int(node.get("rdev", 0)))
             else:
                 self._warn(dest, f"{kind} not recreated")
                 return
@@ -398,7 +402,7 @@ class Restorer:
             return
         problems = apply_path(tmp, node, symlink=kind == "symlink")
         try:
-            os.rename(tmp, dest)
+            os.rename(short(tmp), short(dest))
         except OSError as exc:
             _unlink_quietly(tmp)
             self._error(dest, f"cannot move into place: {exc.strerror}")
@@ -428,7 +432,7 @@ def is_zeros(data: bytes) -> bool:
 
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
-        os.unlink(path)
+        os.unlink(short(path))
 
 
 def restore_snapshot(repo: Any, snapshot: Any, target: str, *, paths: Sequence[str] = (),

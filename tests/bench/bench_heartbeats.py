@@ -19,8 +19,12 @@ Example (what the README figures come from)::
     python3 tests/bench/bench_heartbeats.py --agents 5000 --duration 20 --rate 1000
     python3 tests/bench/bench_heartbeats.py --agents 5000 --duration 20 --rate 0
 
-The load generator shares the machine's cores with the server: it is deliberately lean (asyncio,
-raw HTTP/1.1 on keep-alive sockets, signing with ``cbr_agent.api.signer``).
+The load generator shares the machine's cores with the server: it is deliberately lean (asyncio on
+uvloop, raw HTTP/1.1 on keep-alive sockets, signing with ``cbr_agent.api.signer``). Besides the
+latency seen by the clients it prints the load average, the server's CPU time per request (which
+hardly depends on what else runs), and the time each heartbeat spent inside the server according to
+its own request log: when the clients' p99 is far above the server's, the difference is time spent
+waiting for a CPU.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -193,6 +198,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_side_ms(log: Path, skip: int) -> list[float]:
+    """Per-request milliseconds of the heartbeats as the server logged them (the first ``skip``
+    POSTs are the registration phase)."""
+    found = re.findall(r" POST /v3/\S+/agents 200 ([0-9.]+)ms", log.read_text(errors="replace"))
+    return [float(ms) for ms in found[skip:]]
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -270,6 +282,12 @@ def main() -> int:
         if proc is not None and hb:
             print(f"server CPU: {server_cpu:.1f} s over the run = {server_cpu / len(hb) * 1000:.2f} ms per "
                   f"request (so one core could serve about {len(hb) / server_cpu:.0f} heartbeats/s)")
+        if proc is not None:
+            inside = server_side_ms(Path(tmp.name) / "server.log", skip=len(ids))
+            if inside:
+                print(f"time inside the server (its log, request in to response out) ms: "
+                      f"p50 {percentile(inside, .5):.2f}  p99 {percentile(inside, .99):.2f}  "
+                      f"max {max(inside):.1f}")
         gen_cpu = sum(r.cpu for r, _ in results)
         if hb:
             print(f"load generator CPU: {gen_cpu:.1f} s = {gen_cpu / len(hb) * 1000:.2f} ms per request")

@@ -162,3 +162,44 @@ def test_deep_tree_with_a_path_longer_than_path_max_parts(engine, tmp_path: Path
     repo = engine.open()
     restore_snapshot(repo, repo.find_snapshot("latest"), str(tmp_path / "o"))
     assert restored(tmp_path / "o", path / "leaf").read_bytes() == b"leaf"
+
+
+def _fwalk_files(root: Path) -> dict[str, bytes]:
+    """Relative path -> contents, through directory descriptors (paths longer than PATH_MAX work)."""
+    out: dict[str, bytes] = {}
+    for dirpath, _dirs, files, dirfd in os.fwalk(root):
+        for name in files:
+            fd = os.open(name, os.O_RDONLY, dir_fd=dirfd)
+            with os.fdopen(fd, "rb") as fh:
+                out[os.path.relpath(os.path.join(dirpath, name), root)] = fh.read()
+    return out
+
+
+def test_paths_longer_than_path_max(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    depth = 0
+    try:
+        for depth in range(1, 25):  # 24 levels of 250-byte names: about 6 KB of path
+            name = f"{depth:03d}" + "n" * 247
+            os.mkdir(name, dir_fd=fd)
+            new = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = new
+            if depth % 8 == 0:
+                leaf = os.open(f"file-at-{depth}", os.O_WRONLY | os.O_CREAT, 0o640, dir_fd=fd)
+                os.write(leaf, f"level {depth}".encode() * 100)
+                os.close(leaf)
+        os.symlink("file-at-24", "link", dir_fd=fd)
+    finally:
+        os.close(fd)
+    summary = backup_paths(engine.settings(), [str(src)])
+    assert summary.warnings == [] and summary.files_new == 3
+    repo = engine.open()
+    result = restore_snapshot(repo, repo.find_snapshot("latest"), str(tmp_path / "out"))
+    assert result.errors == [] and result.warnings == []
+    out = restored(tmp_path / "out", src)
+    original, copy = _fwalk_files(src), _fwalk_files(out)
+    assert len(original) == 4 and copy == original  # three files and the link (read through)
+    assert max(len(os.fsencode(p)) for p in copy) > 5000

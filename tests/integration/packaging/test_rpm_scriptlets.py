@@ -76,7 +76,7 @@ def test_scripts_ignore_the_actions_they_have_nothing_to_do_for(dpkg_root: DpkgR
 
 
 def test_the_scripts_are_posix_sh() -> None:
-    others = ("files/make-venv", "files/cbr-agent", "install.sh", "build.sh")
+    others = ("files/make-venv", "files/cbr-agent", "install.sh", "build.sh", "verify-systemd.sh")
     for script in [*SCRIPTS.glob("*.sh"), *(REPO / "packaging" / name for name in others)]:
         proc = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
         assert proc.returncode == 0, f"{script}: {proc.stderr}"
