@@ -28,7 +28,16 @@ from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude
 
 log = logging.getLogger(__name__)
 
+#: how often a running backup flushes the writer and commits files cache rows (what a killed run
+#: leaves for the next one to reuse); CBR_AGENT_TEST_CHECKPOINT_SECONDS overrides it for crash tests
 CHECKPOINT_SECONDS = 60.0
+
+
+def checkpoint_seconds() -> float:
+    try:
+        return float(os.environ.get("CBR_AGENT_TEST_CHECKPOINT_SECONDS", CHECKPOINT_SECONDS))
+    except ValueError:
+        return CHECKPOINT_SECONDS
 
 
 @dataclass
@@ -224,7 +233,7 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
             one_file_system=settings.one_file_system,
             cancel=cancel,
             checkpoint=None if dry_run else checkpoint,
-            checkpoint_interval=CHECKPOINT_SECONDS,
+            checkpoint_interval=checkpoint_seconds(),
         )
         if progress is not None:
             ticker = _Ticker(archiver.stats, progress, started, expected)

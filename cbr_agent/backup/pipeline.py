@@ -197,6 +197,7 @@ class Archiver:
             self._flush_batch()
             while not self._done.wait(0.2):
                 self._raise_if_stopped()
+                self._maybe_checkpoint()
             self._raise_if_stopped()
             self._pool.drain()
         finally:
@@ -579,7 +580,7 @@ class Archiver:
                 self._queue.put(item, timeout=0.2)
                 return
             except queue.Full:
-                continue
+                self._maybe_checkpoint()
 
     def _reader_loop(self) -> None:
         while True:

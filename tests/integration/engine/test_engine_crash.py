@@ -40,20 +40,26 @@ def test_kill_9_at_random_points(engine, tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_generation(src, 0)
     write(src / "small.txt", b"small\n" * 10)
+    started = time.monotonic()
     first = engine.cli("backup", str(src), "--json")
+    wall = time.monotonic() - started  # interpreter start-up included
     assert first.returncode == 0, first.stderr
     first_id = json.loads(first.stdout)["snapshot_id"]
-    full_duration = json.loads(first.stdout)["duration"]
+    killed_while_running = reused = 0
 
     for generation in range(1, 4):
         make_generation(src, generation)
         time.sleep(0.15)
+        env = engine.env()
+        # checkpoint (flush + index + files cache rows) at every directory: a killed run leaves
+        # indexed packs and cache rows behind, which the next run must reuse, not upload again
+        env["CBR_AGENT_TEST_CHECKPOINT_SECONDS"] = "0"
         proc = subprocess.Popen([sys.executable, "-m", "cbr_agent", "backup", str(src), "--json"],
-                                env=engine.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        # python start-up takes a while; kill somewhere between start-up and the end of the run
-        time.sleep(rng.uniform(0.3, 0.6 + full_duration * 1.5))
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.3, 1.0) * wall)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
+        killed_while_running += proc.returncode == -signal.SIGKILL
 
         check = engine.cli("check")
         assert check.returncode == 0, check.stdout + check.stderr
@@ -73,8 +79,12 @@ def test_kill_9_at_random_points(engine, tmp_path: Path) -> None:
         needed = referenced_blobs(repo, snap.tree)
         # exactly the blobs that had not reached the repository were stored, none twice
         assert summary["blobs_new"] == len(needed - indexed_before)
+        # files of the killed run itself found unchanged: its cache rows were committed and trusted
+        reused += summary["files_unchanged"] > 11 + 10 * (generation - 1)
         restored = tmp_path / f"full-{generation}"
         restore_snapshot(repo, snap, str(restored))
         assert_same_tree(src, restored / str(src).lstrip("/"))
+    assert killed_while_running >= 2, "the kills came too late to interrupt anything"
+    assert reused >= 1, "no killed run got far enough to leave anything for the next one"
     final = engine.cli("check", "--read-data")
     assert final.returncode == 0, final.stderr

@@ -122,3 +122,23 @@ def test_dry_run_stores_nothing(engine, tmp_path: Path) -> None:
     assert summary.snapshot_id is None and summary.bytes_added > 0
     assert sorted(p.name for p in (engine.repo_path / "data").rglob("*")) == before
     assert engine.open().list_snapshots() == []
+
+
+def test_change_deep_inside_an_unchanged_listing(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for d in ("a", "b"):
+        for i in range(5):
+            write(src / d / f"f{i}", f"{d}{i}".encode() * 100)
+        write(src / d / "deeper" / "x", b"x" * 1000)
+    write(src / "top.txt", b"top")
+    backup(engine, src)
+    # a file rewritten in place below an unchanged directory listing; a new file even deeper
+    write(src / "a" / "f3", b"changed content " * 10)
+    write(src / "b" / "deeper" / "new", b"new file")
+    second = backup(engine, src)
+    assert second.files_changed == 1 and second.files_new == 1
+    assert second.files_unchanged == 12
+    restore_and_compare(engine, src, tmp_path, second.snapshot_id)
+    third = backup(engine, src)
+    assert third.files_unchanged == 14 and third.bytes_read == 0
+    restore_and_compare(engine, src, tmp_path, third.snapshot_id)

@@ -203,3 +203,21 @@ def test_paths_longer_than_path_max(engine, tmp_path: Path) -> None:
     original, copy = _fwalk_files(src), _fwalk_files(out)
     assert len(original) == 4 and copy == original  # three files and the link (read through)
     assert max(len(os.fsencode(p)) for p in copy) > 5000
+
+
+@pytest.mark.skipif(not os.path.ismount("/dev/pts") or not os.path.exists("/dev/pts/ptmx"),
+                    reason="needs /dev/pts mounted below /dev")
+def test_one_file_system(engine) -> None:
+    from cbr_agent.repository import decode_tree
+
+    def pts_listing(settings) -> list[str]:
+        summary = backup_paths(settings, ["/dev"])
+        repo = engine.open()
+        tree = repo.find_snapshot(summary.snapshot_id).tree
+        for name in ("dev", "pts"):
+            node = next(n for n in decode_tree(repo.load_blob(bytes.fromhex(tree))) if n["name"] == name)
+            tree = node["subtree"]
+        return [n["name"] for n in decode_tree(repo.load_blob(bytes.fromhex(tree)))]
+
+    assert pts_listing(engine.settings()) == []  # a mount point: kept as an empty directory
+    assert "ptmx" in pts_listing(engine.settings(one_file_system=False))
