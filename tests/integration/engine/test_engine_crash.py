@@ -29,10 +29,29 @@ def referenced_blobs(repo, tree_id: str) -> set[bytes]:
     return out
 
 
+def wait_for_cache_row(db_path: Path, marker: str, proc: subprocess.Popen[bytes]) -> None:
+    import sqlite3
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=1)
+            try:
+                paths = [bytes(r[0]) for r in db.execute("SELECT path FROM dirs")]
+            finally:
+                db.close()
+        except sqlite3.Error:
+            paths = []
+        if any(marker.encode() in p for p in paths):
+            return
+        time.sleep(0.005)
+
+
 def make_generation(src: Path, generation: int) -> None:
     # ~20 MB of incompressible data per generation: more than one 16 MiB pack
-    for i in range(10):
-        write(src / f"gen{generation}" / f"file{i}.bin", random_bytes(2_000_000, generation * 100 + i))
+    for i in range(10):  # in five directories, so that some finish early in a run
+        write(src / f"gen{generation}" / f"part{i // 2}" / f"file{i}.bin",
+              random_bytes(2_000_000, generation * 100 + i))
 
 
 def test_kill_9_at_random_points(engine, tmp_path: Path) -> None:
@@ -56,7 +75,11 @@ def test_kill_9_at_random_points(engine, tmp_path: Path) -> None:
         env["CBR_AGENT_TEST_CHECKPOINT_SECONDS"] = "0"
         proc = subprocess.Popen([sys.executable, "-m", "cbr_agent", "backup", str(src), "--json"],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.3, 1.0) * wall)
+        if generation == 2:
+            # right after the run committed its first files cache rows: a kill in mid-run for sure
+            wait_for_cache_row(engine.state_dir / "filescache.db", f"/gen{generation}/", proc)
+        else:
+            time.sleep(rng.uniform(0.3, 1.0) * wall)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
         killed_while_running += proc.returncode == -signal.SIGKILL
@@ -67,7 +90,7 @@ def test_kill_9_at_random_points(engine, tmp_path: Path) -> None:
         target = tmp_path / f"restore-{generation}"
         result = restore_snapshot(repo, repo.find_snapshot(first_id), str(target))
         assert result.errors == []
-        assert (target / str(src).lstrip("/") / "gen0" / "file3.bin").read_bytes() == \
+        assert (target / str(src).lstrip("/") / "gen0" / "part1" / "file3.bin").read_bytes() == \
             random_bytes(2_000_000, 3)
 
         indexed_before = set(repo.index._entries)  # what reached the repository (indexed packs)
