@@ -23,7 +23,7 @@ from cbr_agent.backup.filescache import FilesCache
 from cbr_agent.backup.password import generate_password_file, require_password, resolve_password
 from cbr_agent.backup.pipeline import Archiver, BackupStats, Root
 from cbr_agent.config import Settings
-from cbr_agent.errors import BackupError, RepositoryNotFound, StateError, UsageError
+from cbr_agent.errors import BackupError, RepositoryNotFound, UsageError
 from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude, normalize_path
 
 log = logging.getLogger(__name__)
@@ -321,14 +321,3 @@ class _Ticker:
                                            time.monotonic() - self.started, self.expected))
             except Exception:  # a broken progress display must not break the backup
                 log.debug("progress callback failed", exc_info=True)
-
-
-def state_dir_usable(settings: Settings) -> None:
-    try:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StateError(f"cannot create state dir {settings.state_dir}: {exc.strerror}") from None
-    if not os.access(settings.state_dir, os.W_OK):
-        raise StateError(f"state dir {settings.state_dir} is not writable")
-
-

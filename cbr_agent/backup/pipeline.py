@@ -51,6 +51,8 @@ READ_QUEUE = 64
 BATCH_FILE_MAX = 256 * 1024
 BATCH_FILES = 64
 BATCH_BYTES = 4 * 1024 * 1024
+#: one thread for batches of small files: measured, a second one halves the speed (GIL contention)
+SMALL_READERS = 1
 
 
 @dataclass
@@ -159,7 +161,7 @@ class Archiver:
         parent_time_ns: int,
         one_file_system: bool,
         cancel: threading.Event | None = None,
-        readers: int = 3,
+        readers: int = 2,
         blob_threads: int = 2,
         checkpoint: Callable[[], None] | None = None,
         checkpoint_interval: float = 60.0,
@@ -174,7 +176,10 @@ class Archiver:
         self.stats = BackupStats()
         self._lock = threading.Lock()
         self._fatal: BaseException | None = None
+        # large files go to `readers` threads; batches of small files to one thread of their own:
+        # small files are mostly Python work under the GIL, where more threads only add contention
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=READ_QUEUE)
+        self._small_queue: queue.Queue[Any] = queue.Queue(maxsize=READ_QUEUE)
         self._pool = BlobPool(writer, threads=blob_threads)
         self._saver = FileSaver(repo, writer, self._pool, should_stop=self._should_stop)
         self._nreaders = readers
@@ -188,8 +193,9 @@ class Archiver:
 
     # ------------------------------------------------------------------ public
     def run(self, roots: Sequence[Root]) -> str:
-        readers = [threading.Thread(target=self._reader_loop, name=f"reader-{i}", daemon=True)
-                   for i in range(self._nreaders)]
+        queues = [self._small_queue] * SMALL_READERS + [self._queue] * self._nreaders
+        readers = [threading.Thread(target=self._reader_loop, args=(q,), name=f"reader-{i}", daemon=True)
+                   for i, q in enumerate(queues)]
         for t in readers:
             t.start()
         try:
@@ -201,8 +207,8 @@ class Archiver:
             self._raise_if_stopped()
             self._pool.drain()
         finally:
-            for _ in readers:
-                self._queue.put(None)
+            for q in queues:
+                q.put(None)
             for t in readers:
                 t.join()
             self._pool.close()
@@ -561,7 +567,7 @@ class Archiver:
     def _queue_file(self, item: tuple[Any, ...], size: int) -> None:
         """Small files travel in batches: one queue hand-off per batch, not per file."""
         if size > BATCH_FILE_MAX:
-            self._put(item)
+            self._put(self._queue, item)
             return
         self._batch.append(item)
         self._batch_bytes += size
@@ -571,20 +577,20 @@ class Archiver:
     def _flush_batch(self) -> None:
         if self._batch:
             batch, self._batch, self._batch_bytes = self._batch, [], 0
-            self._put(batch)
+            self._put(self._small_queue, batch)
 
-    def _put(self, item: Any) -> None:
+    def _put(self, target: queue.Queue[Any], item: Any) -> None:
         while True:
             self._raise_if_stopped()
             try:
-                self._queue.put(item, timeout=0.2)
+                target.put(item, timeout=0.2)
                 return
             except queue.Full:
                 self._maybe_checkpoint()
 
-    def _reader_loop(self) -> None:
+    def _reader_loop(self, source: queue.Queue[Any]) -> None:
         while True:
-            item = self._queue.get()
+            item = source.get()
             if item is None:
                 return
             items = item if isinstance(item, list) else [item]

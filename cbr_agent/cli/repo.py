@@ -209,6 +209,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if args.json:
         out = summary.to_dict()
         out["paths"] = [_json_text(p) for p in out["paths"]]
+        out["warnings"] = [_json_text(w) for w in out["warnings"]]
         print_json(out)
     else:
         what = "would add" if summary.dry_run else "added"
@@ -227,6 +228,7 @@ def _snapshot_dict(snap: Any) -> dict[str, Any]:
     d = snap.to_dict()
     d["id"] = snap.id
     d["paths"] = [_json_text(p) for p in d["paths"]]
+    d["excludes"] = {_json_text(k): [_json_text(e) for e in v] for k, v in d["excludes"].items()}
     return d
 
 

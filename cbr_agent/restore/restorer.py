@@ -35,8 +35,12 @@ OVERWRITE = ("always", "if-changed", "never")
 RANGE_BYTES = 8 * 1024 * 1024
 #: blobs at least this large that hold only zeros are left as holes
 HOLE_MIN = 4096
+#: average blob size from which a restore uses four threads instead of two
+LARGE_BLOB = 256 * 1024
 _ZEROS = bytes(8 * 1024 * 1024 + 1)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+#: what finishing a file needs of its node
+_META_KEYS = ("mode", "uid", "gid", "user", "group", "mtime_ns", "xattrs")
 
 
 @dataclass
@@ -76,7 +80,7 @@ def _inside(path: str, prefix: str) -> bool:
 
 class Restorer:
     def __init__(self, repo: Any, target: str, *, overwrite: str = "always", dry_run: bool = False,
-                 threads: int = 3) -> None:
+                 threads: int = 0) -> None:
         if overwrite not in OVERWRITE:
             raise ValueError(f"overwrite must be one of {', '.join(OVERWRITE)}")
         self.repo = repo
@@ -95,6 +99,9 @@ class Restorer:
         self._others: list[tuple[str, dict[str, Any]]] = []
         self._first_of_inode: dict[tuple[int, int], _FileJob] = {}
         self._new_gid: dict[str, int] = {}
+        self._run_tag = secrets.token_hex(4)
+        self._tmp_count = 0
+        self._euid = os.geteuid()
         umask = os.umask(0o077)
         os.umask(umask)
         self._umask = umask
@@ -203,7 +210,9 @@ class Restorer:
         return False
 
     def _tmp_name(self, dest: str) -> str:
-        return os.path.join(os.path.dirname(dest), f".cbr-restore-{secrets.token_hex(8)}")
+        # unique: a random part per run, a counter within it
+        self._tmp_count += 1
+        return f"{dest.rpartition('/')[0]}/.cbr-restore-{self._run_tag}-{self._tmp_count}"
 
     def _plan_entry(self, dest: str, node: dict[str, Any]) -> None:
         if os.path.dirname(dest) not in self._fresh_dirs and self._skip_existing(dest, node):
@@ -216,7 +225,8 @@ class Restorer:
                 self._links.append((dest, node, key))
                 return
             content = node.get("content") or []
-            job = _FileJob(dest, self._tmp_name(dest), node, len(content), int(node.get("size", 0)))
+            meta = {k: node[k] for k in _META_KEYS if k in node}  # not the whole node: memory
+            job = _FileJob(dest, self._tmp_name(dest), meta, len(content), int(node.get("size", 0)))
             if int(node.get("links", 1)) > 1:
                 self._first_of_inode[key] = job
             self._jobs.append(job)
@@ -265,6 +275,15 @@ class Restorer:
         items.sort(key=lambda it: -(it[1][-1][1].offset + it[1][-1][1].length - it[1][0][1].offset))
         return items
 
+    def _thread_count(self) -> int:
+        """Large blobs (decompression, decryption, big writes release the GIL) gain from more threads;
+        many small files are mostly Python work under the GIL, where more threads only contend."""
+        if self.threads:
+            return self.threads
+        blobs = len(self._locs) or 1
+        average = sum(loc.raw_length for loc in self._locs.values()) / blobs
+        return 4 if average >= LARGE_BLOB else 2
+
     def _contents(self) -> None:
         for job in self._jobs:  # files without blobs (empty, or failed planning) finish right away
             if job.remaining == 0:
@@ -272,7 +291,7 @@ class Restorer:
         items = self._work_items()
         if not items:
             return
-        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="restore") as pool:
+        with ThreadPoolExecutor(max_workers=self._thread_count(), thread_name_prefix="restore") as pool:
             for future in [pool.submit(self._restore_range, pack, blobs) for pack, blobs in items]:
                 future.result()
 
@@ -344,7 +363,7 @@ class Restorer:
                 os.ftruncate(fd, job.size)  # the size, holes at the end included
             gid = self._new_gid.get(os.path.dirname(job.final))
             problems = apply_fd(fd, job.node,
-                                created_owner=None if gid is None else (os.geteuid(), gid),
+                                created_owner=None if gid is None else (self._euid, gid),
                                 created_mode=self._create_mode(job) & ~self._umask)
         except OSError as exc:
             self._error(job.final, f"cannot write: {exc.strerror}")
@@ -436,7 +455,7 @@ def _unlink_quietly(path: str) -> None:
 
 
 def restore_snapshot(repo: Any, snapshot: Any, target: str, *, paths: Sequence[str] = (),
-                     overwrite: str = "always", dry_run: bool = False, threads: int = 3) -> RestoreSummary:
+                     overwrite: str = "always", dry_run: bool = False, threads: int = 0) -> RestoreSummary:
     """Restore ``snapshot`` (or ``paths`` inside it) below ``target``; see the module docstring."""
     restorer = Restorer(repo, target, overwrite=overwrite, dry_run=dry_run, threads=threads)
     return restorer.run(snapshot.tree, paths)

@@ -143,7 +143,7 @@ def bench_tree(ctx: Context, tree: str, source: Path, round_no: int) -> None:
                         f"{len(change.rewritten)} rewritten, {len(change.added)} added "
                         f"({change.bytes_written / 1e6:.1f} MB written)")
             expected = measure.manifest(source) if step == "restore" else None
-            files, size = _count(source)
+            files, size = treegen.count(source)
             for tool in tools:
                 if tool.name in failed:
                     continue
@@ -191,15 +191,6 @@ def _step(ctx: Context, tool: benchtools.Tool, tree: str, step: str, n: int, sou
             run.ok = False
             run.error = "restore differs from the source: " + "; ".join(problems)
     return run
-
-
-def _count(root: Path) -> tuple[int, int]:
-    files = size = 0
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            files += 1
-            size += os.lstat(os.path.join(dirpath, name)).st_size
-    return files, size
 
 
 def _tail(log: Path, lines: int = 3) -> str:

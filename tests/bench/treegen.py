@@ -318,7 +318,8 @@ def ensure_tree(root: Path, name: str, seed: int, scale: float) -> TreeInfo:
     marker = root.parent / f"{root.name}{MARKER}"
     if marker.exists() and root.exists():
         data = json.loads(marker.read_text())
-        if (data.get("version"), data.get("seed"), data.get("scale")) == (GENERATOR_VERSION, seed, scale):
+        if ((data.get("version"), data.get("seed"), data.get("scale")) == (GENERATOR_VERSION, seed, scale)
+                and count(root) == (data["files"], data["bytes"])):   # nobody deleted or changed a part
             return TreeInfo(**data)
     marker.unlink(missing_ok=True)
     if root.exists():
@@ -328,6 +329,16 @@ def ensure_tree(root: Path, name: str, seed: int, scale: float) -> TreeInfo:
     os.sync()
     marker.write_text(json.dumps(asdict(info), indent=1))
     return info
+
+
+def count(root: Path) -> tuple[int, int]:
+    """(regular files, their total size) under ``root``."""
+    files = size = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            files += 1
+            size += os.lstat(os.path.join(dirpath, name)).st_size
+    return files, size
 
 
 def invalidate(root: Path) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from cbr_agent.backup.job import backup_paths
 from cbr_agent.restore.restorer import restore_snapshot
+from tests.integration.engine.conftest import PASSWORD, SMALL_CHUNKS
 from tests.integration.engine.treeutil import IS_ROOT, random_bytes, write
 
 
@@ -177,3 +179,29 @@ def test_cancel_writes_no_snapshot(engine, tmp_path: Path) -> None:
     assert engine.open().list_snapshots() == []
     # and the next run completes
     assert backup_paths(engine.settings(), [str(src)]).snapshot_id
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to mount a small tmpfs")
+def test_full_repository_disk_stops_the_backup_cleanly(engine, tmp_path: Path) -> None:
+    import subprocess
+
+    from cbr_agent.repository import Repository
+
+    small = tmp_path / "small-disk"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        Repository.init(str(small / "repo"), PASSWORD, chunker=SMALL_CHUNKS)
+        src = tmp_path / "src"
+        for i in range(4):
+            write(src / f"f{i}", random_bytes(1_500_000, i))  # incompressible, more than the disk
+        env = engine.env()
+        env["CBR_AGENT_REPOSITORY"] = str(small / "repo")
+        proc = subprocess.run([sys.executable, "-m", "cbr_agent", "backup", str(src)], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, proc.stderr
+        assert "disk is full" in proc.stderr and "Traceback" not in proc.stderr
+        assert Repository.open(str(small / "repo"), PASSWORD).list_snapshots() == []
+    finally:
+        subprocess.run(["umount", "-l", str(small)])

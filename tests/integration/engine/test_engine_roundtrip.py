@@ -7,6 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from cbr_agent.backup.job import backup_paths
 from cbr_agent.restore.restorer import restore_snapshot
@@ -221,3 +223,30 @@ def test_one_file_system(engine) -> None:
 
     assert pts_listing(engine.settings()) == []  # a mount point: kept as an empty directory
     assert "ptmx" in pts_listing(engine.settings(one_file_system=False))
+
+
+_NAME_BYTES = st.binary(min_size=1, max_size=40).filter(
+    lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b".."))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(files=st.dictionaries(_NAME_BYTES, st.binary(max_size=70_000), min_size=1, max_size=8),
+       subdir=_NAME_BYTES)
+def test_property_any_names_and_contents_round_trip(engine, tmp_path: Path, files, subdir) -> None:
+    import shutil
+    import uuid
+
+    assume(subdir not in files)
+    base = tmp_path / uuid.uuid4().hex
+    src = base / "src"
+    for i, (name, data) in enumerate(files.items()):
+        parent = src / os.fsdecode(subdir) if i % 2 else src
+        parent.mkdir(parents=True, exist_ok=True)
+        (parent / os.fsdecode(name)).write_bytes(data)
+    summary = backup_paths(engine.settings(), [str(src)])
+    assert summary.warnings == []
+    repo = engine.open()
+    result = restore_snapshot(repo, repo.find_snapshot(summary.snapshot_id), str(base / "out"))
+    assert result.errors == []
+    assert_same_tree(src, restored(base / "out", src))
+    shutil.rmtree(base)
