@@ -4,6 +4,7 @@ smaller."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import zstandard
 
@@ -39,6 +40,23 @@ def compress(data: bytes | memoryview, level: int | None = None) -> tuple[bytes 
     if len(out) >= len(data):
         return data, False
     return out, True
+
+
+def compress_many(
+    datas: Sequence[bytes | memoryview], level: int | None = None
+) -> list[tuple[bytes | memoryview, bool]]:
+    """:func:`compress` for many (small) inputs in one zstd call, which releases the GIL for the whole
+    batch and saves the per-call cost that dominates on inputs of a few KiB; same frames as compress."""
+    todo = [i for i, d in enumerate(datas) if len(d) >= 64]
+    out: list[tuple[bytes | memoryview, bool]] = [(d, False) for d in datas]
+    if not todo:
+        return out
+    frames = _compressor(DEFAULT_LEVEL if level is None else level).multi_compress_to_buffer(
+        [datas[i] for i in todo], threads=1)
+    for i, frame in zip(todo, frames, strict=True):
+        if len(frame) < len(datas[i]):
+            out[i] = (frame.tobytes(), True)
+    return out
 
 
 def decompress(payload: bytes, raw_length: int) -> bytes:

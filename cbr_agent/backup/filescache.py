@@ -55,7 +55,7 @@ class DirRecord:
     matches never decodes its nodes."""
 
     scan_ns: int              # when it was listed (wall clock); racy entries are judged against it
-    fingerprint: bytes        # of the listing (see pipeline.listing_fingerprint); b"" = do not trust
+    fingerprint: bytes        # of the listing (see listing.listing_fingerprint); b"" = do not trust
     tree: str                 # hex id of its tree blob
     nodes_data: bytes         # the nodes of the tree blob, marshal + zstd (see .nodes)
     blobs: bytes              # every content blob id of its direct files, concatenated (32 bytes each)
@@ -111,6 +111,9 @@ class FilesCache:
         self._touched: list[bytes] = []
         self.db = self._open()
         self.generation = self._next_generation()
+        # a first backup asks nothing per directory until rows are committed
+        self._empty = self.db.execute("SELECT 1 FROM dirs WHERE repo=? LIMIT 1",
+                                      (repo_id,)).fetchone() is None
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +148,8 @@ class FilesCache:
         return gen
 
     def get(self, path: bytes) -> DirRecord | None:
+        if self._empty:
+            return None
         row = self.db.execute("SELECT data FROM dirs WHERE repo=? AND path=?",
                               (self.repo_id, path)).fetchone()
         if row is None:
@@ -186,6 +191,8 @@ class FilesCache:
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+            if rows:
+                self._empty = False
 
     def finish(self) -> None:
         """Record this generation and drop rows of directories not seen for a long time."""

@@ -93,6 +93,9 @@ class _DryRunWriter:
             self.bytes_new += len(data)
             return True
 
+    def add_many(self, blobs: Sequence[tuple[bytes, bytes | memoryview]], *, kind: str = "data") -> int:
+        return sum(self.add(blob_id, data, kind=kind) for blob_id, data in blobs)
+
     def flush(self) -> None:
         return None
 

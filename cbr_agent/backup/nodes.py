@@ -65,6 +65,8 @@ def read_xattrs(path: str | int) -> dict[str, str]:
         if exc.errno in _NO_XATTR:
             return {}
         raise
+    if not names:  # the usual case: no call, no allocation
+        return {}
     out: dict[str, str] = {}
     for name in sorted(names):
         try:

@@ -51,6 +51,10 @@ class MasterIndex:
     def __contains__(self, blob_id: object) -> bool:
         return blob_id in self._entries
 
+    def has_all(self, blob_ids: Iterable[bytes]) -> bool:
+        """True when every id is indexed (one C-level loop: a directory's worth of ids at once)."""
+        return all(map(self._entries.__contains__, blob_ids))
+
     def _pack_number(self, pack_id: str) -> int:
         no = self._pack_no.get(pack_id)
         if no is None:

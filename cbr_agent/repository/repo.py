@@ -7,7 +7,7 @@ import json
 import logging
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -192,6 +192,10 @@ class Repository:
     def has_blob(self, blob_id: bytes) -> bool:
         return blob_id in self.index
 
+    def has_all_blobs(self, blob_ids: Iterable[bytes]) -> bool:
+        """``all(has_blob(i) for i in blob_ids)``, without a Python call per id."""
+        return self.index.has_all(blob_ids)
+
     def blob_location(self, blob_id: bytes) -> BlobLocation | None:
         return self.index.lookup(blob_id)
 
@@ -207,22 +211,24 @@ class Repository:
         return self.decode_blob(blob_id, loc, stored)
 
     def decode_blob(self, blob_id: bytes, loc: BlobLocation, stored: bytes | memoryview) -> bytes:
-        where = f"blob {blob_id.hex()} in pack {loc.pack_id}"
+        def where() -> str:  # only on failure: this runs once per blob of a restore
+            return f"blob {blob_id.hex()} in pack {loc.pack_id}"
+
         if len(stored) != loc.length:
-            raise IntegrityError(f"{where} is truncated")
+            raise IntegrityError(f"{where()} is truncated")
         try:
             payload = self.key.sealer.open(stored, blob_id)
         except AuthenticationFailed:
-            raise IntegrityError(f"{where} is damaged (authentication failed)") from None
+            raise IntegrityError(f"{where()} is damaged (authentication failed)") from None
         if loc.flags & FLAG_COMPRESSED:
             try:
                 plain = zcompress.decompress(payload, loc.raw_length)
             except Exception:
-                raise IntegrityError(f"{where} is damaged (does not decompress)") from None
+                raise IntegrityError(f"{where()} is damaged (does not decompress)") from None
         else:
             plain = payload
         if len(plain) != loc.raw_length or self.key.blob_id(plain) != blob_id:
-            raise IntegrityError(f"{where} is damaged (content does not match its id)")
+            raise IntegrityError(f"{where()} is damaged (content does not match its id)")
         return plain
 
     def read_pack_header(self, pack_id: str, size: int, data: bytes | None = None) -> list[PackEntry]:

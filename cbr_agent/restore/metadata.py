@@ -73,6 +73,48 @@ def apply_fd(fd: int, node: dict[str, Any], *, created_owner: tuple[int, int] | 
     return problems
 
 
+class FileMeta:
+    """What finishing one restored regular file needs, decided once when it is planned: the system calls
+    that would change nothing are left out, and no node dict is kept per file (memory, time)."""
+
+    __slots__ = ("chmod", "mode", "mtime", "owner", "xattrs")
+
+    def __init__(self, node: dict[str, Any], *, created_owner: tuple[int, int] | None,
+                 created_mode: int) -> None:
+        self.mode = int(node.get("mode", 0o644))
+        owner = owner_ids(node) if IS_ROOT else None
+        self.owner = owner if owner != created_owner else None
+        # chown clears setuid/setgid: the mode is set again after it
+        self.chmod = self.owner is not None or self.mode != created_mode
+        mtime = node.get("mtime_ns")
+        self.mtime = None if mtime is None else int(mtime)
+        self.xattrs = node.get("xattrs") or None
+
+    def apply(self, fd: int) -> list[str]:
+        """Same order and problems as :func:`apply_fd`."""
+        problems: list[str] = []
+        if self.owner is not None:
+            try:
+                os.fchown(fd, *self.owner)
+            except OSError as exc:
+                problems.append(f"cannot set owner: {exc.strerror}")
+        if self.chmod:
+            try:
+                os.fchmod(fd, self.mode)
+            except OSError as exc:
+                problems.append(f"cannot set mode: {exc.strerror}")
+        if self.xattrs:
+            problems += _xattrs(fd, {"xattrs": self.xattrs}, follow=True)
+        if self.mtime is None:
+            problems.append("cannot set times: 'mtime_ns'")
+            return problems
+        try:
+            os.utime(fd, ns=(self.mtime, self.mtime))
+        except OSError as exc:
+            problems.append(f"cannot set times: {exc}")
+        return problems
+
+
 def apply_path(path: str, node: dict[str, Any], *, symlink: bool = False) -> list[str]:
     """Metadata of anything by path, never following a symlink."""
     path = short(path)

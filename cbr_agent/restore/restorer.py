@@ -1,14 +1,21 @@
 """Restore a snapshot (or some paths of it) into a target directory.
 
-1. plan: walk the snapshot's trees, create directories, decide per entry what the overwrite policy
-   allows, and list every blob each file needs at which offset;
-2. contents: blobs are read grouped by pack (ranges of neighbouring blobs in one read) by several
-   threads; each file is written under a temporary name and renamed once complete, so an interrupted
+The snapshot's trees are walked once, depth first, and restored as they are walked (streaming: memory
+does not grow with the size of the snapshot):
+
+1. walk (main thread): create directories, decide per entry what the overwrite policy allows, create
+   symlinks, FIFOs and device nodes, and list every blob each file needs at which offset; every
+   ``BATCH_FILES`` files (or ``BATCH_BYTES``) the batch's blobs are grouped by pack into work items;
+2. contents (worker threads, while the walk goes on): each item is one read of neighbouring blobs of one
+   pack, limited in bytes and in blob count (so thousands of tiny files in one pack are spread over every
+   thread); each file is written under a temporary name (created with O_EXCL, one open for a file of one
+   blob, its metadata applied through the same descriptor) and renamed once complete, so an interrupted
    restore never leaves a half-written file under the real name; chunks of zeros become holes;
-3. hard links, symlinks, FIFOs and device nodes;
+3. hard links, once every file is in place;
 4. directory metadata, deepest first (writing into a directory changes its mtime).
 
-A blob that fails its integrity check fails exactly the files that use it, loudly; the rest is restored.
+A blob that fails its integrity check fails exactly the files that use it, loudly; a damaged subtree
+fails that directory's contents, loudly; the rest is restored.
 """
 
 from __future__ import annotations
@@ -19,27 +26,36 @@ import os
 import secrets
 import stat
 import threading
+from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from cbr_agent.backup.longpath import close_all, short
 from cbr_agent.errors import IntegrityError, RepositoryError, RestoreError
-from cbr_agent.restore.metadata import IS_ROOT, apply_fd, apply_path
+from cbr_agent.restore.metadata import IS_ROOT, FileMeta, apply_path
 
 log = logging.getLogger(__name__)
 
 OVERWRITE = ("always", "if-changed", "never")
-#: neighbouring blobs of one pack are fetched in one read of at most this many bytes
+#: neighbouring blobs of one pack are fetched in one read of at most this many bytes ...
 RANGE_BYTES = 8 * 1024 * 1024
+#: ... and at most this many blobs (many tiny files: every thread gets a share)
+ITEM_BLOBS = 64
+#: a gap between two wanted blobs of a pack larger than this starts a new read
+GAP_BYTES = 256 * 1024
+#: the walk hands its files to the threads every this many files or bytes of content
+BATCH_FILES = 2048
+BATCH_BYTES = 64 * 1024 * 1024
 #: blobs at least this large that hold only zeros are left as holes
 HOLE_MIN = 4096
 #: average blob size from which a restore uses four threads instead of two
 LARGE_BLOB = 256 * 1024
 _ZEROS = bytes(8 * 1024 * 1024 + 1)
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
-#: what finishing a file needs of its node
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_CREATE_NEW = _CREATE | os.O_EXCL
+#: what a directory's metadata needs of its node
 _META_KEYS = ("mode", "uid", "gid", "user", "group", "mtime_ns", "xattrs")
 
 
@@ -60,12 +76,31 @@ class RestoreSummary:
 
 
 class _FileJob:
-    __slots__ = ("failed", "final", "node", "remaining", "size", "tmp", "written")
+    __slots__ = ("create_mode", "failed", "final", "flags", "meta", "remaining", "size", "tmp", "written")
 
-    def __init__(self, final: str, tmp: str, node: dict[str, Any], remaining: int, size: int) -> None:
-        self.final, self.tmp, self.node, self.remaining, self.size = final, tmp, node, remaining, size
+    def __init__(self, final: str, tmp: str, meta: FileMeta, create_mode: int, size: int) -> None:
+        self.final, self.tmp, self.meta, self.create_mode, self.size = final, tmp, meta, create_mode, size
+        self.remaining = 0  # blob references not written yet
+        self.flags = _CREATE  # _CREATE_NEW for a file of one blob: created and finished in one go
         self.failed: str | None = None
         self.written = 0  # end of the data written so far
+
+
+class _Batch:
+    """Files planned since the last hand-over, and which of them use each blob."""
+
+    __slots__ = ("bytes", "empty", "files", "locs", "refs")
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.bytes = 0
+        self.empty: list[_FileJob] = []  # nothing to read: finished by a worker as they are
+        self.refs: dict[bytes, list[tuple[_FileJob, int]]] = {}
+        self.locs: dict[bytes, Any] = {}
+
+
+#: one read: a pack, and per blob its location and the (file, offset) pairs that use it
+_Item = tuple[str, list[tuple[bytes, Any, list[tuple[_FileJob, int]]]]]
 
 
 def check_name(name: Any) -> str:
@@ -76,6 +111,32 @@ def check_name(name: Any) -> str:
 
 def _inside(path: str, prefix: str) -> bool:
     return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+def work_items(batch_locs: dict[bytes, Any], refs: dict[bytes, list[tuple[_FileJob, int]]]) -> list[_Item]:
+    """The reads for a batch: per pack, blobs by offset, cut at RANGE_BYTES, ITEM_BLOBS and gaps over
+    GAP_BYTES; the biggest reads first, so the slowest do not end up last."""
+    by_pack: dict[str, list[tuple[bytes, Any]]] = {}
+    for blob_id, loc in batch_locs.items():
+        by_pack.setdefault(loc.pack_id, []).append((blob_id, loc))
+    items: list[_Item] = []
+    for pack_id, blobs in by_pack.items():
+        blobs.sort(key=lambda b: b[1].offset)
+        batch: list[tuple[bytes, Any, list[tuple[_FileJob, int]]]] = []
+        start = end = 0
+        for blob_id, loc in blobs:
+            if batch and (loc.offset + loc.length - start > RANGE_BYTES or len(batch) >= ITEM_BLOBS
+                          or loc.offset - end > GAP_BYTES):
+                items.append((pack_id, batch))
+                batch = []
+            if not batch:
+                start = loc.offset
+            batch.append((blob_id, loc, refs[blob_id]))
+            end = loc.offset + loc.length
+        if batch:
+            items.append((pack_id, batch))
+    items.sort(key=lambda it: -(it[1][-1][1].offset + it[1][-1][1].length - it[1][0][1].offset))
+    return items
 
 
 class Restorer:
@@ -91,71 +152,98 @@ class Restorer:
         self.summary = RestoreSummary(dry_run=dry_run)
         self._lock = threading.Lock()
         self._dirs: list[tuple[str, dict[str, Any]]] = []
-        self._jobs: list[_FileJob] = []
-        self._refs: dict[bytes, list[tuple[_FileJob, int]]] = {}
-        self._locs: dict[bytes, Any] = {}
-        self._fresh_dirs: set[str] = set()  # created by this restore: nothing in them to overwrite
-        self._links: list[tuple[str, dict[str, Any], tuple[int, int]]] = []
-        self._others: list[tuple[str, dict[str, Any]]] = []
+        self._links: list[tuple[str, tuple[int, int]]] = []
         self._first_of_inode: dict[tuple[int, int], _FileJob] = {}
-        self._new_gid: dict[str, int] = {}
         self._run_tag = secrets.token_hex(4)
         self._tmp_count = 0
         self._euid = os.geteuid()
+        self._egid = os.getegid()
         umask = os.umask(0o077)
         os.umask(umask)
         self._umask = umask
+        self._batch = _Batch()
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_flight = 0  # items handed to the threads and not collected yet, at most
+        self._pending: deque[Future[None]] = deque()
 
     # ------------------------------------------------------------------ public
     def run(self, tree_id: str, includes: Sequence[str] = ()) -> RestoreSummary:
         includes = [os.path.normpath("/" + p.strip("/")) if p != "/" else "/" for p in includes] or ["/"]
+        missing = self._missing(tree_id, includes)
+        if missing:
+            raise RestoreError(f"not in the snapshot: {', '.join(missing)}",
+                               hint="list the snapshot with 'cbr-agent ls SNAPSHOT'")
         if not self.dry_run:
             try:
                 os.makedirs(self.target, exist_ok=True)
             except OSError as exc:
                 raise RestoreError(f"cannot create target {self.target}: {exc.strerror}") from None
         try:
-            found = self._plan(tree_id, includes)
-            missing = [p for p in includes if p not in found]
-            if missing:
-                raise RestoreError(f"not in the snapshot: {', '.join(missing)}",
-                                   hint="list the snapshot with 'cbr-agent ls SNAPSHOT'")
+            try:
+                self._walk(tree_id, includes)
+                self._hand_over()
+            finally:
+                self._drain()
             if not self.dry_run:
-                self._contents()
-                self._finish_links_and_others()
+                self._finish_links()
                 for path, node in reversed(self._dirs):
                     self._problems(path, apply_path(path, node))
         finally:
             close_all()
         return self.summary
 
-    # ------------------------------------------------------------------ plan
-    def _plan(self, tree_id: str, includes: list[str]) -> set[str]:
-        found: set[str] = set()
-        if "/" in includes:
-            found.add("/")
-        stack: list[tuple[str, str]] = [(tree_id, "/")]
+    # ------------------------------------------------------------------ walk
+    def _missing(self, tree_id: str, includes: list[str]) -> list[str]:
+        """The include paths the snapshot does not have (checked before anything is written)."""
+        missing = []
+        for inc in includes:
+            tid: str | None = tree_id
+            parts = [p for p in inc.split("/") if p]
+            for i, part in enumerate(parts):
+                node = None if tid is None else next(
+                    (n for n in self._load_tree(tid, "/" + "/".join(parts[:i])) if n.get("name") == part),
+                    None)
+                if node is None:
+                    missing.append(inc)
+                    break
+                tid = node.get("subtree") if node.get("type") == "dir" else None
+        return missing
+
+    def _walk(self, tree_id: str, includes: list[str]) -> None:
         everything = "/" in includes
+        root_gid = self._new_file_gid(self.target)
+        # (tree id, path in the snapshot, destination, group of new files there, created by us)
+        stack: list[tuple[str, str, str, int, bool]] = [(tree_id, "/", self.target, root_gid, False)]
         while stack:
-            tid, snap_dir = stack.pop()
-            for node in self._load_tree(tid, snap_dir):
-                name = check_name(node.get("name"))
+            tid, snap_dir, dest_dir, gid, fresh = stack.pop()
+            try:
+                nodes = self._load_tree(tid, snap_dir)
+            except IntegrityError as exc:
+                if snap_dir == "/":
+                    raise
+                self._error(dest_dir, f"contents not restored: {exc}")
+                continue
+            for i, node in enumerate(nodes):
+                nodes[i] = None  # type: ignore[call-overload]  # freed as we go: a directory may be huge
+                try:
+                    name = check_name(node.get("name"))
+                except IntegrityError as exc:
+                    self._error(dest_dir, str(exc))
+                    continue
                 snap_path = snap_dir.rstrip("/") + "/" + name
                 wanted = everything or any(_inside(snap_path, inc) for inc in includes)
-                if not everything:
-                    if wanted and snap_path in includes:
-                        found.add(snap_path)
-                    if not (wanted or any(_inside(inc, snap_path) for inc in includes)):
-                        continue
-                dest = os.path.join(self.target, snap_path.lstrip("/"))
+                if not (wanted or any(_inside(inc, snap_path) for inc in includes)):
+                    continue
+                dest = dest_dir + "/" + name
                 kind = node.get("type")
                 if kind == "dir":
-                    self._plan_dir(dest, node)
-                    if node.get("subtree"):
-                        stack.append((node["subtree"], snap_path))
+                    made = self._plan_dir(dest, node, gid)
+                    if made is not None and node.get("subtree"):
+                        stack.append((node["subtree"], snap_path, dest, made[0], made[1]))
                 elif wanted:
-                    self._plan_entry(dest, node)
-        return found
+                    self._plan_entry(dest, node, gid, fresh)
+                    if self._batch.files >= BATCH_FILES or self._batch.bytes >= BATCH_BYTES:
+                        self._hand_over()
 
     def _load_tree(self, tree_id: str, where: str) -> list[dict[str, Any]]:
         from cbr_agent.repository import decode_tree
@@ -165,35 +253,43 @@ class Restorer:
         except ValueError as exc:
             raise IntegrityError(f"tree of {where} ({tree_id}) is damaged: {exc}") from None
 
-    def _plan_dir(self, dest: str, node: dict[str, Any]) -> None:
-        self.summary.dirs += 1
-        self._dirs.append((dest, node))
-        if self.dry_run:
-            return
+    def _new_file_gid(self, path: str) -> int:
+        """The group a new file gets in this directory: the directory's when it is setgid, else ours."""
         try:
-            st = os.lstat(short(dest))
-        except FileNotFoundError:
-            st = None
-        if st is not None and not stat.S_ISDIR(st.st_mode):
-            if self.overwrite == "never":
-                self._error(dest, "exists and is not a directory; not replaced (--overwrite never)")
-                return
-            try:
-                os.unlink(short(dest))
-            except OSError as exc:
-                self._error(dest, f"cannot replace with a directory: {exc.strerror}")
-                return
-            st = None
-        if st is None:
-            try:
-                os.mkdir(short(dest), 0o700)
-                st = os.lstat(short(dest))
-                self._fresh_dirs.add(dest)
-            except OSError as exc:
-                self._error(dest, f"cannot create directory: {exc.strerror}")
-                return
-        # the group a new file gets here: the directory's when it is setgid, else ours
-        self._new_gid[dest] = st.st_gid if st.st_mode & stat.S_ISGID else os.getegid()
+            st = os.stat(short(path))
+        except OSError:
+            return self._egid
+        return st.st_gid if st.st_mode & stat.S_ISGID else self._egid
+
+    def _plan_dir(self, dest: str, node: dict[str, Any], parent_gid: int) -> tuple[int, bool] | None:
+        """Create the directory; ``(gid of new files in it, created now)``, or None when it cannot be
+        used (the error is recorded). A new directory gets the group its parent gives new entries (and
+        a setgid parent's setgid bit), so its new files get ``parent_gid`` too: no stat needed."""
+        self.summary.dirs += 1
+        self._dirs.append((dest, {k: node[k] for k in _META_KEYS if k in node}))
+        if self.dry_run:
+            return self._egid, False
+        try:
+            os.mkdir(short(dest), 0o700)
+            return parent_gid, True
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            self._error(dest, f"cannot create directory: {exc.strerror}")
+            return None
+        st = os.lstat(short(dest))
+        if stat.S_ISDIR(st.st_mode):
+            return (st.st_gid if st.st_mode & stat.S_ISGID else self._egid), False
+        if self.overwrite == "never":
+            self._error(dest, "exists and is not a directory; not replaced (--overwrite never)")
+            return None
+        try:
+            os.unlink(short(dest))
+            os.mkdir(short(dest), 0o700)
+        except OSError as exc:
+            self._error(dest, f"cannot replace with a directory: {exc.strerror}")
+            return None
+        return parent_gid, True
 
     def _skip_existing(self, dest: str, node: dict[str, Any]) -> bool:
         try:
@@ -214,118 +310,147 @@ class Restorer:
         self._tmp_count += 1
         return f"{dest.rpartition('/')[0]}/.cbr-restore-{self._run_tag}-{self._tmp_count}"
 
-    def _plan_entry(self, dest: str, node: dict[str, Any]) -> None:
-        if os.path.dirname(dest) not in self._fresh_dirs and self._skip_existing(dest, node):
+    def _plan_entry(self, dest: str, node: dict[str, Any], gid: int, fresh: bool) -> None:
+        if not fresh and self._skip_existing(dest, node):
             self.summary.skipped += 1
             return
         kind = node.get("type")
-        if kind == "file":
+        if kind != "file":
+            self.summary.others += 1
+            if not self.dry_run:
+                self._restore_other(dest, node)
+            return
+        links = int(node.get("links", 1))
+        if links > 1:
             key = (int(node.get("dev", 0)), int(node.get("inode", 0)))
-            if int(node.get("links", 1)) > 1 and key in self._first_of_inode:
-                self._links.append((dest, node, key))
+            if key in self._first_of_inode:
+                self._links.append((dest, key))
                 return
-            content = node.get("content") or []
-            meta = {k: node[k] for k in _META_KEYS if k in node}  # not the whole node: memory
-            job = _FileJob(dest, self._tmp_name(dest), meta, len(content), int(node.get("size", 0)))
-            if int(node.get("links", 1)) > 1:
-                self._first_of_inode[key] = job
-            self._jobs.append(job)
-            self.summary.files += 1
-            offset = refs = 0
-            for hexid in content:
-                blob_id = bytes.fromhex(hexid)
-                loc = self.repo.blob_location(blob_id)
+        mode = int(node.get("mode", 0o644))
+        # created with its final permission bits where the umask allows (one fchmod less per file),
+        # and always writable by its owner while it is being written
+        create_mode = (mode & 0o777) | 0o600
+        meta = FileMeta(node, created_owner=(self._euid, gid), created_mode=create_mode & ~self._umask)
+        job = _FileJob(dest, self._tmp_name(dest), meta, create_mode, int(node.get("size", 0)))
+        if links > 1:
+            self._first_of_inode[key] = job
+        self.summary.files += 1
+        batch = self._batch
+        batch.files += 1
+        offset = 0
+        locate = self.repo.blob_location
+        for hexid in node.get("content") or ():
+            blob_id = bytes.fromhex(hexid)
+            users = batch.refs.get(blob_id)
+            if users is None:
+                loc = locate(blob_id)
                 if loc is None:
                     job.failed = f"blob {hexid} is not in the repository"
                     break
-                users = self._refs.get(blob_id)
-                if users is None:
-                    users = self._refs[blob_id] = []
-                    self._locs[blob_id] = loc
-                users.append((job, offset))
-                refs += 1
-                offset += loc.raw_length
-            job.remaining = refs
-            self.summary.bytes_written += offset
+                users = batch.refs[blob_id] = []
+                batch.locs[blob_id] = loc
+                batch.bytes += loc.raw_length
+            else:
+                loc = batch.locs[blob_id]
+            users.append((job, offset))
+            job.remaining += 1
+            offset += loc.raw_length
+        if job.failed:  # never handed to a thread: the blobs it did list are written for nobody
+            for users in batch.refs.values():
+                users[:] = [u for u in users if u[0] is not job]
+            job.remaining = 0
         else:
-            self._others.append((dest, node))
-            self.summary.others += 1
+            self.summary.bytes_written += offset
+        if job.remaining == 0:
+            batch.empty.append(job)
+        elif job.remaining == 1:
+            job.flags = _CREATE_NEW
 
     # ------------------------------------------------------------------ contents
-    def _work_items(self) -> list[tuple[str, list[tuple[bytes, Any]]]]:
-        by_pack: dict[str, list[tuple[bytes, Any]]] = {}
-        for blob_id, loc in self._locs.items():
-            by_pack.setdefault(loc.pack_id, []).append((blob_id, loc))
-        items: list[tuple[str, list[tuple[bytes, Any]]]] = []
-        for pack_id, blobs in by_pack.items():
-            blobs.sort(key=lambda b: b[1].offset)
-            batch: list[tuple[bytes, Any]] = []
-            start = 0
-            for blob in blobs:
-                loc = blob[1]
-                if batch and loc.offset + loc.length - start > RANGE_BYTES:
-                    items.append((pack_id, batch))
-                    batch = []
-                if not batch:
-                    start = loc.offset
-                batch.append(blob)
-            if batch:
-                items.append((pack_id, batch))
-        # big ranges first: the slowest items do not end up last
-        items.sort(key=lambda it: -(it[1][-1][1].offset + it[1][-1][1].length - it[1][0][1].offset))
-        return items
+    def _hand_over(self) -> None:
+        """Give the batch planned so far to the threads; blocks while too much is in flight."""
+        batch, self._batch = self._batch, _Batch()
+        if self.dry_run or not (batch.empty or batch.locs):
+            return
+        # drop whole-batch references: each item holds what it needs, and is freed when done
+        items: list[Any] = work_items(batch.locs, batch.refs)
+        if batch.empty:
+            items.append(batch.empty)
+        batch.refs = batch.locs = {}
+        batch.empty = []
+        if self._pool is None:
+            threads = self._thread_count_for(items)
+            self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="restore")
+            self._in_flight = threads * 3
+        pending = self._pending
+        for item in items:
+            pending.append(self._pool.submit(self._run_item, item))
+            # bounded memory: wait for the oldest item (no semaphore: its wake-ups cost 10 % of the
+            # GIL's time with tiny files); an unexpected error in a thread surfaces here
+            while len(pending) > self._in_flight or pending[0].done():
+                pending.popleft().result()
+                if not pending:
+                    break
 
-    def _thread_count(self) -> int:
+    def _thread_count_for(self, items: list[Any]) -> int:
         """Large blobs (decompression, decryption, big writes release the GIL) gain from more threads;
-        many small files are mostly Python work under the GIL, where more threads only contend."""
+        many small files are mostly Python work and short system calls, each a GIL hand-over: a third
+        thread was sometimes faster on tmpfs but always cost more CPU (futex wake-ups), so two."""
         if self.threads:
             return self.threads
-        blobs = len(self._locs) or 1
-        average = sum(loc.raw_length for loc in self._locs.values()) / blobs
-        return 4 if average >= LARGE_BLOB else 2
+        blobs = sizes = 0
+        for item in items:
+            if isinstance(item, tuple):
+                blobs += len(item[1])
+                sizes += sum(b[1].raw_length for b in item[1])
+        return 4 if blobs and sizes / blobs >= LARGE_BLOB else 2
 
-    def _contents(self) -> None:
-        for job in self._jobs:  # files without blobs (empty, or failed planning) finish right away
-            if job.remaining == 0:
-                self._finish_file(job)
-        items = self._work_items()
-        if not items:
+    def _drain(self) -> None:
+        if self._pool is None:
             return
-        with ThreadPoolExecutor(max_workers=self._thread_count(), thread_name_prefix="restore") as pool:
-            for future in [pool.submit(self._restore_range, pack, blobs) for pack, blobs in items]:
-                future.result()
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
-    def _restore_range(self, pack_id: str, blobs: list[tuple[bytes, Any]]) -> None:
+    def _run_item(self, item: Any) -> None:
+        if isinstance(item, list):
+            for job in item:
+                self._finish_file(job)
+        else:
+            self._restore_range(*item)
+
+    def _restore_range(self, pack_id: str, blobs: list[tuple[bytes, Any, list[tuple[_FileJob, int]]]]
+                       ) -> None:
         start = blobs[0][1].offset
         end = blobs[-1][1].offset + blobs[-1][1].length
         try:
             raw = self.repo.backend.get("data/" + pack_id, start, end - start)
         except (OSError, RepositoryError) as exc:
-            for blob_id, _loc in blobs:
-                self._blob_failed(blob_id, f"pack {pack_id} cannot be read: {exc}")
+            for _blob_id, _loc, users in blobs:
+                self._blob_failed(users, f"pack {pack_id} cannot be read: {exc}")
             return
         view = memoryview(raw)
-        for blob_id, loc in blobs:
+        decode = self.repo.decode_blob
+        for blob_id, loc, users in blobs:
             stored = view[loc.offset - start: loc.offset - start + loc.length]
             try:
-                data = self.repo.decode_blob(blob_id, loc, bytes(stored))
+                data = decode(blob_id, loc, stored)
             except IntegrityError as exc:
-                self._blob_failed(blob_id, str(exc))
+                self._blob_failed(users, str(exc))
                 continue
             zero = is_zeros(data)
-            for job, offset in self._refs[blob_id]:
+            for job, offset in users:
                 self._write(job, offset, data, zero)
-
-    def _create_mode(self, job: _FileJob) -> int:
-        # created with its final permission bits where the umask allows (one fchmod less per file),
-        # and always writable by its owner while it is being written
-        return (int(job.node.get("mode", 0o644)) & 0o777) | 0o600
 
     def _write(self, job: _FileJob, offset: int, data: bytes, zero: bool) -> None:
         fd = -1
         if job.failed is None:
             try:
-                fd = os.open(short(job.tmp), _CREATE, self._create_mode(job))
+                # a file of one blob is created here and finished through this descriptor: one open
+                fd = os.open(short(job.tmp), job.flags, job.create_mode)
                 if not zero:
                     os.pwrite(fd, data, offset)
             except OSError as exc:
@@ -340,8 +465,8 @@ class Restorer:
         elif fd >= 0:
             os.close(fd)
 
-    def _blob_failed(self, blob_id: bytes, reason: str) -> None:
-        for job, _offset in self._refs[blob_id]:
+    def _blob_failed(self, users: list[tuple[_FileJob, int]], reason: str) -> None:
+        for job, _offset in users:
             job.failed = job.failed or reason
             with self._lock:
                 job.remaining -= 1
@@ -358,13 +483,10 @@ class Restorer:
             return
         try:
             if fd < 0:
-                fd = os.open(short(job.tmp), _CREATE, self._create_mode(job))
+                fd = os.open(short(job.tmp), _CREATE, job.create_mode)
             if job.written != job.size:
                 os.ftruncate(fd, job.size)  # the size, holes at the end included
-            gid = self._new_gid.get(os.path.dirname(job.final))
-            problems = apply_fd(fd, job.node,
-                                created_owner=None if gid is None else (self._euid, gid),
-                                created_mode=self._create_mode(job) & ~self._umask)
+            problems = job.meta.apply(fd)
         except OSError as exc:
             self._error(job.final, f"cannot write: {exc.strerror}")
             _unlink_quietly(job.tmp)
@@ -378,11 +500,12 @@ class Restorer:
             self._error(job.final, f"cannot move into place: {exc.strerror}")
             _unlink_quietly(job.tmp)
             return
-        self._problems(job.final, problems)
+        if problems:
+            self._problems(job.final, problems)
 
-    # ------------------------------------------------------------------ the rest
-    def _finish_links_and_others(self) -> None:
-        for dest, _node, key in self._links:
+# ------------------------------------------------------------------ the rest
+    def _finish_links(self) -> None:
+        for dest, key in self._links:
             first = self._first_of_inode[key]
             if first.failed:
                 self._error(dest, f"not restored: hard link of {first.final}, which failed")
@@ -395,8 +518,6 @@ class Restorer:
             except OSError as exc:
                 _unlink_quietly(tmp)
                 self._error(dest, f"cannot create hard link: {exc.strerror}")
-        for dest, node in self._others:
-            self._restore_other(dest, node)
 
     def _restore_other(self, dest: str, node: dict[str, Any]) -> None:
         kind = node.get("type")

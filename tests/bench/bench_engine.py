@@ -167,12 +167,13 @@ def _step(ctx: Context, tool: benchtools.Tool, tree: str, step: str, n: int, sou
         target = tool.base / "restore"
         target.mkdir()
         cmd, cwd = tool.restore_cmd(target, n - 1)
-        os.sync()
-        measure.warm(tool.repo)
     else:
         cmd, cwd = tool.backup_cmd(source, n), tool.base
-        os.sync()
+    os.sync()
+    if step != "restore":
         measure.warm(source)
+    # the tool's own files too: repository, cache (restic, borg) or state (cbr-agent's files cache)
+    measure.warm(tool.base, skip=tool.base / "restore")
     m = measure.run_measured(cmd, env=tool.env(), cwd=cwd, log=log, timeout=args.timeout)
     os.sync()   # untimed: the next step must not pay for this one's dirty pages
     run.seconds, run.rc, run.user_s, run.sys_s = m.seconds, m.rc, m.user_s, m.sys_s
@@ -315,17 +316,31 @@ def main(argv: list[str] | None = None) -> int:
         infos[tree] = (root, treegen.ensure_tree(root, tree, args.seed, args.scale))
         ctx_log(f"tree {tree}: {infos[tree][1].files} files, {infos[tree][1].bytes / 1e6:.1f} MB "
                 f"at {root} ({time.perf_counter() - t0:.1f} s)")
-    if old_runs:
-        ctx_log(f"deleted {len(old_runs)} earlier run(s); settling {args.settle:g} s")
+    if old_runs or any(info.generated for _root, info in infos.values()):
+        # deleting many files makes file creation slow for minutes, and a fresh tree is still being
+        # written back: let both finish before anything is timed
+        ctx_log(f"deleted {len(old_runs)} earlier run(s), generated "
+                f"{sum(info.generated for _r, info in infos.values())} tree(s); settling {args.settle:g} s")
         measure.sync_and_settle(args.settle)
     ctx = Context(args, args.workdir / f"run-{started:%Y%m%d-%H%M%S}")
     try:
         for round_no in range(args.repeat):
             for tree in args.trees:
                 bench_tree(ctx, tree, infos[tree][0], round_no)
+    except KeyboardInterrupt:
+        ctx_log("interrupted: reporting what was measured")
     finally:
+        code = report(ctx, infos, versions, started, load_before, argv) if ctx.runs else 1
         if not args.keep:
+            ctx_log(f"deleting {ctx.run_dir}")
             shutil.rmtree(ctx.run_dir, ignore_errors=True)
+    return code
+
+
+def report(ctx: Context, infos: dict, versions: dict[str, str], started: dt.datetime,
+           load_before: tuple[float, float, float], argv: list[str] | None) -> int:
+    """Print the tables, write --json/--markdown; 0 when every run succeeded (and verified)."""
+    args = ctx.args
     rows = summarize(ctx.runs, args.tools, args.trees)
     rat = ratios(rows)
     meta = {
@@ -335,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         "host": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release(),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "versions": versions, "scale": args.scale, "seed": args.seed, "repeat": args.repeat,
-        "trees": {k: asdict(v[1]) for k, v in infos.items()},
+        "trees": {k: {**asdict(v[1]), "path": str(v[0])} for k, v in infos.items()},
         "rss_note": "peak_rss_mb = highest /proc VmHWM of any single process of the tool's tree, polled "
                     "every 0.05 s; tree_rss_mb = highest VmRSS sum over the tree; wait4_maxrss_mb is "
                     "inflated by Linux carrying the parent's pre-exec high-water mark, reference only",

@@ -122,12 +122,21 @@ def run_measured(cmd: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: 
                 os.killpg(proc.pid, signal.SIGKILL)
 
         timer = threading.Timer(timeout, kill)
+        timer.daemon = True
         timer.start()
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        timer.cancel()
-        poller.stop.set()
-        poller.join()
+        try:
+            _pid, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - start
+        except BaseException:   # Ctrl-C: the tool runs in its own session, so stop it here
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            os.wait4(proc.pid, 0)
+            proc.returncode = -signal.SIGKILL
+            raise
+        finally:
+            timer.cancel()
+            poller.stop.set()
+            poller.join()
         proc.returncode = os.waitstatus_to_exitcode(status)   # Popen must not wait for it again
     return Measurement(
         seconds=seconds, rc=proc.returncode, user_s=usage.ru_utime, sys_s=usage.ru_stime,
@@ -136,12 +145,14 @@ def run_measured(cmd: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: 
         timed_out=timed_out.is_set())
 
 
-def warm(root: Path) -> int:
-    """Read every file under ``root`` (page cache and dentries hot, the same way for every tool)."""
+def warm(root: Path, *, skip: Path | None = None) -> int:
+    """Read every file under ``root`` but ``skip`` (page cache and dentries hot, the same for every tool)."""
     buf = bytearray(1 << 20)
     view = memoryview(buf)
     total = 0
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        if skip is not None:
+            dirs[:] = [d for d in dirs if Path(dirpath, d) != skip]
         for name in files:
             path = os.path.join(dirpath, name)
             try:

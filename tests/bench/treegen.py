@@ -46,6 +46,7 @@ class TreeInfo:
     bytes: int = 0
     version: int = GENERATOR_VERSION
     kinds: dict[str, int] = field(default_factory=dict)   # bytes per content kind
+    generated: bool = False   # built by this call (not stored in the marker)
 
 
 # ---------------------------------------------------------------- content
@@ -313,7 +314,8 @@ GENERATORS = {"mixed": gen_mixed, "tiny": gen_tiny}
 def ensure_tree(root: Path, name: str, seed: int, scale: float) -> TreeInfo:
     """The tree at ``root``, generated unless an identical one (marker file) is already there.
 
-    The marker sits next to the tree (not inside it), so the tools never back it up.
+    The marker sits next to the tree (not inside it), so the tools never back it up. ``generated`` on the
+    result says whether the tree was (re)built just now.
     """
     marker = root.parent / f"{root.name}{MARKER}"
     if marker.exists() and root.exists():
@@ -322,12 +324,14 @@ def ensure_tree(root: Path, name: str, seed: int, scale: float) -> TreeInfo:
                 and count(root) == (data["files"], data["bytes"])):   # nobody deleted or changed a part
             return TreeInfo(**data)
     marker.unlink(missing_ok=True)
+    root.parent.joinpath(f"{root.name}{MARKER}.saved").unlink(missing_ok=True)
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
     info = GENERATORS[name](root, seed, scale)
     os.sync()
     marker.write_text(json.dumps(asdict(info), indent=1))
+    info.generated = True
     return info
 
 

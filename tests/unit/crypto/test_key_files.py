@@ -70,7 +70,8 @@ def test_hostile_kdf_parameters_are_refused_before_running_scrypt() -> None:
 
 def test_defaults_are_strong_and_the_test_knob_is_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_kdf_params() == DEFAULT_KDF
-    assert DEFAULT_KDF.n >= 2**16 and DEFAULT_KDF.memory >= 64 * 1024 * 1024
+    # restic's parameters (N=2**15, r=8, p=1: 32 MiB) are the floor
+    assert DEFAULT_KDF.n >= 2**15 and DEFAULT_KDF.r >= 8 and DEFAULT_KDF.memory >= 32 * 1024 * 1024
     monkeypatch.setenv(TEST_KDF_ENV, "1")
     assert default_kdf_params().n < DEFAULT_KDF.n
     monkeypatch.setenv(TEST_KDF_ENV, "yes")  # only the exact value "1" weakens it
@@ -83,3 +84,14 @@ def test_derived_keys_differ_and_ids_are_keyed() -> None:
     assert a.blob_id(b"x") != b.blob_id(b"x")
     assert a.blob_id(b"x") == a.blob_id(memoryview(b"x"))
     assert 0 <= a.chunker_seed < 2**63
+
+
+def test_key_files_with_the_earlier_default_still_open() -> None:
+    """Parameters are stored per key file: the earlier default (n=2**16) opens under today's code."""
+    master = MasterKey.generate()
+    old = make_key_file(master, "pw", KdfParams(n=2**16, r=8, p=1))
+    body = json.loads(old)
+    assert (body["n"], body["r"], body["p"]) == (2**16, 8, 1)
+    opened = open_key_file(old, "pw")
+    assert opened is not None and opened.secret == master.secret
+    assert open_key_file(old, "wrong") is None

@@ -1,0 +1,185 @@
+"""Trees built bottom-up: a directory's tree blob is written as soon as every entry is resolved.
+
+Each directory has one slot per entry. Whoever resolves the last slot of a directory that the walker
+has finished listing builds its tree (by whichever thread that is), which in turn resolves a slot of the
+parent, up to the root. A directory whose listing matched the files cache takes its file nodes from the
+cache record and, when its subdirectories' trees are unchanged too, even its tree id.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from cbr_agent.backup.filescache import DirRecord, FilesCache
+from cbr_agent.backup.nodes import Node
+from cbr_agent.backup.runstate import RunState
+from cbr_agent.repository import encode_tree
+
+
+class DirTask:
+    """A directory whose tree is being built."""
+
+    __slots__ = (
+        "fingerprint",
+        "ident",
+        "index",
+        "node",
+        "parent",
+        "path",
+        "pending",
+        "record",
+        "reuse",
+        "scan_ns",
+        "slots",
+        "trusted",
+        "walked",
+    )
+
+    def __init__(self, path: str, node: Node, parent: DirTask | None, index: int,
+                 ident: tuple[int, int]) -> None:
+        self.path = path
+        self.ident = ident
+        self.node = node
+        self.parent = parent
+        self.index = index
+        self.slots: list[Node | None] = []
+        self.pending = 0
+        self.walked = False
+        self.record: DirRecord | None = None
+        self.reuse = False          # the listing matched the cache: file nodes come from the record
+        self.fingerprint = b""
+        self.trusted = False
+        self.scan_ns = 0
+
+
+Resolved = tuple[DirTask, int, "Node | None"]
+
+
+class TreeAssembler:
+    """Slots, resolution and tree blobs; :attr:`done` is set once the root tree is written."""
+
+    def __init__(self, repo: Any, writer: Any, cache: FilesCache | None, state: RunState) -> None:
+        self.repo = repo
+        self.writer = writer
+        self.cache = cache
+        self.state = state
+        self._lock = state.lock
+        self.root_tree: str | None = None
+        self.done = threading.Event()
+        self._empty_tree: str | None = None
+
+    # ------------------------------------------------------------------ slots
+    def new_slots(self, task: DirTask, n: int) -> int:
+        """Reserve ``n`` slots (one per entry to come); returns the first index."""
+        with self._lock:
+            first = len(task.slots)
+            task.slots.extend([None] * n)
+            task.pending += n
+            return first
+
+    def resolve(self, task: DirTask, index: int, node: Node | None) -> None:
+        """Fill one slot of ``task``; build trees upwards as directories complete."""
+        while True:
+            with self._lock:
+                task.slots[index] = node
+                task.pending -= 1
+                ready = task.walked and task.pending == 0
+            if not ready:
+                return
+            up = self._complete(task)
+            if up is None:
+                return
+            task, index, node = up
+
+    def resolve_many(self, results: Iterable[Resolved]) -> None:
+        """:meth:`resolve` for a batch, with one lock round trip for all the slots."""
+        ready = []
+        with self._lock:
+            for task, index, node in results:
+                task.slots[index] = node
+                task.pending -= 1
+                if task.walked and task.pending == 0:
+                    ready.append(task)
+        for task in ready:
+            up = self._complete(task)
+            if up is not None:
+                self.resolve(*up)
+
+    def walked(self, task: DirTask) -> None:
+        """The walker has given every entry of ``task`` a slot."""
+        with self._lock:
+            task.walked = True
+            ready = task.pending == 0
+            if ready:  # completion resolves a virtual last slot
+                task.pending += 1
+                task.slots.append(None)
+        if ready:
+            self.resolve(task, len(task.slots) - 1, None)
+
+    def _complete(self, task: DirTask) -> Resolved | None:
+        node = self._finish_dir(task)
+        if task.parent is None:
+            self.root_tree = node["subtree"]
+            self.done.set()
+            return None
+        return task.parent, task.index, node
+
+    # ------------------------------------------------------------------ trees
+    def add_tree(self, nodes: list[Node]) -> str:
+        data = encode_tree(nodes)
+        blob_id = self.repo.blob_id(data)
+        self.writer.add(blob_id, data, kind="tree")
+        return blob_id.hex()
+
+    def empty_tree(self) -> str:
+        if self._empty_tree is None:
+            self._empty_tree = self.add_tree([])
+        return self._empty_tree
+
+    def _finish_dir(self, task: DirTask) -> Node:
+        record = task.record
+        node = dict(task.node)
+        if task.reuse:
+            assert record is not None
+            fresh_subdirs = {n["name"]: n for n in task.slots if n is not None}
+            cached = record.subtrees()
+            if all(cached.get(name) == n["subtree"] for name, n in fresh_subdirs.items()) \
+                    and len(cached) == len(fresh_subdirs):
+                node["subtree"] = record.tree
+                self._count_dir()
+                if self.cache is not None:
+                    self.cache.touch(os.fsencode(task.path))
+                return node
+            nodes = [fresh_subdirs.get(n["name"], n) if n.get("type") == "dir" else n
+                     for n in record.nodes]
+            nodes = [n for n in nodes if n.get("type") != "dir" or n["name"] in fresh_subdirs]
+        else:
+            nodes = [n for n in task.slots if n is not None]
+        tree_id = self.add_tree(nodes)
+        node["subtree"] = tree_id
+        self._count_dir()
+        if self.cache is not None and task.scan_ns:
+            self._stage_record(task, tree_id, nodes)
+        return node
+
+    def _count_dir(self) -> None:
+        with self._lock:
+            self.state.stats.dirs += 1
+
+    def _stage_record(self, task: DirTask, tree_id: str, nodes: list[Node]) -> None:
+        assert self.cache is not None
+        files = [n for n in nodes if n.get("type") == "file"]
+        blobs = bytes.fromhex("".join(c for n in files for c in n.get("content") or ()))
+        record = DirRecord.build(
+            scan_ns=task.scan_ns,
+            fingerprint=task.fingerprint if task.trusted else b"",
+            tree=tree_id,
+            nodes=nodes,
+            blobs=blobs,
+            files=len(files),
+            size=sum(n.get("size", 0) for n in files),
+        )
+        self.cache.stage(os.fsencode(task.path), record)

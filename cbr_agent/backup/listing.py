@@ -1,0 +1,66 @@
+"""Directory listings: sorted ``(name, lstat)`` pairs and their fingerprint for the files cache."""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Sequence
+
+import blake3
+
+from cbr_agent.backup.filesaver import describe
+from cbr_agent.backup.longpath import short
+from cbr_agent.pathrules import ExcludeMatcher
+
+Listing = list[tuple[str, os.stat_result]]
+
+
+def join(parent: str, name: str) -> str:
+    return parent + name if parent.endswith("/") else parent + "/" + name
+
+
+def list_dir(path: str, matcher: ExcludeMatcher, warn: Callable[[str], None]) -> Listing:
+    """The entries of ``path`` not excluded, sorted by name, each with its lstat; problems are warnings."""
+    entries: Listing = []
+    excluding = bool(matcher)
+    append = entries.append
+    try:
+        with os.scandir(short(path)) as it:
+            for entry in it:
+                name = entry.name
+                if excluding and matcher.excluded(join(path, name)):
+                    continue
+                try:
+                    append((name, entry.stat(follow_symlinks=False)))
+                except FileNotFoundError:
+                    continue  # vanished between readdir and lstat: as if it never was
+                except OSError as exc:
+                    warn(f"{join(path, name)}: cannot stat: {describe(exc)}")
+    except OSError as exc:
+        warn(f"{path}: cannot list directory: {describe(exc)}")
+    entries.sort(key=_name)
+    return entries
+
+
+def _name(entry: tuple[str, os.stat_result]) -> str:
+    return entry[0]
+
+
+_FIELDS = struct.Struct("<QQQQqqQQQ").pack
+
+
+def listing_fingerprint(entries: Sequence[tuple[str, os.stat_result]]) -> tuple[bytes, int]:
+    """A digest of the names and stat fields of a listing, and the newest ctime in it."""
+    parts = []
+    newest = 0
+    for _name, st in entries:
+        try:
+            parts.append(_FIELDS(st.st_mode, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns,
+                                 st.st_ctime_ns, st.st_uid, st.st_gid, st.st_nlink))
+        except struct.error:  # a value out of 64-bit range: still a faithful, if slower, digest
+            parts.append(repr(tuple(st)).encode() + repr((st.st_mtime_ns, st.st_ctime_ns)).encode())
+        if st.st_ctime_ns > newest:
+            newest = st.st_ctime_ns
+    digest = blake3.blake3("\0".join(name for name, _st in entries).encode("utf-8", "surrogateescape"))
+    digest.update(b"".join(parts))
+    return digest.digest(), newest

@@ -1,0 +1,256 @@
+"""The directory walk (caller's thread): sorted listings, excludes, one-file-system, change detection.
+
+Unchanged entries resolve their slot at once (from the files cache or the parent snapshot); regular
+files to read go to :class:`~cbr_agent.backup.readers.Readers`; directories are walked depth-first with an
+explicit stack (deep trees need no recursion).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cbr_agent.backup.dirtree import DirTask, TreeAssembler
+from cbr_agent.backup.filesaver import describe
+from cbr_agent.backup.filescache import DirRecord, FilesCache
+from cbr_agent.backup.listing import join, list_dir, listing_fingerprint
+from cbr_agent.backup.longpath import short
+from cbr_agent.backup.nodes import TYPE_BY_FMT, Node, node_from_stat, read_xattrs, same_file
+from cbr_agent.backup.previous import RACY_NS, LazyPrev, Prev, materialize, prev_of_node, prev_of_subtree
+from cbr_agent.backup.runstate import RunState
+from cbr_agent.pathrules import ExcludeMatcher
+
+Ancestors = tuple[tuple[int, int], ...]
+#: a directory still to walk: its task, its previous listing and the (dev, ino) of its parents
+Pending = tuple[DirTask, "Prev | LazyPrev | None", Ancestors]
+
+
+@dataclass
+class Root:
+    """One backup path with its exclude matcher."""
+
+    path: str
+    matcher: ExcludeMatcher
+
+
+class Walker:
+    def __init__(self, repo: Any, cache: FilesCache | None, state: RunState, trees: TreeAssembler, *,
+                 one_file_system: bool, queue_file: Callable[[tuple[Any, ...], int], None],
+                 tick: Callable[[], None]) -> None:
+        self.repo = repo
+        self.cache = cache
+        self.state = state
+        self.trees = trees
+        self.one_file_system = one_file_system
+        self.queue_file = queue_file    # (task, index, path, name, lstat, existed), size
+        self.tick = tick                # once per directory: stop if asked, checkpoint when due
+
+    def walk_all(self, roots: Sequence[Root], parent_tree: str | None, parent_time_ns: int) -> None:
+        """Intermediate directories (``/``, ``/home`` for ``/home/a``) hold only the way to each root."""
+        trie: dict[str, Any] = {}
+        for root in roots:
+            level = trie
+            parts = [p for p in root.path.split("/") if p]
+            for part in parts[:-1]:
+                level = level.setdefault(part, {})
+                if isinstance(level, Root):
+                    break
+            else:
+                if parts:
+                    level[parts[-1]] = root
+                else:
+                    trie = {"": root}
+        st = os.lstat("/")
+        top = DirTask("/", node_from_stat("", st), None, 0, (st.st_dev, st.st_ino))
+        prev = prev_of_subtree(self.repo, parent_tree, parent_time_ns)
+        if "" in trie:  # the root directory itself is a backup path
+            self._walk(top, trie[""], st.st_dev, prev)
+        else:
+            self._virtual_dir(top, trie, prev)
+
+    def _virtual_dir(self, task: DirTask, children: dict[str, Any], prev: Prev | None) -> None:
+        for name in sorted(children):
+            child = children[name]
+            path = join(task.path, name)
+            try:
+                st = os.lstat(path)
+            except OSError as exc:
+                self.state.warn(f"{path}: cannot back up: {describe(exc)}")
+                continue
+            prev_node = prev.nodes.get(name) if prev else None
+            index = self.trees.new_slots(task, 1)
+            if isinstance(child, Root) and not stat.S_ISDIR(st.st_mode):
+                self._entry(task, index, path, name, st, prev)
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                self.state.warn(f"{path}: not a directory; paths below it are skipped")
+                self.trees.resolve(task, index, None)
+                continue
+            sub = DirTask(path, self._dir_node(path, name, st), task, index, (st.st_dev, st.st_ino))
+            sub_prev = prev_of_node(self.repo, prev_node, prev)
+            if isinstance(child, Root):
+                self._walk(sub, child, st.st_dev, sub_prev)
+            else:
+                self._virtual_dir(sub, child, sub_prev)
+        self.trees.walked(task)
+
+    def _walk(self, top: DirTask, root: Root, root_dev: int, top_prev: Prev | None) -> None:
+        stack: list[Pending] = [(top, top_prev, ())]
+        while stack:
+            task, prev, ancestors = stack.pop()
+            self.tick()
+            subdirs = self._scan_dir(task, prev, root, root_dev, ancestors)
+            stack.extend(reversed(subdirs))
+            self.trees.walked(task)
+
+    def _scan_dir(self, task: DirTask, prev: Prev | LazyPrev | None, root: Root, root_dev: int,
+                  ancestors: Ancestors) -> list[Pending]:
+        path = task.path
+        scan_ns = time.time_ns()
+        entries = list_dir(path, root.matcher, self.state.warn)
+        fingerprint, newest = listing_fingerprint(entries)
+        task.fingerprint = fingerprint
+        task.trusted = newest < scan_ns - RACY_NS
+        task.scan_ns = scan_ns
+        record = self.cache.get(os.fsencode(path)) if self.cache is not None else None
+        task.record = record
+        here = (*ancestors, task.ident)
+        if record is not None and record.fingerprint == fingerprint and self._blobs_present(record):
+            return self._reuse_dir(task, record, entries, root_dev, here)
+        now = Prev({n["name"]: n for n in record.nodes}, record.scan_ns) if record is not None \
+            else materialize(prev)
+        subdirs: list[Pending] = []
+        index = self.trees.new_slots(task, len(entries))
+        for name, st in entries:
+            child = join(path, name)
+            if stat.S_ISDIR(st.st_mode):
+                prev_node = now.nodes.get(name) if now is not None else None
+                sub = self._subdir(task, index, child, name, st, root_dev, here, prev_node, now)
+                if sub is not None:
+                    subdirs.append(sub)
+            else:
+                self._entry(task, index, child, name, st, now)
+            index += 1
+        return subdirs
+
+    def _reuse_dir(self, task: DirTask, record: DirRecord, entries: list[tuple[str, os.stat_result]],
+                   root_dev: int, here: Ancestors) -> list[Pending]:
+        """The listing matched the cache: file nodes come from the record, only subdirectories are walked."""
+        task.reuse = True
+        with self.state.lock:
+            s = self.state.stats
+            s.files_unchanged += record.files
+            s.bytes_total += record.size
+            s.bytes_done += record.size
+        dirs = [(name, st) for name, st in entries if stat.S_ISDIR(st.st_mode)]
+        subdirs: list[Pending] = []
+        if not dirs:
+            return subdirs
+        cached_nodes = {n["name"]: n for n in record.nodes}
+        prev = Prev(cached_nodes, record.scan_ns)
+        index = self.trees.new_slots(task, len(dirs))
+        for name, st in dirs:
+            sub = self._subdir(task, index, join(task.path, name), name, st, root_dev, here,
+                               cached_nodes.get(name), prev)
+            if sub is not None:
+                subdirs.append(sub)
+            index += 1
+        return subdirs
+
+    def _blobs_present(self, record: DirRecord) -> bool:
+        blobs = record.blobs
+        ids = [bytes.fromhex(record.tree)] + [blobs[i:i + 32] for i in range(0, len(blobs), 32)]
+        return self._all_present(ids)
+
+    def _all_present(self, ids: list[bytes]) -> bool:
+        bulk = getattr(self.repo, "has_all_blobs", None)
+        if bulk is not None:
+            return bool(bulk(ids))
+        return all(map(self.repo.has_blob, ids))
+
+    def _dir_node(self, path: str, name: str, st: os.stat_result) -> Node:
+        node = node_from_stat(name, st)
+        self._add_xattrs(node, path)
+        return node
+
+    def _add_xattrs(self, node: Node, path: str) -> None:
+        try:
+            xattrs = read_xattrs(short(path))
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                self.state.warn(f"{path}: cannot read extended attributes: {describe(exc)}")
+            return
+        if xattrs:
+            node["xattrs"] = xattrs
+
+    def _subdir(self, task: DirTask, index: int, path: str, name: str, st: os.stat_result, root_dev: int,
+                ancestors: Ancestors, prev_node: Node | None, prev: Prev | None) -> Pending | None:
+        """A subdirectory entry: a mount point, a loop, or a directory to walk later."""
+        if prev_node is not None and prev_node.get("type") == "dir" and same_file(prev_node, st) \
+                and prev_node.get("ctime_ns", 0) < (prev.scan_ns if prev else 0) - RACY_NS:
+            node = {k: v for k, v in prev_node.items() if k != "subtree"}
+        else:
+            node = self._dir_node(path, name, st)
+        if self.one_file_system and st.st_dev != root_dev:
+            node["subtree"] = self.trees.empty_tree()
+            self.trees.resolve(task, index, node)
+            return None
+        if (st.st_dev, st.st_ino) in ancestors:
+            self.state.warn(f"{path}: directory loop (same directory as one of its parents); not descended")
+            self.trees.resolve(task, index, None)
+            return None
+        sub = DirTask(path, node, task, index, (st.st_dev, st.st_ino))
+        lazy = LazyPrev(self.repo, prev_node, prev) if prev_node is not None else None
+        return (sub, lazy, ancestors)
+
+    def _entry(self, task: DirTask, index: int, path: str, name: str, st: os.stat_result,
+               prev: Prev | None) -> None:
+        """One entry (not a directory) of a directory that is compared file by file."""
+        mode = st.st_mode
+        prev_node = prev.nodes.get(name) if prev is not None else None
+        if prev_node is None:  # new: the common case of a first backup, kept short
+            if stat.S_ISREG(mode):
+                self.queue_file((task, index, path, name, st, False), st.st_size)
+            else:
+                self._other(task, index, path, name, st)
+            return
+        assert prev is not None
+        trusted = prev_node.get("ctime_ns", 0) < prev.scan_ns - RACY_NS and same_file(prev_node, st)
+        if stat.S_ISREG(mode):
+            if trusted and prev_node.get("type") == "file" and self._content_present(prev_node):
+                with self.state.lock:
+                    s = self.state.stats
+                    s.files_unchanged += 1
+                    s.bytes_total += st.st_size
+                    s.bytes_done += st.st_size
+                self.trees.resolve(task, index, prev_node)
+                return
+            self.queue_file((task, index, path, name, st, True), st.st_size)
+            return
+        if trusted and prev_node.get("type") == TYPE_BY_FMT.get(stat.S_IFMT(mode)):
+            self.trees.resolve(task, index, prev_node)
+            return
+        self._other(task, index, path, name, st)
+
+    def _other(self, task: DirTask, index: int, path: str, name: str, st: os.stat_result) -> None:
+        """A symlink, device, FIFO or socket: metadata only."""
+        node = node_from_stat(name, st)
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                node["target"] = os.readlink(short(path))
+            except OSError as exc:
+                if not isinstance(exc, FileNotFoundError):
+                    self.state.warn(f"{path}: cannot read link: {describe(exc)}")
+                self.trees.resolve(task, index, None)
+                return
+        self._add_xattrs(node, path)
+        with self.state.lock:
+            self.state.stats.others += 1
+        self.trees.resolve(task, index, node)
+
+    def _content_present(self, node: Node) -> bool:
+        return self._all_present([bytes.fromhex(c) for c in node.get("content") or ()])

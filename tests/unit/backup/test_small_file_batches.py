@@ -1,0 +1,113 @@
+"""Small files read in batches on the walker's thread: one pread each, one add_many per batch, slots
+resolved together, and the careful path when a file changed between lstat and reading."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cbr_agent.backup.blobpool import BlobPool
+from cbr_agent.backup.dirtree import DirTask, TreeAssembler
+from cbr_agent.backup.filesaver import FileProblem, FileSaver, read_small
+from cbr_agent.backup.nodes import node_from_stat
+from cbr_agent.backup.runstate import RunState
+from cbr_agent.backup.smallfiles import SmallFiles
+from cbr_agent.chunking import ChunkerParams
+from cbr_agent.crypto import KdfParams
+from cbr_agent.repository import Repository, decode_tree
+
+
+def _xattrs_supported(path: Path) -> bool:
+    try:
+        os.setxattr(path, "user.probe", b"1")
+    except OSError:
+        return False
+    os.removexattr(path, "user.probe")
+    return True
+
+
+def test_read_small_reads_content_stat_and_xattrs_through_the_fd(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"hello")
+    if _xattrs_supported(f):
+        os.setxattr(f, "user.note", b"\x00\xff")
+    got = read_small(str(f), os.lstat(f), 4096)
+    assert got is not None and got.data == b"hello" and got.stat_before.st_size == 5
+    if _xattrs_supported(f):
+        assert got.xattrs == {"user.note": "AP8="}
+    assert read_small(str(f), os.lstat(f), 4) is None  # over the limit: not a small file
+
+
+def test_read_small_refuses_what_is_no_longer_the_listed_file(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    st = os.lstat(f)
+    os.link(f, tmp_path / "keep")  # the listed inode stays alive: a new file cannot reuse its number
+    f.unlink()
+    with pytest.raises(FileProblem, match="vanished"):
+        read_small(str(f), st, 4096)
+    os.mkfifo(f)  # a FIFO now: opened without blocking, never read
+    with pytest.raises(FileProblem, match="changed type"):
+        read_small(str(f), st, 4096)
+    os.unlink(f)
+    f.write_bytes(b"other file, other inode")
+    with pytest.raises(FileProblem, match="changed type"):
+        read_small(str(f), st, 4096)
+
+
+@pytest.fixture
+def parts(tmp_path: Path):
+    repo = Repository.init(str(tmp_path / "repo"), "pw", kdf=KdfParams(n=1024),
+                           chunker=ChunkerParams(min_size=4096, avg_size=16384, max_size=65536))
+    writer = repo.writer()
+    pool = BlobPool(writer, threads=1, budget=1 << 20)
+    state = RunState(None)
+    saver = FileSaver(repo, writer, pool, should_stop=state.should_stop)
+    trees = TreeAssembler(repo, writer, None, state)
+    yield repo, writer, pool, state, trees, SmallFiles(repo, writer, saver, state, trees, tick=lambda: None)
+    pool.close()
+    writer.close()
+
+
+def test_batch_builds_the_tree_and_takes_the_careful_path_when_needed(parts, tmp_path: Path) -> None:
+    repo, writer, pool, state, trees, small = parts
+    src = tmp_path / "src"
+    src.mkdir()
+    contents = {f"t{i:03d}": (b"line %d\n" % i) * (i % 50) for i in range(150)}  # incl. empty files
+    contents["dup"] = contents["t010"]
+    for name, data in contents.items():
+        (src / name).write_bytes(data)
+    (src / "grows").write_bytes(b"g" * 1000)
+    (src / "gone").write_bytes(b"soon deleted")
+    entries = sorted((p.name, os.lstat(p)) for p in src.iterdir())
+    top = DirTask(str(src), node_from_stat("", os.lstat(src)), None, 0, (0, 0))
+    first = trees.new_slots(top, len(entries))
+    (src / "gone").unlink()
+    grown = os.urandom(50_000)  # larger than the chunker's minimum now: chunked by the FileSaver
+    with open(src / "grows", "r+b") as fh:
+        fh.write(grown)
+    for i, (name, st) in enumerate(entries):
+        small.add((top, first + i, str(src / name), name, st, name == "dup"), st.st_size)
+    assert trees.root_tree is None
+    small.flush()
+    trees.walked(top)
+    assert trees.done.is_set()
+    pool.drain()
+    writer.flush()
+    nodes = {n["name"]: n for n in decode_tree(repo.load_blob(bytes.fromhex(trees.root_tree)))}
+    assert set(nodes) == set(contents) | {"grows"}
+
+    def load(node: dict) -> bytes:
+        return b"".join(repo.load_blob(bytes.fromhex(c)) for c in node["content"])
+
+    for name, data in contents.items():
+        assert load(nodes[name]) == data and nodes[name]["size"] == len(data)
+    assert nodes["t000"]["content"] == []
+    assert nodes["dup"]["content"] == nodes["t010"]["content"]
+    assert load(nodes["grows"]) == grown and len(nodes["grows"]["content"]) > 1
+    s = state.stats
+    assert (s.files_new, s.files_changed) == (len(contents), 1)
+    assert s.bytes_read == sum(map(len, contents.values())) + len(grown)
+    assert s.warnings == [f"{src / 'gone'}: not backed up: vanished during backup"]
