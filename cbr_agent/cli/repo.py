@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-WARNINGS = 3
+from cbr_agent.cli.exitcodes import WARNINGS
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
