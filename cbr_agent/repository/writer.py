@@ -161,7 +161,9 @@ class BlobWriter:
                 claimed.append((blob_id, data))
         return claimed
 
-    def _append_many(self, sealed: list[tuple[int, bytes, tuple[bytes, bytes], int]]) -> None:
+    def _append_many(
+        self, sealed: list[tuple[int, bytes, bytes | tuple[bytes, bytes], int]]
+    ) -> None:
         full = []
         with self._lock:
             for flags, blob_id, parts, raw_length in sealed:
@@ -202,21 +204,7 @@ class BlobWriter:
     def _append(
         self, flags: int, blob_id: bytes, sealed: bytes | tuple[bytes, bytes], raw_length: int
     ) -> None:
-        full = None
-        kind = flags & FLAG_TREE
-        with self._lock:
-            builder = self._open.get(kind)
-            if builder is None:
-                builder = self._open[kind] = PackBuilder()
-            before = builder.size
-            builder.add(flags, blob_id, sealed, raw_length)
-            self.stats.blobs_new += 1
-            self.stats.bytes_new += raw_length
-            self.stats.bytes_stored += builder.size - before
-            if builder.size >= self._pack_size:
-                full = self._open.pop(kind)
-        if full is not None:
-            self._submit(full)
+        self._append_many([(flags, blob_id, sealed, raw_length)])
 
     def written_packs(self) -> dict[str, list[PackEntry]]:
         """Packs written and not yet covered by an index file (all of them when write_index=False)."""
