@@ -4,6 +4,7 @@ resolved together, and the careful path when a file changed between lstat and re
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,8 @@ def test_batch_builds_the_tree_and_takes_the_careful_path_when_needed(parts, tmp
     top = DirTask(str(src), node_from_stat("", os.lstat(src)), None, 0, (0, 0))
     first = trees.new_slots(top, len(entries))
     (src / "gone").unlink()
-    grown = os.urandom(50_000)  # larger than the chunker's minimum now: chunked by the FileSaver
+    # over three times the chunker's maximum, so it is always several chunks, read by the FileSaver
+    grown = random.Random(7).randbytes(200_000)
     with open(src / "grows", "r+b") as fh:
         fh.write(grown)
     for i, (name, st) in enumerate(entries):
