@@ -82,6 +82,14 @@ def _uuid(value: Any) -> str:
         raise ValueError(f"{value!r} is not a UUID") from None
 
 
+def _processes(value: Any) -> int | str:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, bool) or not str(value).strip().isdigit() or int(str(value).strip()) < 1:
+        raise ValueError(f"{value!r} is neither 'auto' nor a whole number of at least 1")
+    return int(str(value).strip())
+
+
 def _schedule(value: Any) -> str:
     # the grammar lives with the scheduler (stdlib only, imports nothing of the package)
     from cbr_agent.agent.schedule import parse_schedule
@@ -142,6 +150,9 @@ KEYS: tuple[Key, ...] = (
         "an interval like '30m', '6h', '1d' or 'daily HH:MM'"),
     Key("one_file_system", _boolean, True, "stay on the file system of each backup path",
         "true or false"),
+    Key("backup_processes", _processes, "auto", "processes a backup may use to read, compress and encrypt "
+        "small files: 1 = the backup process alone; auto = one per usable CPU, at most 4",
+        "'auto' or a whole number of at least 1"),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in KEYS}
@@ -196,6 +207,7 @@ class Settings:
     password_file: str | None
     backup_schedule: str | None
     one_file_system: bool
+    backup_processes: int | str
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with every secret replaced, for ``status`` and logs."""

@@ -12,7 +12,6 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from cbr_agent.backup.blobpool import BlobPool
 from cbr_agent.backup.longpath import short
@@ -64,7 +63,7 @@ def describe(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _open_or_problem(path: str) -> int:
+def open_or_problem(path: str) -> int:
     try:
         return open_file(short(path))
     except OSError as exc:
@@ -73,46 +72,11 @@ def _open_or_problem(path: str) -> int:
         raise FileProblem(describe(exc)) from None
 
 
-def _fstat(fd: int) -> os.stat_result:
+def fstat_or_problem(fd: int) -> os.stat_result:
     try:
         return os.fstat(fd)
     except OSError as exc:
         raise FileProblem(describe(exc)) from None
-
-
-class SmallRead(NamedTuple):
-    data: bytes
-    stat_before: os.stat_result
-    xattrs: dict[str, str] | None
-    xattr_error: str | None
-
-
-def read_small(path: str, expect: os.stat_result, limit: int) -> SmallRead | None:
-    """A regular file of at most ``limit`` bytes, read with one pread (the common case of small files,
-    kept to the fewest calls). None when it is not that simple (it grew, or changed while read): the
-    caller then takes :meth:`FileSaver.save`, which handles those cases. FileProblem as there."""
-    fd = _open_or_problem(path)
-    try:
-        before = _fstat(fd)
-        if not stat.S_ISREG(before.st_mode) or before.st_ino != expect.st_ino:
-            raise FileProblem("changed type during backup")
-        size = before.st_size
-        if size > limit:
-            return None
-        try:
-            data = os.pread(fd, size + 1, 0)
-        except OSError as exc:
-            raise FileProblem(f"read error: {describe(exc)}") from None
-        after = _fstat(fd)
-        if len(data) != size or after.st_size != size or after.st_mtime_ns != before.st_mtime_ns \
-                or after.st_ctime_ns != before.st_ctime_ns:
-            return None
-        try:
-            return SmallRead(data, before, read_xattrs(fd), None)
-        except OSError as exc:
-            return SmallRead(data, before, None, describe(exc))
-    finally:
-        os.close(fd)
 
 
 class _RangeReader:
@@ -192,7 +156,7 @@ class FileSaver:
             length -= n
 
     def save(self, path: str, expect: os.stat_result) -> SavedFile:
-        fd = _open_or_problem(path)
+        fd = open_or_problem(path)
         try:
             return self._save_fd(fd, expect)
         finally:

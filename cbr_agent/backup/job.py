@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cbr_agent.backup.filescache import FilesCache
+from cbr_agent.backup.helpers import usable_cpus
 from cbr_agent.backup.password import generate_password_file, require_password, resolve_password
 from cbr_agent.backup.pipeline import Archiver, BackupStats, Root
 from cbr_agent.config import Settings
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 #: how often a running backup flushes the writer and commits files cache rows (what a killed run
 #: leaves for the next one to reuse); CBR_AGENT_TEST_CHECKPOINT_SECONDS overrides it for crash tests
 CHECKPOINT_SECONDS = 60.0
+#: ``backup_processes = "auto"``: past about four, the walker feeding them is the limit
+AUTO_PROCESSES_MAX = 4
 
 
 def checkpoint_seconds() -> float:
@@ -234,6 +237,7 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
             parent_tree=parent.tree if parent is not None else None,
             parent_time_ns=parent_ns,
             one_file_system=settings.one_file_system,
+            helpers=helper_count(settings.backup_processes),
             cancel=cancel,
             checkpoint=None if dry_run else checkpoint,
             checkpoint_interval=checkpoint_seconds(),
@@ -271,6 +275,13 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
         progress(ProgressInfo(stats.files_done, stats.bytes_done, stats.bytes_read,
                               time.monotonic() - started, expected, finished=True))
     return summary
+
+
+def helper_count(backup_processes: int | str) -> int:
+    """Helper processes for small files: ``backup_processes`` less the backup process itself."""
+    if backup_processes == "auto":
+        return min(AUTO_PROCESSES_MAX, usable_cpus()) - 1
+    return int(backup_processes) - 1
 
 
 def _fill(summary: BackupSummary, stats: BackupStats, writer: Any, dry_run: bool) -> None:

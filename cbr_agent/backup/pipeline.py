@@ -3,7 +3,8 @@
 Threads::
 
     walker (caller's thread)  sorted scandir + lstat, excludes, one-file-system, change detection
-                              (walker.py); small files read right there, in batches (smallfiles.py)
+                              (walker.py); small files in batches (smallfiles.py): read right there,
+                              or by helper processes when there are many (helpers.py)
         | larger files, one by one, bounded queue
     reader threads            open (O_NOATIME, O_NOFOLLOW), chunk, hash, dedup, writer.add
         | chunks of large files, bounded by bytes in flight                  (readers.py, filesaver.py)
@@ -56,6 +57,7 @@ class Archiver:
         cancel: threading.Event | None = None,
         readers: int = 2,
         blob_threads: int = 2,
+        helpers: int = 0,
         checkpoint: Callable[[], None] | None = None,
         checkpoint_interval: float = 60.0,
     ) -> None:
@@ -68,7 +70,8 @@ class Archiver:
         saver = FileSaver(repo, writer, self._pool, should_stop=self._state.should_stop)
         self._trees = TreeAssembler(repo, writer, cache, self._state)
         self._readers = ReaderThreads(saver, self._state, self._trees, readers=readers, tick=self._tick)
-        self._small = SmallFiles(repo, writer, saver, self._state, self._trees, tick=self._tick)
+        self._small = SmallFiles(repo, writer, saver, self._state, self._trees, tick=self._tick,
+                                 helpers=helpers)
         self._walker = Walker(repo, cache, self._state, self._trees, one_file_system=one_file_system,
                               queue_file=self._queue_file, tick=self._tick)
         self._checkpoint = checkpoint
@@ -86,6 +89,7 @@ class Archiver:
             self._raise_if_stopped()
             self._pool.drain()
         finally:
+            self._small.close()
             self._readers.stop()
             self._pool.close()
             close_all()

@@ -182,6 +182,11 @@ class Repository:
         """A content-defined chunker with this repository's sizes and secret seed."""
         return Chunker(self.chunker, seed=self.key.chunker_seed)
 
+    @property
+    def compression_level(self) -> int:
+        """The zstd level new blobs are compressed with (recorded in the repository config)."""
+        return int(self.config.get("compression", {}).get("level", zcompress.DEFAULT_LEVEL))
+
     def blob_id(self, data: bytes | memoryview) -> bytes:
         """Keyed BLAKE3 (32 bytes) of a blob's plaintext; thread-safe."""
         return self.key.blob_id(data)

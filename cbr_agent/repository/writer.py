@@ -79,7 +79,7 @@ class BlobWriter:
         self._last_index = time.monotonic()
         self._error: BaseException | None = None
         self._closed = False
-        self._level = int(repo.config.get("compression", {}).get("level", zcompress.DEFAULT_LEVEL))
+        self._level = repo.compression_level
         self._index_interval = index_interval
         self._index_max_entries = index_max_entries
         self._dedup_against_index = dedup_against_index
@@ -126,7 +126,7 @@ class BlobWriter:
             if len(blob_id) != 32:
                 raise ValueError("blob id must be 32 bytes")
         self._raise_error()
-        claimed = self._claim_many(blobs)
+        claimed = [blobs[i] for i in self._claim_many([blob_id for blob_id, _data in blobs])]
         if not claimed:
             return 0
         try:
@@ -143,9 +143,8 @@ class BlobWriter:
         self._append_many(sealed)
         return len(sealed)
 
-    def _claim_many(
-        self, blobs: Sequence[tuple[bytes, bytes | memoryview]]
-    ) -> list[tuple[bytes, bytes | memoryview]]:
+    def _claim_many(self, blob_ids: Sequence[bytes]) -> list[int]:
+        """:meth:`_claim` for many ids under one lock: the positions of those this call must store."""
         index = self._repo.index
         dedup = self._dedup_against_index
         in_flight = self._in_flight
@@ -153,12 +152,12 @@ class BlobWriter:
         with self._lock:
             if self._closed:
                 raise RepositoryError("blob writer is closed")
-            for blob_id, data in blobs:
+            for i, blob_id in enumerate(blob_ids):
                 if (dedup and blob_id in index) or blob_id in in_flight:
                     self.stats.blobs_duplicate += 1
                     continue
                 in_flight.add(blob_id)
-                claimed.append((blob_id, data))
+                claimed.append(i)
         return claimed
 
     def _append_many(
@@ -183,23 +182,21 @@ class BlobWriter:
 
     def add_sealed(self, blob_id: bytes, flags: int, sealed: bytes, raw_length: int) -> bool:
         """Store an already sealed blob as it is (prune copies blobs into new packs this way)."""
+        return self.add_sealed_many([(blob_id, flags, sealed, raw_length)]) == 1
+
+    def add_sealed_many(
+        self, blobs: Sequence[tuple[bytes, int, bytes | tuple[bytes, bytes], int]]
+    ) -> int:
+        """Store already sealed blobs ``(id, flags, sealed, plaintext length)`` that the repository does
+        not hold yet (sealed by a helper process, or copied by prune); returns how many were stored."""
         self._raise_error()
-        if not self._claim(blob_id):
-            return False
-        self._append(flags, blob_id, sealed, raw_length)
-        return True
+        fresh = [blobs[i] for i in self._claim_many([blob[0] for blob in blobs])]
+        self._append_many([(flags, blob_id, sealed, n) for blob_id, flags, sealed, n in fresh])
+        return len(fresh)
 
     def _claim(self, blob_id: bytes) -> bool:
         """The dedup gate: True when this call must store the blob."""
-        index = self._repo.index
-        with self._lock:
-            if self._closed:
-                raise RepositoryError("blob writer is closed")
-            if (self._dedup_against_index and blob_id in index) or blob_id in self._in_flight:
-                self.stats.blobs_duplicate += 1
-                return False
-            self._in_flight.add(blob_id)
-            return True
+        return bool(self._claim_many([blob_id]))
 
     def _append(
         self, flags: int, blob_id: bytes, sealed: bytes | tuple[bytes, bytes], raw_length: int

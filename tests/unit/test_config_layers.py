@@ -58,7 +58,7 @@ def test_every_key_is_read_from_its_environment_variable(key, tmp_path: Path) ->
     samples = {"endpoint": "https://cbr.example.test", "agent_id": "489654f2-363b-4ebf-966a-bdf079d97114",
                "backup_schedule": "6h", "agent_type": "cloud", "log_level": "debug",
                "log_format": "json", "tls_verify": "false", "one_file_system": "false",
-               "request_timeout": "5", "heartbeat_interval": "5"}
+               "request_timeout": "5", "heartbeat_interval": "5", "backup_processes": "2"}
     value = samples.get(key.name, "some-value")
     env = {ENV_PREFIX + key.name.upper(): value, ENV_PREFIX + "STATE_DIR": str(tmp_path)}
     for name in ("credentials_file", "sk_file", "token_file", "password_file"):
@@ -82,6 +82,9 @@ def test_every_key_is_read_from_its_environment_variable(key, tmp_path: Path) ->
     ('project_id = "a/b"\n', "not a project id"),
     ("tls_verify = 3\n", "true or false"),
     ("endpoint = [\n", "not valid TOML"),
+    ("backup_processes = 0\n", "'auto' or a whole number of at least 1"),
+    ('backup_processes = "many"\n', "neither 'auto' nor a whole number"),
+    ("backup_processes = true\n", "key 'backup_processes'"),
 ])
 def test_a_bad_file_names_the_file_the_key_and_the_expectation(tmp_path: Path, text: str,
                                                                expected: str) -> None:
@@ -217,3 +220,22 @@ def test_a_missing_secret_file_names_the_config_file_that_set_it(tmp_path: Path)
         load_settings(config_file=config, environ={})
     message = str(caught.value)
     assert message.startswith(f"{config}: key 'credentials_file'") and "does not exist" in message
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("AUTO", "auto"), (3, 3), ("1", 1)])
+def test_backup_processes_is_auto_or_a_count(tmp_path: Path, value: object, expected: object) -> None:
+    text = f"backup_processes = {value!r}\n".replace("'", '"')
+    settings = load_settings(config_file=write(tmp_path / "agent.toml", text), environ={})
+    assert settings.backup_processes == expected
+
+
+def test_helper_processes_follow_backup_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cbr_agent.backup import job
+
+    assert job.helper_count(1) == 0 and job.helper_count(3) == 2
+    monkeypatch.setattr(job, "usable_cpus", lambda: 2)
+    assert job.helper_count("auto") == 1
+    monkeypatch.setattr(job, "usable_cpus", lambda: 64)
+    assert job.helper_count("auto") == job.AUTO_PROCESSES_MAX - 1
+    monkeypatch.setattr(job, "usable_cpus", lambda: 1)
+    assert job.helper_count("auto") == 0

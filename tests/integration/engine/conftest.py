@@ -41,9 +41,10 @@ class Engine:
                    CBR_AGENT_REPOSITORY=str(self.repo_path))
         return env
 
-    def cli(self, *args: str, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
-        """``python -m cbr_agent ARGS`` as a real subprocess."""
-        return subprocess.run([sys.executable, "-m", "cbr_agent", *args], env=self.env(),
+    def cli(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None,
+            **kw: Any) -> subprocess.CompletedProcess[str]:
+        """``python -m cbr_agent ARGS`` as a real subprocess (``env``: extra variables)."""
+        return subprocess.run([sys.executable, "-m", "cbr_agent", *args], env={**self.env(), **(env or {})},
                               capture_output=True, text=True, timeout=timeout, **kw)
 
 

@@ -1,5 +1,6 @@
-"""Small files read in batches on the walker's thread: one pread each, one add_many per batch, slots
-resolved together, and the careful path when a file changed between lstat and reading."""
+"""Small files read in batches, on the walker's thread or by helper processes: one pread each, one
+writer call per batch, slots resolved together, and the careful path when a file changed between lstat
+and reading."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 
 from cbr_agent.backup.blobpool import BlobPool
 from cbr_agent.backup.dirtree import DirTask, TreeAssembler
-from cbr_agent.backup.filesaver import FileProblem, FileSaver, read_small
+from cbr_agent.backup.filesaver import FileProblem, FileSaver
 from cbr_agent.backup.nodes import node_from_stat
 from cbr_agent.backup.runstate import RunState
+from cbr_agent.backup.smallbatch import read_small
 from cbr_agent.backup.smallfiles import SmallFiles
 from cbr_agent.chunking import ChunkerParams
 from cbr_agent.crypto import KdfParams
@@ -34,11 +36,11 @@ def test_read_small_reads_content_stat_and_xattrs_through_the_fd(tmp_path: Path)
     f.write_bytes(b"hello")
     if _xattrs_supported(f):
         os.setxattr(f, "user.note", b"\x00\xff")
-    got = read_small(str(f), os.lstat(f), 4096)
+    got = read_small(str(f), os.lstat(f).st_ino, 4096)
     assert got is not None and got.data == b"hello" and got.stat_before.st_size == 5
     if _xattrs_supported(f):
         assert got.xattrs == {"user.note": "AP8="}
-    assert read_small(str(f), os.lstat(f), 4) is None  # over the limit: not a small file
+    assert read_small(str(f), os.lstat(f).st_ino, 4) is None  # over the limit: not a small file
 
 
 def test_read_small_refuses_what_is_no_longer_the_listed_file(tmp_path: Path) -> None:
@@ -48,18 +50,18 @@ def test_read_small_refuses_what_is_no_longer_the_listed_file(tmp_path: Path) ->
     os.link(f, tmp_path / "keep")  # the listed inode stays alive: a new file cannot reuse its number
     f.unlink()
     with pytest.raises(FileProblem, match="vanished"):
-        read_small(str(f), st, 4096)
+        read_small(str(f), st.st_ino, 4096)
     os.mkfifo(f)  # a FIFO now: opened without blocking, never read
     with pytest.raises(FileProblem, match="changed type"):
-        read_small(str(f), st, 4096)
+        read_small(str(f), st.st_ino, 4096)
     os.unlink(f)
     f.write_bytes(b"other file, other inode")
     with pytest.raises(FileProblem, match="changed type"):
-        read_small(str(f), st, 4096)
+        read_small(str(f), st.st_ino, 4096)
 
 
-@pytest.fixture
-def parts(tmp_path: Path):
+@pytest.fixture(params=[0, 1], ids=["in-process", "helper-process"])
+def parts(request, tmp_path: Path):
     repo = Repository.init(str(tmp_path / "repo"), "pw", kdf=KdfParams(n=1024),
                            chunker=ChunkerParams(min_size=4096, avg_size=16384, max_size=65536))
     writer = repo.writer()
@@ -67,7 +69,10 @@ def parts(tmp_path: Path):
     state = RunState(None)
     saver = FileSaver(repo, writer, pool, should_stop=state.should_stop)
     trees = TreeAssembler(repo, writer, None, state)
-    yield repo, writer, pool, state, trees, SmallFiles(repo, writer, saver, state, trees, tick=lambda: None)
+    small = SmallFiles(repo, writer, saver, state, trees, tick=lambda: None, helpers=request.param,
+                       helpers_after=0)
+    yield repo, writer, pool, state, trees, small
+    small.close()
     pool.close()
     writer.close()
 
@@ -113,3 +118,46 @@ def test_batch_builds_the_tree_and_takes_the_careful_path_when_needed(parts, tmp
     assert (s.files_new, s.files_changed) == (len(contents), 1)
     assert s.bytes_read == sum(map(len, contents.values())) + len(grown)
     assert s.warnings == [f"{src / 'gone'}: not backed up: vanished during backup"]
+    if small._helpers:
+        assert small.batches_by_helpers > 0  # the helper did take batches
+
+
+def test_a_helper_killed_mid_backup_loses_no_file(tmp_path: Path) -> None:
+    import signal
+
+    repo = Repository.init(str(tmp_path / "repo"), "pw", kdf=KdfParams(n=1024))
+    writer = repo.writer()
+    pool = BlobPool(writer, threads=1, budget=1 << 20)
+    state = RunState(None)
+    saver = FileSaver(repo, writer, pool, should_stop=state.should_stop)
+    trees = TreeAssembler(repo, writer, None, state)
+    small = SmallFiles(repo, writer, saver, state, trees, tick=lambda: None, helpers=1, helpers_after=0)
+    src = tmp_path / "src"
+    src.mkdir()
+    contents = {f"f{i:04d}": b"%d\n" % i * (1 + i % 30) for i in range(64 * 12)}
+    for name, data in contents.items():
+        (src / name).write_bytes(data)
+    entries = sorted((p.name, os.lstat(p)) for p in src.iterdir())
+    top = DirTask(str(src), node_from_stat("", os.lstat(src)), None, 0, (0, 0))
+    first = trees.new_slots(top, len(entries))
+    try:
+        for i, (name, st) in enumerate(entries):
+            small.add((top, first + i, str(src / name), name, st, False), st.st_size)
+            if i == 64:  # the first batch started the helper: freeze it so batches pile up, then kill it
+                helper = small._pool._helpers[0].proc
+                os.kill(helper.pid, signal.SIGSTOP)
+            if i == 64 * 6:
+                helper.kill()
+        small.flush()
+        trees.walked(top)
+    finally:
+        small.close()
+    assert trees.done.is_set()
+    pool.drain()
+    writer.close()
+    nodes = {n["name"]: n for n in decode_tree(repo.load_blob(bytes.fromhex(trees.root_tree)))}
+    assert {name: b"".join(repo.load_blob(bytes.fromhex(c)) for c in n["content"])
+            for name, n in nodes.items()} == contents
+    assert small.batches_redone > 0 and state.stats.files_new == len(contents)
+    assert state.stats.warnings == []
+    pool.close()
