@@ -12,7 +12,7 @@ import threading
 
 
 class BlobPool:
-    def __init__(self, writer, *, threads: int = 2, budget: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, writer, *, threads: int = 2, budget: int = 16 * 1024 * 1024) -> None:
         self.writer = writer
         self.budget = budget
         self._in_flight = 0

@@ -25,6 +25,7 @@ from cbr_agent.backup.password import generate_password_file, require_password, 
 from cbr_agent.backup.pipeline import Archiver, BackupStats, Root
 from cbr_agent.config import Settings
 from cbr_agent.errors import BackupError, RepositoryNotFound, UsageError
+from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude, normalize_path
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,7 @@ def backup_paths(
     repository problems raise (no snapshot written); ``cancel`` stops it promptly (``Cancelled``)."""
     started = time.monotonic()
     start_time = datetime.now(timezone.utc)
+    cap_malloc_arenas()
     roots = normalize_roots(paths)
     missing = [p for p, _ in roots if not os.path.lexists(p)]
     if len(missing) == len(roots):

@@ -34,6 +34,7 @@ from typing import Any
 
 from cbr_agent.backup.longpath import close_all, short
 from cbr_agent.errors import IntegrityError, RepositoryError, RestoreError
+from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.restore.metadata import IS_ROOT, FileMeta, apply_path
 
 log = logging.getLogger(__name__)
@@ -578,5 +579,6 @@ def _unlink_quietly(path: str) -> None:
 def restore_snapshot(repo: Any, snapshot: Any, target: str, *, paths: Sequence[str] = (),
                      overwrite: str = "always", dry_run: bool = False, threads: int = 0) -> RestoreSummary:
     """Restore ``snapshot`` (or ``paths`` inside it) below ``target``; see the module docstring."""
+    cap_malloc_arenas()
     restorer = Restorer(repo, target, overwrite=overwrite, dry_run=dry_run, threads=threads)
     return restorer.run(snapshot.tree, paths)

@@ -57,6 +57,7 @@ class Run:
     ok: bool = True
     error: str = ""
     verified: bool | None = None  # restore only: byte-identical to the source
+    caches_dropped: bool = False  # the page cache was emptied before the inputs were read again
 
 
 @dataclass
@@ -173,6 +174,7 @@ def _step(ctx: Context, tool: benchtools.Tool, tree: str, step: str, n: int, sou
     else:
         cmd, cwd = tool.backup_cmd(source, n), tool.base
     os.sync()
+    run.caches_dropped = measure.drop_caches()
     if step != "restore":
         measure.warm(source)
     # the tool's own files too: repository, cache (restic, borg) or state (cbr-agent's files cache)

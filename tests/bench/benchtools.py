@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PASSWORD = "bench-password-not-secret"
+#: the checkout this benchmark belongs to: its cbr-agent is the one measured, never an older installed copy
+CHECKOUT = Path(__file__).resolve().parents[2]
 #: environment variables of the tools that must not leak in from the caller
 _FOREIGN = ("CBR_AGENT_", "RESTIC_", "BORG_")
 
@@ -108,6 +110,7 @@ class CbrAgent(Tool):
         env["CBR_AGENT_PASSWORD"] = PASSWORD
         env["CBR_AGENT_REPOSITORY"] = str(self.repo)
         env["CBR_AGENT_CONFIG"] = str(self._config())
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(CHECKOUT), env.get("PYTHONPATH"))))
         return env
 
     def _config(self) -> Path:
@@ -142,12 +145,15 @@ def version(name: str) -> str | None:
     """The tool's version line, or None when it is not installed / not usable."""
     try:
         if name == "cbr-agent":
+            env = CbrAgent(name, Path()).env()
             out = subprocess.run([sys.executable, "-m", "cbr_agent", "init", "--help"],
-                                 capture_output=True, text=True, timeout=60)
+                                 capture_output=True, text=True, timeout=60, env=env)
             if out.returncode != 0:
                 return None
-            import cbr_agent
-            return f"cbr-agent {cbr_agent.__version__} (python {sys.version.split()[0]})"
+            where = subprocess.run([sys.executable, "-c", "import cbr_agent as c; print(c.__version__, "
+                                    "c.__file__)"], capture_output=True, text=True, timeout=60, env=env)
+            version, _, path = where.stdout.strip().partition(" ")
+            return f"cbr-agent {version} from {Path(path).parent.parent} (python {sys.version.split()[0]})"
         exe = "borg" if name.startswith("borg") else name
         if not shutil.which(exe):
             return None

@@ -145,6 +145,18 @@ def run_measured(cmd: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: 
         timed_out=timed_out.is_set())
 
 
+def drop_caches() -> bool:
+    """Empty the page cache (as root, where the kernel allows it), so that every timed step starts from
+    the same memory state whatever the steps before it wrote; False when not allowed (nothing dropped)."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
 def warm(root: Path, *, skip: Path | None = None) -> int:
     """Read every file under ``root`` but ``skip`` (page cache and dentries hot, the same for every tool)."""
     buf = bytearray(1 << 20)
