@@ -170,9 +170,11 @@ def _run_once(settings: Any, job: Any = None) -> int:
     """``run --once`` and what it prints; ``job`` replaces the backup engine's entry point."""
     from cbr_agent.agent.connect import describe_endpoint
     from cbr_agent.agent.once import run_once
+    from cbr_agent.cli import exitcodes
 
     result = run_once(settings) if job is None else run_once(settings, job=job)
-    print(f"agent {result.agent_id} registered with {describe_endpoint(settings)}")
+    if result.offline is None:
+        print(f"agent {result.agent_id} registered with {describe_endpoint(settings)}")
     if result.backup is None:
         print("no backup paths configured, nothing to back up; add one with "
               "'cbr-agent path add /some/dir' and run 'cbr-agent run --once' again "
@@ -184,8 +186,12 @@ def _run_once(settings: Any, job: Any = None) -> int:
     if outcome.get("status") == "warnings":
         print(f"{outcome.get('warnings')} warning(s): some files could not be read (see the log above)",
               file=sys.stderr)
-        return 3
-    return 0
+    if result.offline is not None:
+        print(f"error: the control plane is unavailable: {result.offline}; backed up the paths cached at "
+              f"{result.synced_at}, but the heartbeat and the path sync did not happen (exit 4)",
+              file=sys.stderr)
+        return exitcodes.UNAVAILABLE
+    return exitcodes.WARNINGS if outcome.get("status") == "warnings" else exitcodes.OK
 
 
 # -- status -------------------------------------------------------------------------------------

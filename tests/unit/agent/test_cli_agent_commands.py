@@ -303,6 +303,44 @@ def test_run_once_with_the_real_engine(host: Host, tmp_path: Path) -> None:
     assert last["status"] == "ok" and last["snapshot_id"]
 
 
+def test_run_once_backs_up_the_cached_paths_while_the_control_plane_is_away(
+        host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    data = tmp_path / "tree"
+    data.mkdir()
+    (data / "a.txt").write_text("kept while offline")
+    host("path", "add", str(data))  # synced with the (embedded) control plane and cached
+    with socket.socket() as s:  # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    host.config.write_text(f'endpoint = "http://127.0.0.1:{port}"\n')
+    monkeypatch.setenv("CBR_AGENT_TOKEN", "not-needed-when-nobody-answers")
+    code, out, err = host("run", "--once")
+    assert code == 4, err
+    assert "backed up 1 path(s): snapshot" in out and "registered" not in out
+    assert "control plane is unavailable" in err and "paths cached at" in err
+    state = load_agent_state(host.state)
+    assert state["last_backup"]["status"] == "ok" and state["last_error"]
+    monkeypatch.delenv("CBR_AGENT_TOKEN")
+    host.config.write_text("")
+    code, out, _ = host("snapshots")
+    assert code == 0 and str(data) in out
+
+
+def test_run_once_without_a_cache_still_fails_when_the_control_plane_is_away(
+        host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    host.config.write_text(f'endpoint = "http://127.0.0.1:{port}"\n')
+    monkeypatch.setenv("CBR_AGENT_TOKEN", "x")
+    code, out, err = host("run", "--once")
+    assert code == 4 and "backed up" not in out and "Traceback" not in err
+
+
 def test_state_dir_that_cannot_be_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
