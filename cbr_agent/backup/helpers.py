@@ -201,7 +201,10 @@ class HelperPool:
 def serve() -> None:
     """A helper's main loop: an init message ``(code fingerprint, sealer message, limit)``, then
     ``(token, items, seal)`` batches, each answered with ``(token, outcomes)``, until stdin closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the backup process to handle
+    # Ctrl-C on a terminal and systemd's SIGTERM to the whole service are for the backup process to
+    # handle: a helper leaves when its stdin closes, so that a stopping backup never sees helpers "die"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     stdout = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print goes to stderr, never into the answers
     stdin = os.fdopen(0, "rb")

@@ -145,3 +145,15 @@ def test_a_helper_refuses_to_work_for_other_code(sealer, tmp_path: Path,
     finally:
         p.close()
     assert any("upgraded while this backup ran" in r.getMessage() for r in caplog.records)
+
+
+def test_sigterm_and_sigint_are_left_to_the_backup_process(pool, tmp_path: Path) -> None:
+    # systemd stops a service by signalling every process of it: the helpers must outlive that signal
+    # and leave when the backup process closes their pipe
+    items = make_files(tmp_path / "src", 2)
+    assert pool.try_submit(4, (4, items, True)) and answer(pool)[0] == 4  # up and serving
+    pid = pool._helpers[0].proc.pid
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    assert pool.try_submit(5, (5, items, True))
+    assert answer(pool)[0] == 5
