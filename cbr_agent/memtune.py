@@ -10,7 +10,6 @@ nothing to do.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 
 _M_ARENA_MAX = -8  # from glibc's malloc.h
@@ -20,8 +19,9 @@ _M_ARENA_MAX = -8  # from glibc's malloc.h
 def cap_malloc_arenas(count: int = 2) -> bool:
     """Cap the arenas threads created from now on may use; True when the C library took it."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        # the process's own symbols, libc's among them (ctypes.util.find_library would run ldconfig and
+        # a compiler in subprocesses: a third of a second)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
