@@ -104,6 +104,7 @@ class HelperPool:
             helper = _Helper(proc, stderr)
             self._helpers.append(helper)
             if not self._send(helper, self._init):
+                self._report_death(helper)
                 continue
             t = threading.Thread(target=self._read_loop, args=(helper,), name=f"helper-reader-{i}",
                                  daemon=True)
@@ -168,8 +169,11 @@ class HelperPool:
             code = helper.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             code = None
-        helper.stderr.seek(0)
-        tail = helper.stderr.read()[-2000:].decode("utf-8", "replace").strip().splitlines()
+        try:
+            helper.stderr.seek(0)
+            tail = helper.stderr.read()[-2000:].decode("utf-8", "replace").strip().splitlines()
+        except (OSError, ValueError):  # closed meanwhile by close()
+            tail = []
         log.warning("a backup helper process stopped (exit code %s)%s; the backup reads its files itself",
                     code, f": {tail[-1]}" if tail else "")
 
