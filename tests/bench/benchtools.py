@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,19 +142,23 @@ class CbrAgent(Tool):
 TOOLS: dict[str, type[Tool]] = {"cbr-agent": CbrAgent, "restic": Restic, "borg": Borg, "borg-zstd": BorgZstd}
 
 
+def _cbr_agent_version(env: dict[str, str]) -> str | None:
+    out = subprocess.run([sys.executable, "-m", "cbr_agent", "init", "--help"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    if out.returncode != 0:
+        return None
+    where = subprocess.run([sys.executable, "-c", "import cbr_agent as c; print(c.__version__, c.__file__)"],
+                           capture_output=True, text=True, timeout=60, env=env)
+    version, _, path = where.stdout.strip().partition(" ")
+    return f"cbr-agent {version} from {Path(path).parent.parent} (python {sys.version.split()[0]})"
+
+
 def version(name: str) -> str | None:
     """The tool's version line, or None when it is not installed / not usable."""
     try:
         if name == "cbr-agent":
-            env = CbrAgent(name, Path()).env()
-            out = subprocess.run([sys.executable, "-m", "cbr_agent", "init", "--help"],
-                                 capture_output=True, text=True, timeout=60, env=env)
-            if out.returncode != 0:
-                return None
-            where = subprocess.run([sys.executable, "-c", "import cbr_agent as c; print(c.__version__, "
-                                    "c.__file__)"], capture_output=True, text=True, timeout=60, env=env)
-            version, _, path = where.stdout.strip().partition(" ")
-            return f"cbr-agent {version} from {Path(path).parent.parent} (python {sys.version.split()[0]})"
+            with tempfile.TemporaryDirectory() as scratch:  # env() writes the tool's config file there
+                return _cbr_agent_version(CbrAgent(name, Path(scratch)).env())
         exe = "borg" if name.startswith("borg") else name
         if not shutil.which(exe):
             return None
