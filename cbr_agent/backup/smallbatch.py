@@ -20,14 +20,12 @@ from typing import Any, NamedTuple
 
 import blake3
 
-from cbr_agent import compress as zcompress
 from cbr_agent.backup.filesaver import FileProblem, describe, fstat_or_problem, open_or_problem
 from cbr_agent.backup.nodes import Node, node_from_stat, read_xattrs
 from cbr_agent.crypto.aead import Sealer
-from cbr_agent.repository.objects import FLAG_COMPRESSED, kind_flag
+from cbr_agent.repository.objects import kind_flag
+from cbr_agent.repository.writer import SealedBlob, seal_blobs
 
-#: (blob id, flags, (nonce, ciphertext + tag), plaintext length): what BlobWriter.add_sealed_many takes
-SealedBlob = tuple[bytes, int, tuple[bytes, bytes], int]
 #: (blob id, plaintext)
 PlainBlob = tuple[bytes, bytes]
 
@@ -103,13 +101,7 @@ class BlobSealer:
 
     def seal_many(self, blobs: Sequence[PlainBlob]) -> list[SealedBlob]:
         """Compress (one zstd call for the batch) and seal data blobs."""
-        payloads = zcompress.compress_many([data for _bid, data in blobs], self.level)
-        seal = self._sealer.seal_parts
-        data_flags = kind_flag("data")
-        return [
-            (bid, data_flags | FLAG_COMPRESSED if compressed else data_flags, seal(payload, bid), len(data))
-            for (bid, data), (payload, compressed) in zip(blobs, payloads, strict=True)
-        ]
+        return seal_blobs(self._sealer, self.level, blobs, kind_flag("data"))
 
 
 def prepare_batch(items: Sequence[tuple[str, int]], limit: int, sealer: BlobSealer, *,

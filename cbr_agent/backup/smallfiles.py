@@ -107,14 +107,13 @@ class SmallFiles:
         self._batches += 1
         if self._pool is None and self._helpers > 0 and self._batches > self._helpers_after:
             self._start_helpers()
-        items = [(item[2], item[4].st_ino) for item in batch]
         if self._pool is not None:
             token = next(self._tokens)
             self._pending[token] = batch
-            if self._pool.try_submit(token, (token, items, self._seal)):
+            if self._pool.try_submit(token, (token, _items(batch), self._seal)):
                 return
             del self._pending[token]
-        self._store(batch, prepare_batch(items, self.limit, self._sealer, seal=self._seal))
+        self._store_here(batch)
 
     def _take_answers(self, wait: float = 0.0) -> None:
         """Store the batches the helpers have answered; with ``wait``, wait that long for the first."""
@@ -130,14 +129,16 @@ class SmallFiles:
             if token == LOST:  # a helper died: do its batches here
                 for lost in payload:
                     self.batches_redone += 1
-                    batch = self._pending.pop(lost)
-                    items = [(item[2], item[4].st_ino) for item in batch]
-                    self._store(batch, prepare_batch(items, self.limit, self._sealer, seal=self._seal))
+                    self._store_here(self._pending.pop(lost))
             else:
                 self._store(self._pending.pop(token), payload)
                 self.batches_by_helpers += 1
 
     # -- storing
+    def _store_here(self, batch: list[FileItem]) -> None:
+        """Prepare a batch in this process (no helper, none with room, or its helper died)."""
+        self._store(batch, prepare_batch(_items(batch), self.limit, self._sealer, seal=self._seal))
+
     def _store(self, batch: list[FileItem], outcomes: Sequence[Outcome]) -> None:
         """Turn a batch's outcomes into nodes, store its blobs in one writer call, resolve its slots."""
         delta = BackupStats()
@@ -179,3 +180,8 @@ class SmallFiles:
             self._seal = self._can_seal and stored >= (1 - DUPLICATES_MAX) * (len(sealed) + len(plain))
         self.state.add(delta)
         self.trees.resolve_many(results)
+
+
+def _items(batch: list[FileItem]) -> list[tuple[str, int]]:
+    """What prepare_batch needs of each file: its path and the inode lstat saw."""
+    return [(item[2], item[4].st_ino) for item in batch]

@@ -22,6 +22,7 @@ from cbr_agent.repository.objects import FLAG_COMPRESSED, FLAG_TREE, kind_flag
 from cbr_agent.repository.pack import MAX_PACK_SIZE, PackBuilder, PackEntry
 
 if TYPE_CHECKING:
+    from cbr_agent.crypto import Sealer
     from cbr_agent.repository.repo import Repository
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,21 @@ class WriterStats:
 
 
 _STOP = object()
+
+#: (blob id, flags, sealed whole or as (nonce, ciphertext + tag), plaintext length)
+SealedBlob = tuple[bytes, int, "bytes | tuple[bytes, bytes]", int]
+
+
+def seal_blobs(sealer: Sealer, level: int, blobs: Sequence[tuple[bytes, bytes | memoryview]],
+               flags: int) -> list[SealedBlob]:
+    """Compress blobs of one kind (one zstd call, GIL released for the batch; raw where zstd does not
+    make them smaller) and seal each with its id as associated data."""
+    payloads = zcompress.compress_many([data for _id, data in blobs], level)
+    seal = sealer.seal_parts
+    return [
+        (blob_id, flags | FLAG_COMPRESSED if compressed else flags, seal(payload, blob_id), len(data))
+        for (blob_id, data), (payload, compressed) in zip(blobs, payloads, strict=True)
+    ]
 
 
 class BlobWriter:
@@ -130,12 +146,7 @@ class BlobWriter:
         if not claimed:
             return 0
         try:
-            payloads = zcompress.compress_many([data for _id, data in claimed], self._level)
-            seal = self._repo.key.sealer.seal_parts
-            sealed = [
-                (flags | FLAG_COMPRESSED if compressed else flags, blob_id, seal(payload, blob_id), len(data))
-                for (blob_id, data), (payload, compressed) in zip(claimed, payloads, strict=True)
-            ]
+            sealed = seal_blobs(self._repo.key.sealer, self._level, claimed, flags)
         except BaseException:
             with self._lock:
                 self._in_flight.difference_update(blob_id for blob_id, _data in claimed)
@@ -160,12 +171,10 @@ class BlobWriter:
                 claimed.append(i)
         return claimed
 
-    def _append_many(
-        self, sealed: list[tuple[int, bytes, bytes | tuple[bytes, bytes], int]]
-    ) -> None:
+    def _append_many(self, sealed: Sequence[SealedBlob]) -> None:
         full = []
         with self._lock:
-            for flags, blob_id, parts, raw_length in sealed:
+            for blob_id, flags, parts, raw_length in sealed:
                 kind = flags & FLAG_TREE
                 builder = self._open.get(kind)
                 if builder is None:
@@ -184,14 +193,12 @@ class BlobWriter:
         """Store an already sealed blob as it is (prune copies blobs into new packs this way)."""
         return self.add_sealed_many([(blob_id, flags, sealed, raw_length)]) == 1
 
-    def add_sealed_many(
-        self, blobs: Sequence[tuple[bytes, int, bytes | tuple[bytes, bytes], int]]
-    ) -> int:
+    def add_sealed_many(self, blobs: Sequence[SealedBlob]) -> int:
         """Store already sealed blobs ``(id, flags, sealed, plaintext length)`` that the repository does
         not hold yet (sealed by a helper process, or copied by prune); returns how many were stored."""
         self._raise_error()
         fresh = [blobs[i] for i in self._claim_many([blob[0] for blob in blobs])]
-        self._append_many([(flags, blob_id, sealed, n) for blob_id, flags, sealed, n in fresh])
+        self._append_many(fresh)
         return len(fresh)
 
     def _claim(self, blob_id: bytes) -> bool:
@@ -201,7 +208,7 @@ class BlobWriter:
     def _append(
         self, flags: int, blob_id: bytes, sealed: bytes | tuple[bytes, bytes], raw_length: int
     ) -> None:
-        self._append_many([(flags, blob_id, sealed, raw_length)])
+        self._append_many([(blob_id, flags, sealed, raw_length)])
 
     def written_packs(self) -> dict[str, list[PackEntry]]:
         """Packs written and not yet covered by an index file (all of them when write_index=False)."""
