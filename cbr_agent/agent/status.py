@@ -44,6 +44,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "paths_note": cache_note,
         "backup_schedule": schedule,
         "backup_running": bool(running and state.get("backup_running")),
+        "backup_waiting": state.get("backup_waiting") if running else None,
         "last_backup": state.get("last_backup"),
         "next_backup": state.get("next_backup") if running and schedule else None,
     }
@@ -68,7 +69,9 @@ def print_status(report: dict[str, Any]) -> None:
     rows.append(("state dir", report["state_dir"]))
     rows.append(("backup schedule", report["backup_schedule"] or "none (backups run on demand)"))
     rows.append(("last backup", _describe_backup(report["last_backup"])))
-    if report["backup_running"]:
+    if report["backup_waiting"]:
+        rows.append(("backup", f"waiting: {report['backup_waiting']}"))
+    elif report["backup_running"]:
         rows.append(("backup", "running now"))
     if report["next_backup"]:
         rows.append(("next backup", report["next_backup"]))

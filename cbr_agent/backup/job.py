@@ -187,10 +187,12 @@ def backup_paths(
     dry_run: bool = False,
     agent_id: str | None = None,
     repo: Any = None,
+    lock_wait: float = 0.0,
 ) -> BackupSummary:
     """Back up ``paths`` (``AgentPath`` objects, ``(path, excludes)`` pairs or strings) into the
     configured repository and return what was done. Per-file problems are in ``.warnings``;
-    repository problems raise (no snapshot written); ``cancel`` stops it promptly (``Cancelled``)."""
+    repository problems raise (no snapshot written); ``cancel`` stops it promptly (``Cancelled``).
+    A repository locked by a prune is waited for up to ``lock_wait`` seconds (RepositoryLocked)."""
     started = time.monotonic()
     start_time = datetime.now(timezone.utc)
     cap_malloc_arenas()
@@ -203,7 +205,7 @@ def backup_paths(
         repo = open_repository(settings, create_default=not dry_run)
     host = socket.gethostname()
     root_paths = [p for p, _ in roots]
-    with repo.lock(exclusive=False):
+    with repo.lock(exclusive=False, wait=lock_wait, cancel=cancel):
         parent = find_parent(repo, host, root_paths)
         cache = None if dry_run else _open_cache(settings, repo.id)
         try:

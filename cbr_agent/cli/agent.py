@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from cbr_agent.cli.durations import add_retry_lock
+
 #: register's flags that are written to the config file, by config key
 _CONFIG_FLAGS = ("endpoint", "project_id", "ak", "agent_id", "agent_type", "host_nickname",
                  "heartbeat_interval", "ca_bundle", "credentials_file", "sk_file", "token_file",
@@ -39,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                      help="register, sync the path list, back up the paths once, then exit")
     _control_plane_flags(run)
     run.add_argument("--heartbeat-interval", metavar="SECONDS", help="seconds between heartbeats")
+    add_retry_lock(run, "with --once: ")
     _refused_secret_flags(run)
     run.set_defaults(func=cmd_run)
 
@@ -160,10 +163,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                   "heartbeat_interval")}
     settings = settings_from_args(args, **flags)
     if args.once:
-        return _run_once(settings)
+        return _run_once(settings, _waiting_job(args.retry_lock) if args.retry_lock else None)
     from cbr_agent.agent.daemon import Daemon
 
     return Daemon(settings, reload=lambda: settings_from_args(args, **flags)).run()
+
+
+def _waiting_job(lock_wait: float) -> Any:
+    """The backup engine's entry point, waiting up to ``lock_wait`` s for a locked repository."""
+    import functools
+
+    from cbr_agent.agent.scheduler import default_job
+
+    return lambda: functools.partial(default_job(), lock_wait=lock_wait)
 
 
 def _run_once(settings: Any, job: Any = None) -> int:

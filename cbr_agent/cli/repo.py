@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any
 
+from cbr_agent.cli.durations import add_retry_lock
 from cbr_agent.cli.exitcodes import WARNINGS
 
 
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("paths", nargs="*", metavar="PATH", help="paths to back up (default: configured paths)")
     p.add_argument("--json", action="store_true", help="print one summary object")
     p.add_argument("--dry-run", action="store_true", help="read and hash everything, store nothing")
+    add_retry_lock(p)
     p.set_defaults(func=cmd_backup)
 
     p = subparsers.add_parser("snapshots", parents=[common], help="list snapshots, oldest first")
@@ -61,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = subparsers.add_parser("check", parents=[common], help="verify the repository")
     p.add_argument("--read-data", action="store_true", help="also decrypt and verify every blob")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_retry_lock(p)
     p.set_defaults(func=cmd_check)
 
     p = subparsers.add_parser("forget", parents=[common], help="remove snapshots by a retention policy",
@@ -71,10 +74,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--prune", action="store_true", help="prune right after")
     p.add_argument("--dry-run", action="store_true", help="only say what would be forgotten")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_retry_lock(p)
     p.set_defaults(func=cmd_forget)
 
     p = subparsers.add_parser("prune", parents=[common], help="remove data no snapshot references")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_retry_lock(p)
     p.set_defaults(func=cmd_prune)
 
 
@@ -206,7 +211,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     try:
         progress = _ProgressLine() if sys.stderr.isatty() and not args.json else None
-        summary = backup_paths(settings, paths, cancel=cancel, progress=progress, dry_run=args.dry_run)
+        summary = backup_paths(settings, paths, cancel=cancel, progress=progress, dry_run=args.dry_run,
+                               lock_wait=args.retry_lock)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if args.json:
@@ -357,6 +363,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from cbr_agent.cli.output import print_json
 
     repo = _open(_settings(args))
+    repo.lock_wait = args.retry_lock
     with repo.lock(exclusive=False):
         report = repo.check(read_data=args.read_data)
     if args.json:
@@ -385,6 +392,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     if policy.empty():
         raise UsageError("no --keep-* option given; refusing to forget every snapshot")
     repo = _open(_settings(args))
+    repo.lock_wait = args.retry_lock
     prune_report = None
     with repo.lock(exclusive=True):
         keep, forget = select(repo.list_snapshots(), policy)
@@ -417,6 +425,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from cbr_agent.cli.output import print_json
 
     repo = _open(_settings(args))
+    repo.lock_wait = args.retry_lock
     report = repo.prune()
     if args.json:
         print_json(report.to_dict())

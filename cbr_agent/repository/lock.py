@@ -4,13 +4,21 @@ A lock is a sealed object ``locks/<random>`` holding host, pid, the process star
 last refresh time. The holder refreshes it every :data:`REFRESH_INTERVAL` seconds (a new object, then the
 old one removed); a lock not refreshed for :data:`STALE_AFTER` seconds, or whose process on this host is
 gone, is stale and is removed by the next run, so a crash never blocks the next backup for long.
+
+Taking a lock is write-then-look: write ours, list the others, withdraw ours on a conflict. Two runs
+that do it at the same instant both see a conflict; so a run that meets a conflict withdraws, waits a
+random moment and looks once more: when the other lock's owner is gone too, it was such a contender and
+the run tries again (the one whose wait ends first wins); when the owner is still there, it holds the
+lock. :func:`acquire_waiting` adds waiting for a held lock (``--retry-lock``), with backoff.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import random
 import secrets
 import socket
 import threading
@@ -22,7 +30,7 @@ from typing import Any
 import psutil
 
 from cbr_agent.crypto import AuthenticationFailed, Sealer
-from cbr_agent.errors import RepositoryError, RepositoryLocked
+from cbr_agent.errors import Cancelled, RepositoryError, RepositoryLocked
 from cbr_agent.repository.backend import Backend
 from cbr_agent.repository.objects import AAD_LOCK
 
@@ -30,7 +38,15 @@ log = logging.getLogger(__name__)
 
 STALE_AFTER = 30 * 60.0
 REFRESH_INTERVAL = 5 * 60.0
+#: rounds of write-then-look between contenders that started at the same instant before giving up
+CONTENTION_ROUNDS = 5
+#: a contender waits a random moment in [1, 5] times this (times the round) before looking again
+CONTENTION_PAUSE = 0.05
+#: ``acquire_waiting``: first pause between attempts, doubled after each, at most LOCK_RETRY_MAX
+LOCK_RETRY_FIRST = 0.5
+LOCK_RETRY_MAX = 30.0
 Clock = Callable[[], float]
+Sleep = Callable[[float], None]
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,8 @@ class LockInfo:
     pid_start: float | None
     exclusive: bool
     time: float  # last refresh, seconds since the epoch
+    #: random, one per held lock and kept across refreshes (absent in locks of older versions)
+    owner: str | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__, sort_keys=True).encode()
@@ -47,7 +65,13 @@ class LockInfo:
     @classmethod
     def from_json(cls, raw: bytes) -> LockInfo:
         d: dict[str, Any] = json.loads(raw)
-        return cls(str(d["host"]), int(d["pid"]), d.get("pid_start"), bool(d["exclusive"]), float(d["time"]))
+        owner = d.get("owner")
+        return cls(str(d["host"]), int(d["pid"]), d.get("pid_start"), bool(d["exclusive"]), float(d["time"]),
+                   str(owner) if owner else None)
+
+    def holder(self) -> tuple[str, int, str | None]:
+        """Who holds it, the same across its refreshes."""
+        return (self.host, self.pid, self.owner)
 
     def describe(self) -> str:
         kind = "exclusive" if self.exclusive else "shared"
@@ -98,15 +122,19 @@ class RepositoryLock:
     """A held lock; refreshes itself in a daemon thread until released."""
 
     def __init__(
-        self, backend: Backend, sealer: Sealer, *, exclusive: bool, clock: Clock = time.time
+        self, backend: Backend, sealer: Sealer, *, exclusive: bool, clock: Clock = time.time,
+        sleep: Sleep = time.sleep, rng: random.Random | None = None,
     ) -> None:
         self._backend = backend
         self._sealer = sealer
         self.exclusive = exclusive
         self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
         self._host = socket.gethostname()
         self._pid = os.getpid()
         self._pid_start = process_start_time(self._pid)
+        self._owner = secrets.token_hex(8)
         self._name: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -117,21 +145,38 @@ class RepositoryLock:
         return self._name
 
     def _info(self) -> LockInfo:
-        return LockInfo(self._host, self._pid, self._pid_start, self.exclusive, self._clock())
+        return LockInfo(self._host, self._pid, self._pid_start, self.exclusive, self._clock(), self._owner)
 
     def acquire(self) -> None:
-        self._name = write_lock(self._backend, self._sealer, self._info())
-        try:
-            self._check_others()
-        except BaseException:
-            self._backend.delete(self._name)
-            self._name = None
-            raise
+        """Take the lock now, or RepositoryLocked naming who holds it (see the module docstring)."""
+        for round_ in range(1, CONTENTION_ROUNDS + 1):
+            self._name = write_lock(self._backend, self._sealer, self._info())
+            try:
+                conflicts = self._conflicts()
+            except BaseException:
+                self._withdraw()
+                raise
+            if not conflicts:
+                break
+            self._withdraw()
+            self._sleep(CONTENTION_PAUSE * round_ * self._rng.uniform(1.0, 5.0))
+            holders = {info.holder() for info in self._conflicts()}
+            staying = [info for info in conflicts if info.holder() in holders]
+            if staying or round_ == CONTENTION_ROUNDS:
+                raise RepositoryLocked(f"repository is locked: {(staying or conflicts)[0].describe()}")
+            log.debug("lock contention with a run that withdrew too; trying again")
         self._thread = threading.Thread(target=self._refresh_loop, name="repo-lock-refresh", daemon=True)
         self._thread.start()
 
-    def _check_others(self) -> None:
+    def _withdraw(self) -> None:
+        name, self._name = self._name, None
+        if name is not None:
+            self._backend.delete(name)
+
+    def _conflicts(self) -> list[LockInfo]:
+        """Live locks of others that conflict with ours; stale ones are removed on the way."""
         now = self._clock()
+        found: list[LockInfo] = []
         for base, _size in list(self._backend.list("locks")):
             name = "locks/" + base
             if name == self._name:
@@ -140,10 +185,12 @@ class RepositoryLock:
             if info is None or is_stale(info, now, self._host):
                 if info is not None:
                     log.info("removing stale repository %s", info.describe())
-                self._backend.delete(name)
+                with contextlib.suppress(FileNotFoundError):
+                    self._backend.delete(name)
                 continue
             if self.exclusive or info.exclusive:
-                raise RepositoryLocked(f"repository is locked: {info.describe()}")
+                found.append(info)
+        return found
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(REFRESH_INTERVAL):
@@ -170,3 +217,33 @@ class RepositoryLock:
                     self._backend.delete(self._name)
                 finally:
                     self._name = None
+
+
+def acquire_waiting(lock: RepositoryLock, wait: float, *, cancel: threading.Event | None = None,
+                    clock: Clock = time.monotonic) -> None:
+    """``lock.acquire()``, trying again with backoff for up to ``wait`` seconds while it is held
+    (said once in the log); then RepositoryLocked naming the holder. ``cancel`` ends the wait
+    (Cancelled)."""
+    deadline = clock() + wait
+    pause = LOCK_RETRY_FIRST
+    said = False
+    while True:
+        try:
+            lock.acquire()
+            return
+        except RepositoryLocked as exc:
+            left = deadline - clock()
+            if wait <= 0:
+                raise
+            if left <= 0:
+                raise RepositoryLocked(f"{exc.message}; still locked after waiting {wait:g} s") from None
+            if not said:
+                log.warning("%s; waiting up to %g s for it", exc.message, wait)
+                said = True
+        step = min(pause, left)
+        if cancel is not None:
+            if cancel.wait(step):
+                raise Cancelled("stopped while waiting for the repository lock")
+        else:
+            time.sleep(step)
+        pause = min(pause * 2, LOCK_RETRY_MAX)

@@ -30,7 +30,7 @@ from cbr_agent.errors import (
 )
 from cbr_agent.repository.backend import Backend, open_backend
 from cbr_agent.repository.index import BlobLocation, MasterIndex, decode_index, encode_index
-from cbr_agent.repository.lock import RepositoryLock
+from cbr_agent.repository.lock import RepositoryLock, acquire_waiting
 from cbr_agent.repository.objects import (
     AAD_CONFIG,
     AAD_INDEX,
@@ -64,6 +64,8 @@ class Repository:
         #: index files that could not be read at open (named by check; prune rebuilds from pack headers)
         self.damaged_index_files: dict[str, str] = {}
         self._held_locks: list[RepositoryLock] = []
+        #: seconds a lock waits for a conflicting one to go (``--retry-lock``); 0 fails at once
+        self.lock_wait = 0.0
         self._locks_mutex = threading.Lock()
 
     # ---------------------------------------------------------------- init / open
@@ -319,10 +321,12 @@ class Repository:
 
     # ---------------------------------------------------------------- locks
     @contextmanager
-    def lock(self, *, exclusive: bool) -> Iterator[None]:
-        """Shared (backup) or exclusive (prune) lock; RepositoryLocked when another run conflicts."""
+    def lock(self, *, exclusive: bool, wait: float | None = None,
+             cancel: threading.Event | None = None) -> Iterator[None]:
+        """Shared (backup) or exclusive (prune) lock; RepositoryLocked when another run holds a
+        conflicting one after waiting ``wait`` seconds (default :attr:`lock_wait`, 0: fail at once)."""
         held = RepositoryLock(self.backend, self.key.sealer, exclusive=exclusive)
-        held.acquire()
+        acquire_waiting(held, self.lock_wait if wait is None else wait, cancel=cancel)
         with self._locks_mutex:
             self._held_locks.append(held)
         try:
