@@ -134,6 +134,8 @@ KEYS: tuple[Key, ...] = (
         "native or cloud"),
     Key("host_nickname", _text, "", "host alias reported at registration"),
     Key("agent_id", _uuid, None, "pin the agent id instead of the generated one", "a UUID"),
+    Key("allow_reload_identity_change", _boolean, False, "let a SIGHUP reload change endpoint, project_id "
+        "or agent_id (set it in the new file); without it such a reload is refused", "true or false"),
     # local state and logging
     Key("state_dir", _text, None, "state directory (default /var/lib/cbr-agent as root, "
         "~/.local/share/cbr-agent otherwise)"),
@@ -199,6 +201,7 @@ class Settings:
     agent_type: str
     host_nickname: str
     agent_id: str | None
+    allow_reload_identity_change: bool
     state_dir: Path
     log_level: str
     log_format: str

@@ -45,6 +45,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "backup_schedule": schedule,
         "backup_running": bool(running and state.get("backup_running")),
         "backup_waiting": state.get("backup_waiting") if running else None,
+        "last_reload": state.get("last_reload") if running else None,
         "last_backup": state.get("last_backup"),
         "next_backup": state.get("next_backup") if running and schedule else None,
     }
@@ -65,6 +66,9 @@ def print_status(report: dict[str, Any]) -> None:
     error = report["last_error"]
     if error:
         rows.append(("last error", f"{error.get('message')} (at {error.get('at')})"))
+    reload = report["last_reload"]
+    if reload and reload.get("status") == "refused":
+        rows.append(("config reload", f"REFUSED at {reload.get('at')}: {reload.get('reason')}"))
     rows.append(("config file", report["config_file"]))
     rows.append(("state dir", report["state_dir"]))
     rows.append(("backup schedule", report["backup_schedule"] or "none (backups run on demand)"))
