@@ -79,7 +79,9 @@ def read_file(saver: FileSaver, state: RunState, delta: BackupStats, item: FileI
         try:
             saved = saver.save(path)
         except TypeChanged as problem:
-            if last or state.should_stop():
+            if state.should_stop():
+                return None
+            if last:
                 state.warn(f"{path}: not backed up: {problem}")
                 return None
             continue
