@@ -164,6 +164,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, **flags)
     if args.once:
         return _run_once(settings, _waiting_job(args.retry_lock) if args.retry_lock else None)
+    if args.retry_lock:
+        from cbr_agent.errors import UsageError
+
+        raise UsageError("--retry-lock goes with --once; the daemon itself retries a scheduled backup "
+                         "that finds the repository locked, until its next run")
     from cbr_agent.agent.daemon import Daemon
 
     return Daemon(settings, reload=lambda: settings_from_args(args, **flags)).run()

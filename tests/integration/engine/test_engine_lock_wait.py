@@ -98,3 +98,9 @@ def test_run_once_meeting_a_lock_is_exit_11_or_waits_with_retry_lock(engine, tmp
     assert holder.wait(30) == 0
     assert proc.returncode == 0, proc.stderr
     assert len(engine.open().list_snapshots()) == 1
+
+
+def test_retry_lock_without_once_is_a_usage_error(engine) -> None:
+    proc = engine.cli("run", "--retry-lock", "30s")
+    assert proc.returncode == 2
+    assert "--retry-lock goes with --once" in proc.stderr and "Traceback" not in proc.stderr
