@@ -88,8 +88,23 @@ def _session(args: argparse.Namespace, *, create: bool = True) -> tuple[Any, str
     else:
         agent_id = settings.agent_id or peek_agent_id(settings.state_dir)
         if agent_id is None:
+            if settings.endpoint:
+                _reach(settings)
             return settings, None, None
     return settings, agent_id, open_control_plane(settings)
+
+
+def _reach(settings: Any) -> None:
+    """This host has no agent id, so nothing of it is on the control plane; still, an endpoint that
+    cannot be used must not look like an empty list: missing credentials exit 2 (from opening it),
+    refused ones 5, an unreachable endpoint 4."""
+    from cbr_agent.agent.connect import open_control_plane
+
+    cp = open_control_plane(settings)
+    try:
+        cp.list_agents(limit=1)
+    finally:
+        cp.close()
 
 
 def _refresh(settings: Any, agent_id: str, cp: Any) -> None:
@@ -225,7 +240,10 @@ def _print_list(agent_id: str | None, paths: Any, as_json: bool, code: int) -> i
     if as_json:
         print_json({"agent_id": agent_id, "paths": paths_to_json(paths)})
         return code
-    if not paths:
+    if agent_id is None:
+        print("no backup paths: this host is not registered yet (add one with 'cbr-agent path add DIR', "
+              "which registers it)")
+    elif not paths:
         print("no backup paths (add one with 'cbr-agent path add DIR')")
     for path in paths:
         print(f"{path.dir_path}{_excludes_note(list(path.excludes))}")

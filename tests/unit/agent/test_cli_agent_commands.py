@@ -212,7 +212,10 @@ def test_uninstall_marks_and_remove_deletes(host: Host) -> None:
     code, out, _ = host("uninstall")
     assert code == 0 and "marked 'uninstall'" in out
     assert host.control_plane().show_agent(agent_id).status == "uninstall"
-    code, out, err = host("uninstall", "--remove")
+    code, _, err = host("uninstall", "--remove")  # not on a terminal: --yes is required
+    assert code == 2 and "--yes" in err and len(err.strip().splitlines()) == 1
+    assert host.control_plane().show_agent(agent_id).status == "uninstall"
+    code, out, err = host("uninstall", "--remove", "--yes")
     assert code == 0 and "deletes all of its backups" in err
     assert host.control_plane().list_agents().agents == ()
     assert json.loads(host("status", "--json")[1])["registered"] is False
