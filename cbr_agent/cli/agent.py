@@ -183,12 +183,14 @@ def _run_once(settings: Any, job: Any = None) -> int:
               "'cbr-agent path add /some/dir' and run 'cbr-agent run --once' again "
               "(or start the daemon with 'cbr-agent run')")
         return 0
+    from cbr_agent.cli.output import plural, short_id
+
     outcome = result.backup
-    print(f"backed up {len(result.paths)} path(s): snapshot {outcome.get('snapshot_id')} "
+    print(f"backed up {plural(len(result.paths), 'path')}: snapshot {short_id(outcome.get('snapshot_id'))} "
           f"in {outcome.get('seconds')}s")
     if outcome.get("status") == "warnings":
-        print(f"{outcome.get('warnings')} warning(s): some files could not be read (see the log above)",
-              file=sys.stderr)
+        print(f"{plural(int(outcome.get('warnings') or 0), 'warning')}: some files could not be read "
+              "(see the log above)", file=sys.stderr)
     if result.offline is not None:
         print(f"error: the control plane is unavailable: {result.offline}; backed up the paths cached at "
               f"{result.synced_at}, but the heartbeat and the path sync did not happen (exit 4)",

@@ -34,6 +34,22 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     listing = sub.add_parser("list", parents=[common], help="list paths and their excludes")
     listing.add_argument("--json", action="store_true", help="print the list as JSON")
     listing.set_defaults(func=cmd_list)
+    _register_exclude(sub, common)
+
+
+def _register_exclude(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    exclude = sub.add_parser(
+        "exclude", parents=[common], help="add or remove some excludes of a backup path",
+        description="Change the excludes of one backup path without giving the whole list again "
+        "('path add PATH --exclude ...' replaces it). Same exclude syntax as 'path add'.")
+    actions = exclude.add_subparsers(dest="exclude_command", metavar="ACTION", required=True)
+    for name, func, text in (("add", cmd_exclude_add, "add excludes to a backup path"),
+                             ("remove", cmd_exclude_remove, "remove excludes from a backup path")):
+        action = actions.add_parser(name, parents=[common], help=text, description=text + ".")
+        action.add_argument("path", metavar="PATH", help="a backup path (see 'cbr-agent path list')")
+        action.add_argument("patterns", nargs="+", metavar="PATTERN", help="an exclude")
+        action.add_argument("--json", action="store_true", help="print the result as JSON")
+        action.set_defaults(func=func)
 
 
 def _absolute(raw: str, notes: list[str]) -> str:
@@ -248,3 +264,63 @@ def _print_list(agent_id: str | None, paths: Any, as_json: bool, code: int) -> i
     for path in paths:
         print(f"{path.dir_path}{_excludes_note(list(path.excludes))}")
     return code
+
+
+# -- path exclude add/remove ----------------------------------------------------------------------
+
+
+def cmd_exclude_add(args: argparse.Namespace) -> int:
+    def change(current: list[str], given: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+        new = [e for e in given if e not in current]
+        return current + new, {"added": new, "existed": [e for e in given if e in current]}
+
+    return _change_excludes(args, change)
+
+
+def cmd_exclude_remove(args: argparse.Namespace) -> int:
+    def change(current: list[str], given: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+        return ([e for e in current if e not in given],
+                {"removed": [e for e in given if e in current],
+                 "not_existed": [e for e in given if e not in current]})
+
+    return _change_excludes(args, change)
+
+
+def _change_excludes(args: argparse.Namespace, change: Any) -> int:
+    """Read the path's excludes from the control plane, change them, write the whole list back (the
+    API only replaces a path's list: add-path of an existing path with its new excludes)."""
+    from cbr_agent.cli.output import print_json
+    from cbr_agent.errors import UsageError
+
+    notes: list[str] = []
+    path = _absolute(args.path, notes)
+    given = plan_excludes([path], args.patterns)[path]
+    for note in notes:
+        print(note, file=sys.stderr)
+    settings, agent_id, cp = _session(args, create=False)
+    not_a_path = UsageError(f"{path} is not a backup path of this agent",
+                            hint=f"see 'cbr-agent path list', or add it with 'cbr-agent path add {path} "
+                            "--exclude PATTERN'")
+    if agent_id is None:
+        raise not_a_path
+    try:
+        agent = _not_registered_hint(lambda: cp.show_agent(agent_id), agent_id, settings)
+        entry = next((p for p in agent.paths or () if p.dir_path == path and p.status != "remove"), None)
+        if entry is None:
+            raise not_a_path
+        excludes, result = change(list(entry.excludes), given)
+        if excludes != list(entry.excludes):
+            cp.add_paths(agent_id, [path], {path: excludes})
+        _refresh(settings, agent_id, cp)
+    finally:
+        cp.close()
+    if args.json:
+        print_json({"path": path, **result, "excludes": excludes})
+        return 0
+    labels = {"added": "added", "existed": "already there", "removed": "removed",
+              "not_existed": "not there"}
+    for key, items in result.items():
+        for item in items:
+            print(f"{labels[key]}: {item}")
+    print(f"excludes of {path}: {', '.join(excludes) if excludes else 'none'}")
+    return 0

@@ -3,6 +3,7 @@ asks on a terminal and needs --yes elsewhere (issue 9, items 8 and 9). Real subp
 
 from __future__ import annotations
 
+import json
 import socket
 
 from tests.integration.ptyrun import run_cli
@@ -89,3 +90,33 @@ def test_uninstall_remove_on_a_terminal_asks_and_no_keeps_everything(cp_server, 
     assert confirmed.returncode == 0, confirmed.terminal
     assert "deleted" in confirmed.stdout
     assert not _exists(cp_server, agent_id)
+
+
+def test_exclude_add_and_remove_over_http(cp_server, agent_host_factory) -> None:
+    host, agent_id = _registered(cp_server, agent_host_factory)
+    assert host.cli("path", "add", "/srv", "--exclude", "*.tmp").returncode == 0
+    added = host.cli("path", "exclude", "add", "/srv", "node_modules", "--json")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["excludes"] == ["*.tmp", "node_modules"]
+    removed = host.cli("path", "exclude", "remove", "/srv", "*.tmp")
+    assert removed.returncode == 0 and "removed: *.tmp" in removed.stdout
+    (path,) = [p for p in cp_server.client().show_agent(agent_id).paths if p.dir_path == "/srv"]
+    assert list(path.excludes) == ["node_modules"]
+    last = host.cli("path", "exclude", "remove", "/srv", "node_modules")
+    assert last.returncode == 0
+    (path,) = [p for p in cp_server.client().show_agent(agent_id).paths if p.dir_path == "/srv"]
+    assert list(path.excludes) == []
+
+
+def test_agents_with_an_unknown_id_says_so_and_exits_6(cp_server, agent_host_factory) -> None:
+    host, agent_id = _registered(cp_server, agent_host_factory)
+    nope = "00000000-0000-4000-8000-000000000000"
+    result = host.cli("agents", "--agent-id", nope)
+    assert result.returncode == 6
+    assert "no agents registered" not in result.stdout + result.stderr
+    assert f"no agent with id {nope}" in _one_line(result.stderr)
+    both = host.cli("agents", "--agent-id", agent_id, "--agent-id", nope, "--json")
+    assert both.returncode == 6
+    data = json.loads(both.stdout)
+    assert [a["agent_id"] for a in data["agents"]] == [agent_id] and data["not_found"] == [nope]
+    assert host.cli("agents", "--agent-id", agent_id).returncode == 0

@@ -272,7 +272,7 @@ def test_run_once_with_unreadable_files_exits_3(host: Host, tmp_path: Path,
     job = RecordingJob(lambda cancel: Summary("snap-2", ["/x: permission denied"]))
     assert _run_once(host.settings(), job=job.factory) == 3
     out, err = capsys.readouterr()
-    assert "snapshot snap-2" in out and "1 warning(s)" in err
+    assert "snapshot snap-2" in out and "1 warning:" in err
     assert load_agent_state(host.state)["last_backup"]["status"] == "warnings"
 
 
@@ -301,7 +301,7 @@ def test_run_once_with_the_real_engine(host: Host, tmp_path: Path) -> None:
     host("path", "add", str(data), "-e", "*.tmp")
     code, out, err = host("run", "--once")
     assert code == 0, err
-    assert "backed up 1 path(s): snapshot" in out
+    assert "backed up 1 path: snapshot" in out
     last = load_agent_state(host.state)["last_backup"]
     assert last["status"] == "ok" and last["snapshot_id"]
 
@@ -321,7 +321,7 @@ def test_run_once_backs_up_the_cached_paths_while_the_control_plane_is_away(
     monkeypatch.setenv("CBR_AGENT_TOKEN", "not-needed-when-nobody-answers")
     code, out, err = host("run", "--once")
     assert code == 4, err
-    assert "backed up 1 path(s): snapshot" in out and "registered" not in out
+    assert "backed up 1 path: snapshot" in out and "registered" not in out
     assert "control plane is unavailable" in err and "paths cached at" in err
     state = load_agent_state(host.state)
     assert state["last_backup"]["status"] == "ok" and state["last_error"]
