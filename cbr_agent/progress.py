@@ -7,7 +7,19 @@ by one thread; a reader may see a value a moment old, which a progress line does
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+
+#: seconds between two refreshes of a progress display (4 a second: live, and cheap)
+REFRESH_SECONDS = 0.25
+
+
+def refresh_seconds() -> float:
+    """REFRESH_SECONDS; ``CBR_AGENT_TEST_PROGRESS_SECONDS`` shortens it for tests of short runs."""
+    try:
+        return float(os.environ.get("CBR_AGENT_TEST_PROGRESS_SECONDS", REFRESH_SECONDS))
+    except ValueError:
+        return REFRESH_SECONDS
 
 
 @dataclass

@@ -28,6 +28,7 @@ from cbr_agent.config import Settings
 from cbr_agent.errors import BackupError, RepositoryNotFound, UsageError
 from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude, normalize_path
+from cbr_agent.progress import refresh_seconds
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ class BackupSummary:
 
 @dataclass
 class ProgressInfo:
-    """Handed to the ``progress`` callback every :data:`PROGRESS_INTERVAL` seconds, and once at the end."""
+    """Handed to the ``progress`` callback every :func:`cbr_agent.progress.refresh_seconds`, and once at
+    the end (``finished``)."""
 
     files: int                   # regular files handled so far (read or found unchanged)
     bytes_done: int              # their bytes
@@ -81,10 +83,6 @@ class ProgressInfo:
     scanned_files: int = 0       # what the pre-scan beside the backup has counted so far ...
     scanned_bytes: int = 0
     scan_done: bool = False      # ... and whether that is the total
-
-
-#: seconds between two progress callbacks (a terminal line is refreshed at this pace)
-PROGRESS_INTERVAL = 0.25
 
 
 class _DryRunWriter:
@@ -327,8 +325,8 @@ def _stored_summary(summary: BackupSummary) -> dict[str, Any]:
 
 
 class _Ticker:
-    """Calls ``progress`` every PROGRESS_INTERVAL seconds from its own thread, with the counts of the
-    backup and of the pre-scan running beside it."""
+    """Calls ``progress`` every refresh_seconds() from its own thread, with the counts of the backup and
+    of the pre-scan running beside it."""
 
     def __init__(self, stats: BackupStats, progress: Callable[[ProgressInfo], None], started: float,
                  expected: int | None, scan: Prescan) -> None:
@@ -347,7 +345,8 @@ class _Ticker:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(PROGRESS_INTERVAL):
+        interval = refresh_seconds()
+        while not self._stop.wait(interval):
             s, scan = self.stats, self.scan
             done = scan.done
             try:

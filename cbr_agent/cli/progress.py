@@ -17,9 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from cbr_agent.cli.output import human_bytes, plural
-
-#: seconds between two refreshes of the line
-INTERVAL = 0.25
+from cbr_agent.progress import refresh_seconds
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -53,18 +51,24 @@ class StatusLine:
 
 @contextlib.contextmanager
 def polling(render: Callable[[float], str], *, enabled: bool) -> Iterator[None]:
-    """Show ``render(elapsed_seconds)`` every INTERVAL while the block runs (when ``enabled``)."""
+    """Show ``render(elapsed_seconds)`` at once and every refresh_seconds() while the block runs (when
+    ``enabled``), and its final state once before the line is cleared."""
     if not enabled:
         yield
         return
     line = StatusLine()
     stop = threading.Event()
     started = time.monotonic()
+    interval = refresh_seconds()
+
+    def show() -> None:
+        with contextlib.suppress(Exception):  # a display problem never stops the work
+            line.show(render(time.monotonic() - started))
 
     def refresh() -> None:
-        while not stop.wait(INTERVAL):
-            with contextlib.suppress(Exception):  # a display problem never stops the work
-                line.show(render(time.monotonic() - started))
+        show()
+        while not stop.wait(interval):
+            show()
 
     thread = threading.Thread(target=refresh, name="progress-line", daemon=True)
     thread.start()
@@ -73,6 +77,7 @@ def polling(render: Callable[[float], str], *, enabled: bool) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+        show()
         line.clear()
 
 
@@ -113,10 +118,9 @@ class BackupLine:
         self.line = StatusLine()
 
     def __call__(self, info: Any) -> None:
+        self.line.show(backup_text(info))
         if info.finished:
             self.line.clear()
-            return
-        self.line.show(backup_text(info))
 
 
 def backup_text(info: Any) -> str:

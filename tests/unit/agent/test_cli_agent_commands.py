@@ -364,3 +364,18 @@ def test_environment_controls_every_command(tmp_path: Path, monkeypatch: pytest.
     assert (tmp_path / "envstate" / "identity.json").exists()
     assert os.path.exists(tmp_path / "envstate" / "controlplane.db")
     capsys.readouterr()
+
+
+def test_status_says_when_its_config_file_is_not_present(host: Host, capsys) -> None:
+    from cbr_agent.config import default_config_file
+
+    code, out, _ = host("status")
+    assert code == 0 and f"config file:     {host.config}\n" in out
+    default = default_config_file()  # used when none is chosen; it need not exist
+    if default.exists():
+        pytest.skip(f"{default} exists on this machine")
+    assert run(["status", "--state-dir", str(host.state)]) == 0
+    assert f"config file:     {default} (not present" in capsys.readouterr().out
+    assert run(["status", "--json", "--state-dir", str(host.state)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config_file"] == str(default) and report["config_file_present"] is False
