@@ -27,16 +27,20 @@ class Prescan:
         self.bytes = 0
         self.done = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="prescan", daemon=True)
+        self._thread = threading.Thread(target=self.run, name="prescan", daemon=True)
 
     def start(self) -> None:
+        """Count in a thread of its own."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop counting (the backup is over) and wait for the thread."""
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Count in the calling thread; ``done`` is set when every root was counted."""
         try:
             for root, matcher in self.roots:
                 if self._stop.is_set():
