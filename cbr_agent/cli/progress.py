@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import shutil
 import sys
 import threading
@@ -49,6 +50,35 @@ class StatusLine:
                 self.width = 0
 
 
+class _ClearBeforeLog(logging.Filter):
+    """Log lines go to stderr too: clear the progress line first so a record starts on a clean line
+    (the next refresh draws the line again below it)."""
+
+    def __init__(self, line: StatusLine) -> None:
+        super().__init__()
+        self.line = line
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.line.clear()
+        return True
+
+
+@contextlib.contextmanager
+def showing(line: StatusLine) -> Iterator[StatusLine]:
+    """While the block runs, log records clear ``line`` before they are written; at the end it is
+    cleared."""
+    handlers = list(logging.getLogger().handlers)
+    guard = _ClearBeforeLog(line)
+    for handler in handlers:
+        handler.addFilter(guard)
+    try:
+        yield line
+    finally:
+        for handler in handlers:
+            handler.removeFilter(guard)
+        line.clear()
+
+
 @contextlib.contextmanager
 def polling(render: Callable[[float], str], *, enabled: bool) -> Iterator[None]:
     """Show ``render(elapsed_seconds)`` at once and every refresh_seconds() while the block runs (when
@@ -71,14 +101,14 @@ def polling(render: Callable[[float], str], *, enabled: bool) -> Iterator[None]:
             show()
 
     thread = threading.Thread(target=refresh, name="progress-line", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        show()
-        line.clear()
+    with showing(line):
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            show()
 
 
 def clock(seconds: float) -> str:
@@ -114,8 +144,8 @@ class BackupLine:
     """The backup's ``progress`` callback: files and bytes done, and the total, percentage and ETA from
     the pre-scan beside it (while it still counts: what it has found so far)."""
 
-    def __init__(self) -> None:
-        self.line = StatusLine()
+    def __init__(self, line: StatusLine | None = None) -> None:
+        self.line = line or StatusLine()
 
     def __call__(self, info: Any) -> None:
         self.line.show(backup_text(info))

@@ -166,6 +166,7 @@ def _configured_paths(settings: Any) -> list[Any]:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    import contextlib
     import signal
     import threading
 
@@ -180,9 +181,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
         paths = _configured_paths(settings)
     cancel = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    line = progress_line.StatusLine()
     try:
-        progress = progress_line.BackupLine() if progress_line.wanted(args) else None
-        summary = backup_paths(settings, paths, cancel=cancel, progress=progress, dry_run=args.dry_run)
+        with progress_line.showing(line) if progress_line.wanted(args) else contextlib.nullcontext():
+            progress = progress_line.BackupLine(line) if progress_line.wanted(args) else None
+            summary = backup_paths(settings, paths, cancel=cancel, progress=progress,
+                                   dry_run=args.dry_run)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if args.json:

@@ -501,16 +501,18 @@ class Restorer:
             self.progress.bytes_done += size
 
     def _restored(self, job: _FileJob) -> None:
-        with self._lock:
+        with self._lock:  # one lock round trip per file: this runs for every file restored
             self.summary.files += 1
             self.summary.bytes_written += job.size
-        self._count_done(job.size)
+            self.progress.items_done += 1
+            self.progress.bytes_done += job.size
 
     def _failed(self, job: _FileJob, reason: str) -> None:
         self._error(job.final, reason)
         with self._lock:
             self.summary.files_failed += 1
-        self._count_done(job.size)
+            self.progress.items_done += 1
+            self.progress.bytes_done += job.size
 
     def _finish_file(self, job: _FileJob, fd: int = -1) -> None:
         if job.failed:
