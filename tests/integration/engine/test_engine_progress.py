@@ -77,7 +77,7 @@ def test_restore_check_and_prune_show_progress_on_a_terminal(engine, tmp_path: P
     prune = run_cli(["prune"], env=_env(engine))
     assert prune.returncode == 0, prune.terminal
     states = _lines(prune.terminal)
-    assert any("reading snapshots" in s for s in states) and "packs" in states[-1], states
+    assert states[-1].startswith("[0:") and "deleting packs: 100.0%" in states[-1], states
 
     for args in (["check", "--read-data"], ["restore", "latest", "--target", str(tmp_path / "o2")]):
         piped = run_cli(args, env=_env(engine), stderr_tty=False)
