@@ -125,6 +125,8 @@ def _eta(done: float, total: float | None, elapsed: float) -> str:
 def describe(progress: Any, elapsed: float) -> str:
     """``[0:00:12] restoring: 40% 120/300 files, 1.2 MiB/3.0 MiB, ETA 0:00:18`` from a Progress."""
     p = progress
+    if not p.phase and not p.items_done:
+        return f"[{clock(elapsed)}] starting"
     parts = [f"[{clock(elapsed)}] {p.phase}:" if p.phase else f"[{clock(elapsed)}]"]
     if p.bytes_total:
         parts.append(f"{min(100.0, 100.0 * p.bytes_done / p.bytes_total):.1f}%")

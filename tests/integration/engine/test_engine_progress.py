@@ -68,7 +68,8 @@ def test_restore_check_and_prune_show_progress_on_a_terminal(engine, tmp_path: P
     check = run_cli(["check", "--read-data"], env=_env(engine))
     assert check.returncode == 0, check.terminal
     states = _lines(check.terminal)
-    assert any(re.search(r"reading packs: \d+\.\d% \d+/\d+ packs, .*MiB/", s) for s in states), states
+    reading = re.compile(r"reading packs: \d+\.\d% \d+/\d+ packs, [\d.]+ \w+/18\.\d MiB")
+    assert any(reading.search(s) for s in states), states
     assert "checking snapshots" in states[-1]
 
     (src / "d0").rename(tmp_path / "moved")  # a second snapshot without d0, then forget the first
