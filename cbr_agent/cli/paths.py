@@ -45,7 +45,10 @@ def _register_exclude(sub: argparse._SubParsersAction, common: argparse.Argument
     actions = exclude.add_subparsers(dest="exclude_command", metavar="ACTION", required=True)
     for name, func, text in (("add", cmd_exclude_add, "add excludes to a backup path"),
                              ("remove", cmd_exclude_remove, "remove excludes from a backup path")):
-        action = actions.add_parser(name, parents=[common], help=text, description=text + ".")
+        action = actions.add_parser(
+            name, parents=[common], help=text,
+            description=f"{text.capitalize()}, keeping its other excludes. A relative PATH is taken "
+            "against the current directory; patterns as in 'path add --exclude'.")
         action.add_argument("path", metavar="PATH", help="a backup path (see 'cbr-agent path list')")
         action.add_argument("patterns", nargs="+", metavar="PATTERN", help="an exclude")
         action.add_argument("--json", action="store_true", help="print the result as JSON")
