@@ -252,7 +252,19 @@ def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown key '{name}'",
                               hint="see the README's table of configuration keys")
         values[name] = _parse(key, value, str(path))
+    _refuse_readable_secrets(path, values, "config file")
     return values
+
+
+def _refuse_readable_secrets(path: Path, values: Mapping[str, Any], what: str) -> None:
+    """A file holding a secret must be private to its owner, as the server's credentials file."""
+    if any(values.get(name) for name in SECRET_KEYS):
+        from cbr_agent.privatefile import check_private
+
+        try:
+            check_private(path, what)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
 def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -301,6 +313,7 @@ def read_credentials_file(path: Path) -> dict[str, str]:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{path}: key '{name}': expected a non-empty string")
         out[name] = value
+    _refuse_readable_secrets(path, out, "credentials file")
     return out
 
 

@@ -32,6 +32,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         else describe_endpoint(settings),
         "project_id": settings.project_id,
         "config_file": str(settings.config_file),
+        "config_file_present": settings.config_file.is_file(),
         "state_dir": str(state_dir),
         "daemon": {"running": pid is not None, "pid": pid if pid and pid > 0 else None},
         "registered": bool(same_agent and state.get("registered")),
@@ -69,7 +70,9 @@ def print_status(report: dict[str, Any]) -> None:
     reload = report["last_reload"]
     if reload and reload.get("status") == "refused":
         rows.append(("config reload", f"REFUSED at {reload.get('at')}: {reload.get('reason')}"))
-    rows.append(("config file", report["config_file"]))
+    present = report.get("config_file_present", True)
+    rows.append(("config file", report["config_file"] + ("" if present else " (not present: defaults "
+                                                                            "and environment only)")))
     rows.append(("state dir", report["state_dir"]))
     rows.append(("backup schedule", report["backup_schedule"] or "none (backups run on demand)"))
     rows.append(("last backup", _describe_backup(report["last_backup"])))
@@ -96,8 +99,8 @@ def _describe_backup(backup: dict[str, Any] | None) -> str:
     if not backup:
         return "never"
     text = f"{backup.get('status')} at {backup.get('finished_at')}"
-    if backup.get("snapshot_id"):
-        text += f", snapshot {backup['snapshot_id']}"
+    if backup.get("snapshot_id"):  # people see the short form (cli.output.short_id); --json the full id
+        text += f", snapshot {str(backup['snapshot_id'])[:8]}"
     if backup.get("error"):
         text += f": {backup['error']}"
     return text

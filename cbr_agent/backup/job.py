@@ -23,10 +23,12 @@ from cbr_agent.backup.filescache import FilesCache
 from cbr_agent.backup.helpers import usable_cpus
 from cbr_agent.backup.password import generate_password_file, require_password, resolve_password
 from cbr_agent.backup.pipeline import Archiver, BackupStats, Root
+from cbr_agent.backup.prescan import Prescan
 from cbr_agent.config import Settings
 from cbr_agent.errors import BackupError, RepositoryNotFound, UsageError
 from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude, normalize_path
+from cbr_agent.progress import refresh_seconds
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +71,18 @@ class BackupSummary:
 
 @dataclass
 class ProgressInfo:
-    """Handed to the ``progress`` callback about once a second, and once at the end."""
+    """Handed to the ``progress`` callback every :func:`cbr_agent.progress.refresh_seconds`, and once at
+    the end (``finished``)."""
 
-    files: int
-    bytes_done: int
+    files: int                   # regular files handled so far (read or found unchanged)
+    bytes_done: int              # their bytes
     bytes_read: int
     elapsed: float
-    bytes_expected: int | None   # from the parent snapshot, for an ETA; None on a first backup
+    bytes_expected: int | None   # the pre-scan's total once it is done, else the parent snapshot's size
     finished: bool = False
+    scanned_files: int = 0       # what the pre-scan beside the backup has counted so far ...
+    scanned_bytes: int = 0
+    scan_done: bool = False      # ... and whether that is the total
 
 
 class _DryRunWriter:
@@ -246,13 +252,16 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
             checkpoint=None if dry_run else checkpoint,
             checkpoint_interval=checkpoint_seconds(),
         )
+        walk_roots = [Root(p, ExcludeMatcher(p, ex)) for p, ex in roots if p not in missing]
         if progress is not None:
-            ticker = _Ticker(archiver.stats, progress, started, expected)
+            scan = Prescan([(r.path, r.matcher) for r in walk_roots],
+                           one_file_system=settings.one_file_system)
+            ticker = _Ticker(archiver.stats, progress, started, expected, scan)
             ticker.start()
         for path in missing:
             archiver.warn(f"{path}: does not exist; not backed up")
         try:
-            tree = archiver.run([Root(p, ExcludeMatcher(p, ex)) for p, ex in roots if p not in missing])
+            tree = archiver.run(walk_roots)
         finally:
             if ticker is not None:
                 ticker.stop()
@@ -277,7 +286,9 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
     summary.duration = round(time.monotonic() - started, 3)
     if progress is not None:
         progress(ProgressInfo(stats.files_done, stats.bytes_done, stats.bytes_read,
-                              time.monotonic() - started, expected, finished=True))
+                              time.monotonic() - started, stats.bytes_total, finished=True,
+                              scanned_files=stats.files_done, scanned_bytes=stats.bytes_total,
+                              scan_done=True))
     return summary
 
 
@@ -316,26 +327,35 @@ def _stored_summary(summary: BackupSummary) -> dict[str, Any]:
 
 
 class _Ticker:
-    """Calls ``progress`` about once a second from its own thread."""
+    """Calls ``progress`` every refresh_seconds() from its own thread, with the counts of the backup and
+    of the pre-scan running beside it."""
 
     def __init__(self, stats: BackupStats, progress: Callable[[ProgressInfo], None], started: float,
-                 expected: int | None) -> None:
+                 expected: int | None, scan: Prescan) -> None:
         self.stats, self.progress, self.started, self.expected = stats, progress, started, expected
+        self.scan = scan
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
     def start(self) -> None:
+        self.scan.start()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.scan.stop()
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            s = self.stats
+        interval = refresh_seconds()
+        while not self._stop.wait(interval):
+            s, scan = self.stats, self.scan
+            done = scan.done
             try:
                 self.progress(ProgressInfo(s.files_done, s.bytes_done, s.bytes_read,
-                                           time.monotonic() - self.started, self.expected))
+                                           time.monotonic() - self.started,
+                                           scan.bytes if done else self.expected,
+                                           scanned_files=scan.files, scanned_bytes=scan.bytes,
+                                           scan_done=done))
             except Exception:  # a broken progress display must not break the backup
                 log.debug("progress callback failed", exc_info=True)

@@ -13,6 +13,9 @@ from typing import Any
 
 from cbr_agent.cli.durations import add_retry_lock
 from cbr_agent.cli.exitcodes import WARNINGS
+from cbr_agent.cli.output import human_bytes, plural, short_id
+
+__all__ = ["human_bytes", "printable", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -70,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                               description="Keep the snapshots the policy names (per host and path set), "
                               "forget the others; their data goes with 'prune' (or --prune).")
     for name in ("last", "daily", "weekly", "monthly"):
-        p.add_argument(f"--keep-{name}", type=int, default=0, metavar="N", help=f"keep {name} N")
+        p.add_argument(f"--keep-{name}", type=int, default=None, metavar="N", help=f"keep {name} N")
     p.add_argument("--prune", action="store_true", help="prune right after")
     p.add_argument("--dry-run", action="store_true", help="only say what would be forgotten")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -120,14 +123,6 @@ def _json_text(text: str) -> str:
     return printable(text) if any(0xDC80 <= ord(c) <= 0xDCFF for c in text) else text
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 # ---------------------------------------------------------------------------------------------- init
 def cmd_init(args: argparse.Namespace) -> int:
     from cbr_agent.backup.password import generate_password_file, resolve_password
@@ -149,7 +144,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"created repository {repo.id[:16]} at {repo.location}")
+        print(f"created repository {short_id(repo.id)} at {repo.location}")
     if generated:
         print(f"cbr-agent: a random repository password was written to {generated}; KEEP A COPY OF IT "
               "SOMEWHERE ELSE: without it the backups cannot be restored", file=sys.stderr)
@@ -175,31 +170,13 @@ def _configured_paths(settings: Any) -> list[Any]:
     return [p for p in (agent.paths or ()) if p.status == "available"]
 
 
-class _ProgressLine:
-    def __init__(self) -> None:
-        self.width = 0
-
-    def __call__(self, info: Any) -> None:
-        rate = info.bytes_done / info.elapsed if info.elapsed > 0 else 0.0
-        eta = ""
-        if info.bytes_expected and rate > 0 and info.bytes_expected > info.bytes_done:
-            seconds = int((info.bytes_expected - info.bytes_done) / rate)
-            eta = f", ETA {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-        line = (f"{info.files} files, {human_bytes(info.bytes_done)}, {human_bytes(rate)}/s{eta}, "
-                f"{int(info.elapsed)} s")
-        if info.finished:
-            sys.stderr.write("\r" + " " * self.width + "\r")
-        else:
-            sys.stderr.write("\r" + line.ljust(self.width))
-            self.width = len(line)
-        sys.stderr.flush()
-
-
 def cmd_backup(args: argparse.Namespace) -> int:
+    import contextlib
     import signal
     import threading
 
     from cbr_agent.backup.job import backup_paths
+    from cbr_agent.cli import progress as progress_line
     from cbr_agent.cli.output import print_json
 
     settings = _settings(args)
@@ -209,10 +186,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
         paths = _configured_paths(settings)
     cancel = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    line = progress_line.StatusLine()
     try:
-        progress = _ProgressLine() if sys.stderr.isatty() and not args.json else None
-        summary = backup_paths(settings, paths, cancel=cancel, progress=progress, dry_run=args.dry_run,
-                               lock_wait=args.retry_lock)
+        with progress_line.showing(line) if progress_line.wanted(args) else contextlib.nullcontext():
+            progress = progress_line.BackupLine(line) if progress_line.wanted(args) else None
+            summary = backup_paths(settings, paths, cancel=cancel, progress=progress,
+                                   dry_run=args.dry_run, lock_wait=args.retry_lock)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if args.json:
@@ -221,15 +200,23 @@ def cmd_backup(args: argparse.Namespace) -> int:
         out["warnings"] = [_json_text(w) for w in out["warnings"]]
         print_json(out)
     else:
-        what = "would add" if summary.dry_run else "added"
-        sid = (f"snapshot {summary.snapshot_id[:16]} saved" if summary.snapshot_id
-               else "dry run, nothing saved")
-        print(f"{sid}: {summary.files_new} new, {summary.files_changed} changed, "
-              f"{summary.files_unchanged} unchanged files; read {human_bytes(summary.bytes_read)}, "
-              f"{what} {human_bytes(summary.bytes_added)} in {summary.duration:.1f} s")
+        print(backup_line(summary))
         for warning in summary.warnings:
             print(f"warning: {printable(warning)}", file=sys.stderr)
     return WARNINGS if summary.warnings else 0
+
+
+def backup_line(summary: Any) -> str:
+    """The closing line of a backup: what was saved, read, added, and stored after compression."""
+    files = summary.files_new + summary.files_changed + summary.files_unchanged
+    head = (f"snapshot {short_id(summary.snapshot_id)} saved" if summary.snapshot_id
+            else "dry run, nothing saved")
+    added = (f"would add {human_bytes(summary.bytes_added)}" if summary.dry_run
+             else f"added {human_bytes(summary.bytes_added)} "
+             f"(stored {human_bytes(summary.bytes_stored)} after compression)")
+    return (f"{head}: {plural(files, 'file')} ({summary.files_new} new, {summary.files_changed} changed, "
+            f"{summary.files_unchanged} unchanged); read {human_bytes(summary.bytes_read)}, {added} "
+            f"in {summary.duration:.1f} s")
 
 
 # ---------------------------------------------------------------------------------------------- snapshots
@@ -249,7 +236,7 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     if args.json:
         print_json([_snapshot_dict(s) for s in snaps])
         return 0
-    rows = [(s.short_id, s.time.astimezone().strftime("%Y-%m-%d %H:%M:%S"), s.host,
+    rows = [(short_id(s.id), s.time.astimezone().strftime("%Y-%m-%d %H:%M:%S"), s.host,
              printable(", ".join(s.paths)),
              s.summary.get("files_new", 0) + s.summary.get("files_changed", 0)
              + s.summary.get("files_unchanged", 0),
@@ -327,14 +314,34 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- restore
+def _snapshot_paths(raw: list[str]) -> list[str]:
+    """``--path`` values as absolute paths of the snapshot: a relative one is taken against the current
+    directory, as ``backup`` and ``path add`` take it (and a note says so)."""
+    out = []
+    for path in raw:
+        if path.startswith("/"):
+            out.append(path)
+            continue
+        absolute = os.path.abspath(path)
+        print(f"note: relative path {path!r} taken as {absolute}", file=sys.stderr)
+        out.append(absolute)
+    return out
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
+    from cbr_agent.cli import progress as progress_line
     from cbr_agent.cli.output import print_json
+    from cbr_agent.progress import Progress
     from cbr_agent.restore.restorer import restore_snapshot
 
+    paths = _snapshot_paths(args.path)
     repo = _open(_settings(args))
     snap = repo.find_snapshot(args.snapshot)
-    summary = restore_snapshot(repo, snap, args.target, paths=args.path, overwrite=args.overwrite,
-                               dry_run=args.dry_run)
+    counts = Progress()
+    with progress_line.polling(lambda t: progress_line.describe(counts, t),
+                               enabled=progress_line.wanted(args)):
+        summary = restore_snapshot(repo, snap, args.target, paths=paths, overwrite=args.overwrite,
+                                   dry_run=args.dry_run, progress=counts)
     if args.json:
         out = summary.to_dict()
         out["snapshot_id"] = snap.id
@@ -342,41 +349,57 @@ def cmd_restore(args: argparse.Namespace) -> int:
         out["warnings"] = [_json_text(w) for w in out["warnings"]]
         print_json(out)
     else:
-        verb = "would restore" if args.dry_run else "restored"
-        print(f"{verb} {summary.files} files, {summary.dirs} directories, {summary.others} other entries, "
-              f"{human_bytes(summary.bytes_written)} from snapshot {snap.short_id} into "
-              f"{os.path.abspath(args.target)}"
-              + (f"; {summary.skipped} existing entries left alone" if summary.skipped else ""))
+        print(restore_line(summary, snap.id, os.path.abspath(args.target)))
         for w in summary.warnings:
             print(f"warning: {printable(w)}", file=sys.stderr)
         for e in summary.errors:
             print(f"error: {printable(e)}", file=sys.stderr)
     if summary.errors:
-        print(f"cbr-agent: error: {len(summary.errors)} entries could not be restored (see above)",
-              file=sys.stderr)
+        print(f"cbr-agent: error: {plural(len(summary.errors), 'entry', 'entries')} could not be "
+              "restored (see above)", file=sys.stderr)
         return 1
     return WARNINGS if summary.warnings else 0
 
 
+def restore_line(summary: Any, snapshot_id: str, target: str) -> str:
+    """What a restore did: only what was (or would be) restored counts; what was not is said apart."""
+    verb = "would restore" if summary.dry_run else "restored"
+    text = (f"{verb} {plural(summary.files, 'file')}, {plural(summary.dirs, 'directory', 'directories')}, "
+            f"{plural(summary.others, 'other entry', 'other entries')}, "
+            f"{human_bytes(summary.bytes_written)} from snapshot {short_id(snapshot_id)} into {target}")
+    if summary.skipped:
+        text += f"; {plural(summary.skipped, 'existing entry', 'existing entries')} left alone"
+    if summary.files_failed:
+        text += (f"; {plural(summary.files_failed, 'file')} "
+                 f"{'would fail' if summary.dry_run else 'not restored'} (see the errors)")
+    return text
+
+
 # ---------------------------------------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
+    from cbr_agent.cli import progress as progress_line
     from cbr_agent.cli.output import print_json
+    from cbr_agent.progress import Progress
 
     repo = _open(_settings(args))
     repo.lock_wait = args.retry_lock
-    with repo.lock(exclusive=False):
-        report = repo.check(read_data=args.read_data)
+    counts = Progress()
+    with repo.lock(exclusive=False), progress_line.polling(
+            lambda t: progress_line.describe(counts, t), enabled=progress_line.wanted(args)):
+        report = repo.check(read_data=args.read_data, progress=counts)
     if args.json:
         print_json(report.to_dict())
     else:
-        print(f"checked {report.snapshots} snapshots, {report.trees} trees, {report.data_blobs} data blobs "
-              f"in {report.packs} packs" + (f"; verified {report.blobs_verified} blobs" if args.read_data
-                                             else ""))
+        print(f"checked {plural(report.snapshots, 'snapshot')}, {plural(report.trees, 'tree')}, "
+              f"{plural(report.data_blobs, 'data blob')} in {plural(report.packs, 'pack')}"
+              + (f"; verified {plural(report.blobs_verified, 'blob')}" if args.read_data else ""))
         for p in report.warnings:
             print(f"warning: {p}", file=sys.stderr)
         for p in report.errors:
             print(f"error: {p}", file=sys.stderr)
-        print("no errors were found" if report.ok else f"{len(report.errors)} errors were found")
+        errors = len(report.errors)
+        print("no errors were found" if report.ok
+              else f"{plural(errors, 'error')} {'was' if errors == 1 else 'were'} found")
     return 0 if report.ok else 1
 
 
@@ -386,11 +409,17 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from cbr_agent.cli.output import print_json
     from cbr_agent.errors import UsageError
 
-    policy = Policy(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
-    if min(policy.last, policy.daily, policy.weekly, policy.monthly) < 0:
+    given = {name: getattr(args, f"keep_{name}") for name in ("last", "daily", "weekly", "monthly")}
+    given = {name: value for name, value in given.items() if value is not None}
+    if any(value < 0 for value in given.values()):
         raise UsageError("--keep-* values must be 0 or more")
-    if policy.empty():
+    if not given:
         raise UsageError("no --keep-* option given; refusing to forget every snapshot")
+    policy = Policy(*(given.get(name, 0) for name in ("last", "daily", "weekly", "monthly")))
+    if policy.empty():  # as restic: a policy that keeps nothing is refused, never run
+        raise UsageError(f"{' '.join(f'--keep-{n} 0' for n in given)} keeps no snapshot at all; "
+                         "refusing to forget every snapshot",
+                         hint="keep at least one, e.g. --keep-last 1")
     repo = _open(_settings(args))
     repo.lock_wait = args.retry_lock
     prune_report = None
@@ -400,16 +429,16 @@ def cmd_forget(args: argparse.Namespace) -> int:
             for snap in forget:
                 repo.forget_snapshot(snap.id)
             if args.prune:
-                prune_report = repo.prune()
+                prune_report = _prune_with_progress(repo, args)
     if args.json:
         print_json({"keep": [s.id for s in keep], "forget": [s.id for s in forget],
                     "dry_run": args.dry_run,
                     "prune": prune_report.to_dict() if prune_report is not None else None})
     else:
         verb = "would forget" if args.dry_run else "forgot"
-        print(f"kept {len(keep)} snapshots, {verb} {len(forget)}")
+        print(f"kept {plural(len(keep), 'snapshot')}, {verb} {len(forget)}")
         for snap in forget:
-            print(f"  {snap.short_id} {snap.time.astimezone():%Y-%m-%d %H:%M:%S} {snap.host}")
+            print(f"  {short_id(snap.id)} {snap.time.astimezone():%Y-%m-%d %H:%M:%S} {snap.host}")
         if prune_report is not None:
             _print_prune(prune_report)
     return 0
@@ -417,8 +446,19 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 def _print_prune(report: Any) -> None:
     d = report.to_dict()
-    print(f"prune: removed {d.get('blobs_removed', 0)} blobs, deleted {d.get('packs_deleted', 0)} packs, "
+    print(f"prune: removed {plural(d.get('blobs_removed', 0), 'blob')}, "
+          f"deleted {plural(d.get('packs_deleted', 0), 'pack')}, "
           f"rewrote {d.get('packs_rewritten', 0)}; freed {human_bytes(d.get('bytes_freed', 0) or 0)}")
+
+
+def _prune_with_progress(repo: Any, args: argparse.Namespace) -> Any:
+    from cbr_agent.cli import progress as progress_line
+    from cbr_agent.progress import Progress
+
+    counts = Progress()
+    with progress_line.polling(lambda t: progress_line.describe(counts, t),
+                               enabled=progress_line.wanted(args)):
+        return repo.prune(progress=counts)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -426,7 +466,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     repo = _open(_settings(args))
     repo.lock_wait = args.retry_lock
-    report = repo.prune()
+    report = _prune_with_progress(repo, args)
     if args.json:
         print_json(report.to_dict())
     else:

@@ -4,13 +4,13 @@ and verified. Every problem names the object (and pack) and says why."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cbr_agent.crypto import KeyFileDamaged, verify_key_file
 from cbr_agent.errors import IntegrityError, RepositoryError
+from cbr_agent.progress import Progress
 from cbr_agent.repository.index import BlobLocation
 from cbr_agent.repository.objects import content_name
 from cbr_agent.repository.pack import PackEntry
@@ -69,9 +69,9 @@ class CheckReport:
         }
 
 
-def run_check(
-    repo: Repository, *, read_data: bool = False, progress: Callable[[str], None] | None = None
-) -> CheckReport:
+def run_check(repo: Repository, *, read_data: bool = False, progress: Progress | None = None) -> CheckReport:
+    """``progress`` counts packs (and with ``read_data`` their bytes), then snapshots."""
+    progress = progress or Progress()
     report = CheckReport(read_data=read_data)
     _check_keys(repo, report)
     repo.load_index()
@@ -94,11 +94,15 @@ def run_check(
         )
     present = {p: e for p, e in by_pack.items() if p in stored}
     if read_data:
-        _read_all_packs(repo, present, stored, report, bad_packs, bad_blobs)
+        progress.start("reading packs", "packs", items_total=len(present),
+                       bytes_total=sum(stored[p] for p in present))
+        _read_all_packs(repo, present, stored, report, bad_packs, bad_blobs, progress)
     else:
+        progress.start("checking packs", "packs", items_total=len(present))
         for pack_id, entries in sorted(present.items()):
             _check_pack_header(repo, pack_id, stored[pack_id], entries, report, bad_packs)
-    _check_snapshots(repo, report, bad_packs, bad_blobs)
+            progress.items_done += 1
+    _check_snapshots(repo, report, bad_packs, bad_blobs, progress)
     return report
 
 
@@ -165,6 +169,7 @@ def _read_all_packs(
     report: CheckReport,
     bad_packs: set[str],
     bad_blobs: set[bytes],
+    progress: Progress,
 ) -> None:
     """Read every pack whole: its hash, its header, and every blob decrypted and verified. Packs that cannot
     be read go to ``bad_packs``, damaged blobs to ``bad_blobs``."""
@@ -200,6 +205,8 @@ def _read_all_packs(
             report.errors.extend(problems)
             report.blobs_verified += verified
             report.bytes_read += nbytes
+            progress.items_done += 1
+            progress.bytes_done += sizes[pack_id]
             bad_blobs.update(damaged)
             if unusable:
                 bad_packs.add(pack_id)
@@ -211,12 +218,15 @@ def _reason(exc: Exception) -> str:
 
 
 def _check_snapshots(
-    repo: Repository, report: CheckReport, bad_packs: set[str], bad_blobs: set[bytes]
+    repo: Repository, report: CheckReport, bad_packs: set[str], bad_blobs: set[bytes], progress: Progress
 ) -> None:
     seen_trees: set[bytes] = set()
     seen_data: set[bytes] = set()
     index = repo.index
-    for sid in repo.snapshot_ids():
+    ids = repo.snapshot_ids()
+    progress.start("checking snapshots", "snapshots", items_total=len(ids))
+    for sid in ids:
+        progress.items_done += 1
         try:
             snap = repo.load_snapshot(sid)
         except (IntegrityError, RepositoryError) as exc:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from cbr_agent.crypto import AuthenticationFailed
 from cbr_agent.errors import IntegrityError, RepositoryError
+from cbr_agent.progress import Progress
 from cbr_agent.repository.index import INDEX_MAX_FILE_ENTRIES
 from cbr_agent.repository.lock import STALE_AFTER
 from cbr_agent.repository.pack import PackEntry
@@ -57,10 +58,13 @@ class PruneReport:
 Hook = Callable[[str], None]
 
 
-def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = None) -> PruneReport:
+def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = None,
+              progress: Progress | None = None) -> PruneReport:
     """``max_unused``: a partly used pack is rewritten when more than this fraction of it is unused
-    (0.0 = rewrite every partly used pack). ``hook(stage)`` is called between stages (tests use it)."""
+    (0.0 = rewrite every partly used pack). ``hook(stage)`` is called between stages (tests use it).
+    ``progress`` counts snapshots read, then packs rewritten (and their bytes), then packs deleted."""
     step = hook or (lambda _stage: None)
+    progress = progress or Progress()
     report = PruneReport()
     repo.load_index()
     sizes = dict(repo.backend.list("data"))
@@ -69,7 +73,7 @@ def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = 
     unindexed = set(sizes) - set(by_pack)
     if repo.damaged_index_files:
         _recover_unindexed(repo, sizes, by_pack, unindexed, report)
-    used = _used_blobs(repo, report)
+    used = _used_blobs(repo, report, progress)
     report.blobs_used = len(used)
 
     # choose one copy of every used blob; classify packs
@@ -117,7 +121,9 @@ def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = 
         return report  # nothing to remove and the index is already one file
 
     # (1) copy used blobs out of the packs being rewritten
-    new_packs, unrewritable = _rewrite(repo, rewrite, by_pack, chosen, report, step)
+    progress.start("rewriting packs", "packs", items_total=len(rewrite),
+                   bytes_total=sum(sizes[p] for p in rewrite))
+    new_packs, unrewritable = _rewrite(repo, rewrite, by_pack, chosen, report, step, progress)
     keep.extend(unrewritable)
     rewritten = [p for p in rewrite if p not in unrewritable]
     report.packs_rewritten = len(rewritten)
@@ -149,10 +155,12 @@ def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = 
         step("index-deleted")
     referenced = set(final)
     delete_set = set(delete)
+    progress.start("deleting packs", "packs", items_total=len(set(sizes) - referenced))
     for pack_id in sorted(sizes):
         if pack_id in referenced:
             continue
         repo.backend.delete("data/" + pack_id)
+        progress.items_done += 1
         if pack_id in unindexed:
             report.unindexed_packs_deleted += 1
         elif pack_id in delete_set:
@@ -185,14 +193,16 @@ def _recover_unindexed(
         unindexed.discard(pack_id)
 
 
-def _used_blobs(repo: Repository, report: PruneReport) -> set[bytes]:
+def _used_blobs(repo: Repository, report: PruneReport, progress: Progress) -> set[bytes]:
     try:
         snapshots = repo.list_snapshots(strict=True)
     except IntegrityError as exc:
         raise RepositoryError(f"prune stopped, nothing deleted: {exc}") from None
     report.snapshots = len(snapshots)
     used: set[bytes] = set()
+    progress.start("reading snapshots", "snapshots", items_total=len(snapshots))
     for snap in snapshots:
+        progress.items_done += 1
         stack = [snap.tree]
         while stack:
             tree_id = bytes.fromhex(stack.pop())
@@ -221,6 +231,7 @@ def _rewrite(
     chosen: dict[bytes, str],
     report: PruneReport,
     step: Hook,
+    progress: Progress,
 ) -> tuple[dict[str, list[PackEntry]], list[str]]:
     """Copy the used blobs of ``rewrite`` packs (still sealed, after authenticating them) into new packs."""
     unrewritable: list[str] = []
@@ -233,6 +244,8 @@ def _rewrite(
                 data = repo.backend.get("data/" + pack_id)
             except FileNotFoundError:
                 raise RepositoryError(f"prune stopped: pack {pack_id} vanished") from None
+            progress.items_done += 1
+            progress.bytes_done += len(data)
             mine = [e for e in by_pack[pack_id] if chosen.get(e.blob_id) == pack_id]
             try:
                 sealed = [bytes(memoryview(data)[e.offset : e.offset + e.length]) for e in mine]

@@ -24,6 +24,7 @@ def not_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)  # files holding secrets must be private (tests/unit/test_privatefile.py)
     return path
 
 
