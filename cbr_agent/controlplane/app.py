@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cbr_agent.api.models import Agent
 from cbr_agent.controlplane import faults, validation
-from cbr_agent.controlplane.auth import authenticate
+from cbr_agent.controlplane.auth import authenticate, check_single_auth_headers
 from cbr_agent.controlplane.credentials import Credentials
 from cbr_agent.controlplane.store import AgentStore
 from cbr_agent.errors import ApiError, CbrAgentError
@@ -82,6 +82,11 @@ class AccessLog:
                 await error_response(faults.bad_request(
                     "a path parameter contains an encoded '/' (%2F); agent_id must be 1 to 64 letters, "
                     "digits, '.', '_' or '-'"))(scope, receive, send_wrapper)
+                return
+            try:
+                check_single_auth_headers(scope["headers"])
+            except ApiError as exc:
+                await error_response(exc)(scope, receive, send_wrapper)
                 return
             await self.app(scope, receive, send_wrapper)
         finally:
