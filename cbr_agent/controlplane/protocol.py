@@ -1,0 +1,126 @@
+"""uvicorn's HTTP protocol with the read timeouts and the connection cap it lacks.
+
+uvicorn closes an idle keep-alive connection (``timeout_keep_alive``), but a connection that sends
+part of a request header, or a header and then only part of its body, is held for ever: a thousand
+such connections (a "slowloris") cost a thousand file descriptors, and more exhaust the process.
+:func:`guarded_protocol` makes a subclass of uvicorn's httptools protocol that
+
+- closes a connection whose request header is not complete within ``read_timeout`` seconds of the
+  connection being accepted, or of the first byte of a following request on a kept-alive connection
+  (a deadline, not an idle time: trickling a byte now and then does not extend it);
+- closes a connection that sends no body byte for ``read_timeout`` seconds while a body is due;
+- answers 408 with the project's error body before closing, when no response has begun;
+- answers 503 (``Retry-After``) to requests arriving while more than ``max_connections`` connections
+  are open, instead of uvicorn's plain-text 503, and closes that connection.
+
+Reading paused by flow control (the application is busy with earlier bytes) never counts against the
+client. The hooks are httptools' parser callbacks, which uvicorn's protocol already implements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from cbr_agent.controlplane import faults
+
+log = logging.getLogger("cbr_agent.controlplane.server")
+
+
+def _error_bytes(status: int, reason: str, error: Any) -> bytes:
+    body = json.dumps(error.to_body(), separators=(",", ":")).encode("utf-8")
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode("ascii") + body
+
+
+async def _overloaded(scope: Any, receive: Any, send: Any) -> None:
+    """The ASGI answer to a request over the connection cap."""
+    body = json.dumps(faults.overloaded().to_body(), separators=(",", ":")).encode("utf-8")
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """See the module docstring; ``read_timeout`` and ``max_connections`` are set by the subclass
+    :func:`guarded_protocol` makes."""
+
+    read_timeout: float = 10.0
+    max_connections: int = 2048
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._real_app = self.app
+        self.limit_concurrency = None  # the cap is ours (with the project's error body)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._awaiting = ""  # "header" or "body": what the running timer waits for
+
+    # -- timers -----------------------------------------------------------------------------------
+
+    def _arm(self, awaiting: str) -> None:
+        self._disarm()
+        self._awaiting = awaiting
+        self._deadline = self.loop.call_later(self.read_timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._awaiting = ""
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self.flow is not None and self.flow.read_paused:
+            # not the client's fault: we stopped reading (pipelining, or a body not consumed yet)
+            self._arm(self._awaiting)
+            return
+        log.debug("closing connection from %s: no complete request %s within %gs", self.client,
+                  self._awaiting, self.read_timeout)
+        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
+            self.transport.write(_error_bytes(408, "Request Timeout", faults.request_timeout(
+                self._awaiting, self.read_timeout)))
+        self.transport.close()
+
+    # -- connection and parser callbacks (uvicorn's, extended) -------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm("header")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._awaiting != "header":  # the first byte of a request on a kept-alive connection
+            self._arm("header")
+
+    def on_headers_complete(self) -> None:
+        self.app = _overloaded if len(self.connections) > self.max_connections else self._real_app
+        if self.app is _overloaded:
+            log.warning("%d connections open (more than --max-connections %d): answering 503",
+                        len(self.connections), self.max_connections)
+        self._arm("body")  # cancelled at once by on_message_complete when there is no body
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._arm("body")
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+
+def guarded_protocol(read_timeout: float, max_connections: int) -> type[GuardedHttpToolsProtocol]:
+    """A protocol class for ``uvicorn.Config(http=...)`` with these limits."""
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,),
+                {"read_timeout": read_timeout, "max_connections": max_connections})
