@@ -163,11 +163,11 @@ def serve(options: ServerOptions) -> int:
     check_options(options)
     credentials = load_credentials(options.credentials_path)
     max_connections = _fit_open_files(options.max_connections)
-    store = _open_store(options)
+    sock = bind(options.host, options.port)
     try:
-        sock = bind(options.host, options.port)
+        store = _open_store(options)
     except ConfigError:
-        store.close()
+        sock.close()
         raise
     try:
         config = uvicorn.Config(
