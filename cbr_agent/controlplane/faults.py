@@ -77,3 +77,7 @@ def request_timeout(part: str, seconds: float) -> ApiError:
 
 def overloaded() -> ApiError:
     return ApiError(503, OVERLOADED, "the server has too many open connections; retry in a moment")
+
+
+def header_too_large(limit: int) -> ApiError:
+    return ApiError(431, REQUEST_TOO_LARGE, f"the request line and headers are larger than {limit} bytes")

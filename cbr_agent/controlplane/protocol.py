@@ -10,6 +10,9 @@ such connections (a "slowloris") cost a thousand file descriptors, and more exha
   (a deadline, not an idle time: trickling a byte now and then does not extend it);
 - closes a connection that sends no body byte for ``read_timeout`` seconds while a body is due;
 - answers 408 with the project's error body before closing, when no response has begun;
+- answers 431 and closes when a request's line and headers pass :data:`MAX_HEADER_BYTES` (uvicorn
+  keeps every header line in memory: a single connection sending small header lines for ten seconds
+  made the server grow by 1.4 GB);
 - answers 503 (``Retry-After``) to requests arriving while more than ``max_connections`` connections
   are open, instead of uvicorn's plain-text 503, and closes that connection.
 
@@ -30,6 +33,9 @@ from cbr_agent.controlplane import faults
 
 log = logging.getLogger("cbr_agent.controlplane.server")
 
+#: request line and headers of one request, at most (the SDK sends well under 2 KiB)
+MAX_HEADER_BYTES = 64 * 1024
+
 
 def _error_bytes(status: int, reason: str, error: Any) -> bytes:
     body = json.dumps(error.to_body(), separators=(",", ":")).encode("utf-8")
@@ -37,13 +43,21 @@ def _error_bytes(status: int, reason: str, error: Any) -> bytes:
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode("ascii") + body
 
 
-async def _overloaded(scope: Any, receive: Any, send: Any) -> None:
-    """The ASGI answer to a request over the connection cap."""
-    body = json.dumps(faults.overloaded().to_body(), separators=(",", ":")).encode("utf-8")
-    await send({"type": "http.response.start", "status": 503, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"retry-after", b"1"), (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+def _refusal(error: Any, *headers: tuple[bytes, bytes]) -> Any:
+    """An ASGI application that answers ``error`` and closes the connection."""
+    body = json.dumps(error.to_body(), separators=(",", ":")).encode("utf-8")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": error.status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            *headers, (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+_overloaded = _refusal(faults.overloaded(), (b"retry-after", b"1"))
+_header_too_large = _refusal(faults.header_too_large(MAX_HEADER_BYTES))
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -59,12 +73,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.limit_concurrency = None  # the cap is ours (with the project's error body)
         self._deadline: asyncio.TimerHandle | None = None
         self._awaiting = ""  # "header" or "body": what the running timer waits for
+        self._header_bytes = 0  # received while a header is awaited
 
     # -- timers -----------------------------------------------------------------------------------
 
     def _arm(self, awaiting: str) -> None:
         self._disarm()
         self._awaiting = awaiting
+        if awaiting == "header":
+            self._header_bytes = 0
         self._deadline = self.loop.call_later(self.read_timeout, self._timed_out)
 
     def _disarm(self) -> None:
@@ -94,6 +111,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._arm("header")
 
+    def data_received(self, data: bytes) -> None:
+        if self._awaiting == "header":
+            self._header_bytes += len(data)
+        super().data_received(data)
+        # still no end of header after this many bytes: refuse before it grows any further
+        if self._awaiting == "header" and self._header_bytes > MAX_HEADER_BYTES \
+                and not self.transport.is_closing():
+            log.debug("closing connection from %s: request header over %d bytes", self.client,
+                      MAX_HEADER_BYTES)
+            self._disarm()
+            self.transport.write(_error_bytes(431, "Request Header Fields Too Large",
+                                              faults.header_too_large(MAX_HEADER_BYTES)))
+            self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
@@ -104,10 +135,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm("header")
 
     def on_headers_complete(self) -> None:
-        self.app = _overloaded if len(self.connections) > self.max_connections else self._real_app
-        if self.app is _overloaded:
+        header_size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if header_size > MAX_HEADER_BYTES:
+            self.app = _header_too_large
+        elif len(self.connections) > self.max_connections:
             log.warning("%d connections open (more than --max-connections %d): answering 503",
                         len(self.connections), self.max_connections)
+            self.app = _overloaded
+        else:
+            self.app = self._real_app
         self._arm("body")  # cancelled at once by on_message_complete when there is no body
         super().on_headers_complete()
 

@@ -154,11 +154,11 @@ def serve(options: ServerOptions) -> int:
         import uvicorn
 
         from cbr_agent.controlplane.app import create_app
+        from cbr_agent.controlplane.protocol import guarded_protocol
     except ImportError as exc:
         raise ConfigError(f"the server needs the 'server' extra ({exc.name} is missing): "
                           "pip install 'cbr-agent[server]'") from None
     from cbr_agent.controlplane.credentials import load_credentials
-    from cbr_agent.controlplane.protocol import guarded_protocol
 
     check_options(options)
     credentials = load_credentials(options.credentials_path)

@@ -1,6 +1,7 @@
 """Slow and stalled clients against the real server (issue 10.9): a request header must arrive whole
 within ``--read-timeout`` seconds of connecting, a body may not pause longer than that, and the server
-keeps answering everybody else meanwhile; beyond ``--max-connections`` requests get a 503."""
+keeps answering everybody else meanwhile; a header may not pass 64 KiB; beyond ``--max-connections``
+requests get a 503."""
 
 from __future__ import annotations
 
@@ -61,6 +62,20 @@ def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
     while chunk := sock.recv(65536):
         data += chunk
     return data, time.monotonic()
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length, leaving the connection open."""
+    sock.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return data
 
 
 def assert_408(data: bytes) -> None:
@@ -165,8 +180,7 @@ def test_idle_or_partial_connections_are_closed(server: Any, case: str) -> None:
             # a whole first request on a kept-alive connection, then half of a second one
             sock.sendall(f"GET /v3/{server.project_id}/agents HTTP/1.1\r\nHost: x\r\n"
                          f"X-Auth-Token: {server.token}\r\n\r\n".encode())
-            sock.settimeout(5)
-            first = sock.recv(65536)
+            first = read_response(sock)
             assert first.startswith(b"HTTP/1.1 200 "), first[:200]
             sock.sendall(b"GET / HTTP/1.1\r\nHo")
         sent = time.monotonic()
@@ -189,3 +203,34 @@ def test_requests_beyond_max_connections_get_503_until_connections_close(cp_serv
     time.sleep(0.2)
     with server.token_client(max_attempts=1) as client:
         assert client.register_agent(reg()).status == "normal"
+
+
+def server_rss_kb(server: Any) -> int:
+    with open(f"/proc/{server.process.pid}/status", encoding="ascii") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+
+
+@pytest.mark.parametrize("flood", ["many-lines", "one-line"])
+def test_a_header_flood_is_refused_at_64_kib(server: Any, flood: str) -> None:
+    before = server_rss_kb(server)
+    chunk = b"X-A: b\r\n" * 4096 if flood == "many-lines" else b"a" * 32768
+    with connect(server.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + (b"X-Big: " if flood == "one-line" else b""))
+        started = time.monotonic()
+        with contextlib.suppress(OSError):  # the server closes while we still send
+            for _ in range(300):  # up to ~10 MB
+                sock.sendall(chunk)
+        data, closed = read_until_closed(sock, TIMEOUT + 5)
+    assert closed - started < TIMEOUT, "refused for its size, not timed out"
+    assert data.startswith(b"HTTP/1.1 431 "), data[:200]
+    assert json.loads(data.partition(b"\r\n\r\n")[2])["error_code"] == "APIGW.0201"
+    assert server_rss_kb(server) - before < 50_000  # KiB: the flood was not kept
+
+
+def test_large_but_acceptable_headers_still_work(server: Any) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(f"GET /v3/{server.project_id}/agents HTTP/1.1\r\nHost: x\r\n"
+                     f"X-Auth-Token: {server.token}\r\nX-Pad: {'p' * 40000}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        data, _ = read_until_closed(sock, 10)
+    assert data.startswith(b"HTTP/1.1 200 "), data[:200]
