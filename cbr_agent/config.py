@@ -24,6 +24,9 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 ENV_PREFIX = "CBR_AGENT_"
+MAX_BACKUP_PROCESSES = 256
+#: a schedule interval the daemon can still add to today's date (datetime ends in year 9999)
+MAX_SCHEDULE_INTERVAL = 1_000_000 * 86400.0
 
 
 def _shown(value: Any) -> str:
@@ -102,9 +105,12 @@ def _uuid(value: Any) -> str:
 def _processes(value: Any) -> int | str:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
-    if isinstance(value, bool) or not str(value).strip().isdigit() or int(str(value).strip()) < 1:
+    text = str(value).strip()
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ValueError(f"{_shown(value)} is neither 'auto' nor a whole number of at least 1")
-    return int(str(value).strip())
+    if int(text) > MAX_BACKUP_PROCESSES:  # each is a process: a typo must not fork thousands
+        raise ValueError(f"{_shown(value)} is more than {MAX_BACKUP_PROCESSES} processes")
+    return int(text)
 
 
 def _schedule(value: Any) -> str:
@@ -115,9 +121,12 @@ def _schedule(value: Any) -> str:
     if len(text) > 100:
         raise ValueError(f"{_shown(text)} is too long")
     try:
-        parse_schedule(text)
+        schedule = parse_schedule(text)
     except ArithmeticError:  # an interval of hundreds of digits
         raise ValueError(f"{_shown(text)} is too long an interval") from None
+    if schedule.interval is not None and schedule.interval > MAX_SCHEDULE_INTERVAL:
+        # the daemon adds it to a datetime: 10**40 days would overflow there, long after start
+        raise ValueError(f"{_shown(text)} is longer than 1000000 days")
     return text
 
 

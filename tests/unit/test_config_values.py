@@ -67,6 +67,8 @@ def check_outcome(name: str, parse: callable, source: str) -> None:  # type: ign
         return
     if name in NUMBER_KEYS:  # what is accepted is usable
         assert isinstance(value, float) and math.isfinite(value) and value > 0, value
+    if name == "backup_processes":
+        assert value == "auto" or 1 <= value <= 256, value
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -98,6 +100,10 @@ def test_any_value_in_the_environment_is_parsed_or_named(name: str, value: str) 
     ("request_timeout = true", ["True is not a number"]),
     ("heartbeat_interval = 1979-05-27", ["is not a number"]),
     ('state_dir = "/var/\\u0000x"', ["NUL"]),
+    ('backup_schedule = "1000001d"', ["longer than 1000000 days"]),
+    ('backup_schedule = "' + "9" * 60 + 'd"', ["longer than 1000000 days"]),
+    ("backup_processes = 100000000000000000000", ["more than 256 processes"]),
+    ('backup_processes = "\u0663"', ["neither 'auto' nor a whole number"]),
 ])
 def test_bad_values_say_what_is_wrong_in_words(tmp_path: Path, text: str, words: list[str]) -> None:
     path = tmp_path / "agent.toml"
