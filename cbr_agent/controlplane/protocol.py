@@ -100,7 +100,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         log.debug("closing connection from %s: no complete request %s within %gs", self.client,
                   self._awaiting, self.read_timeout)
-        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
+        if self._awaiting == "header":  # self.cycle is the previous request's, if any
+            answer = self.cycle is None or self.cycle.response_complete
+        else:  # a body withheld after its request was answered (413, 404) just ends the connection
+            answer = self.cycle is not None and not self.cycle.response_started
+        if answer:
             self.transport.write(_error_bytes(408, "Request Timeout", faults.request_timeout(
                 self._awaiting, self.read_timeout)))
         self.transport.close()

@@ -173,7 +173,7 @@ def serve(options: ServerOptions) -> int:
         config = uvicorn.Config(
             create_app(store, credentials), access_log=False, log_config=None,
             lifespan="off", server_header=False, proxy_headers=False, timeout_graceful_shutdown=10,
-            http=guarded_protocol(options.read_timeout, max_connections),
+            http=guarded_protocol(options.read_timeout, max_connections), ws="none",
             ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
             ssl_keyfile=str(options.tls_key) if options.tls_key else None,
         )

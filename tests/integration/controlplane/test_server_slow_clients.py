@@ -234,3 +234,17 @@ def test_large_but_acceptable_headers_still_work(server: Any) -> None:
                      "Connection: close\r\n\r\n".encode())
         data, _ = read_until_closed(sock, 10)
     assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+
+
+def test_a_body_withheld_after_its_answer_just_ends_the_connection(server: Any) -> None:
+    """A 413 is answered from Content-Length alone; a client that then never sends the body is
+    closed at the timeout, with no 408 after the 413 it already has."""
+    with connect(server.port) as sock:
+        sock.sendall(f"POST /v3/{server.project_id}/agents HTTP/1.1\r\nHost: x\r\n"
+                     f"X-Auth-Token: {server.token}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {20 * 1024 * 1024}\r\n\r\n".encode())
+        sent = time.monotonic()
+        data, closed = read_until_closed(sock, TIMEOUT + 5)
+    assert data.startswith(b"HTTP/1.1 413 "), data[:200]
+    assert b" 408 " not in data
+    assert closed - sent <= TIMEOUT + 3
