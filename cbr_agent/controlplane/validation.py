@@ -263,10 +263,12 @@ class ListQuery:
 def _integer(value: str, name: str, *, low: int, high: int | None = None) -> int:
     text = value.strip()
     if not text.isdigit() or not text.isascii():
-        raise bad_request(f"{name} must be a non-negative integer, got {value!r}")
+        raise bad_request(f"{name} must be a non-negative integer, got {value[:40]!r}")
+    bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+    if len(text) > 20:  # int() of 4,301 digits raises ValueError (a 500), and no bound is that long
+        raise bad_request(f"{name} must be {bound}, got a number of {len(text)} digits")
     number = int(text)
     if number < low or (high is not None and number > high):
-        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
         raise bad_request(f"{name} must be {bound}, got {number}")
     return number
 

@@ -1,6 +1,7 @@
-"""Hostile and malformed request bodies against the real server: never a 5xx (issue 10.8).
+"""Hostile and malformed request bodies (and query strings) against the real server: never a 5xx
+(issue 10.8).
 
-The write routes are read from the application itself, so a route added later is fuzzed too. Every
+The routes are read from the application itself, so a route added later is fuzzed too. Every
 answer must be below 500 and, when it is an error, the project's ``{"error_code", "error_msg"}``.
 """
 
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -26,18 +28,17 @@ WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 PARAM = re.compile(r"\{([a-z_]+)\}")
 
 
-def write_routes(tmp_path: Path) -> list[tuple[str, str]]:
-    """(method, path template) of every write route of the application."""
+def app_routes(tmp_path: Path, methods: set[str]) -> list[tuple[str, str]]:
+    """(method, path template) of every route of the application answering one of ``methods``."""
     store = AgentStore(tmp_path / "routes.db")
     try:
         app: Any = create_app(store, Credentials())
         while not hasattr(app, "routes"):  # unwrap the pure-ASGI middlewares around FastAPI
             app = app.app
         found = {(method, route.path) for route in app.routes
-                 for method in (getattr(route, "methods", None) or ()) if method in WRITE_METHODS}
+                 for method in (getattr(route, "methods", None) or ()) if method in methods}
     finally:
         store.close()
-    assert ("POST", "/v3/{project_id}/agents/{agent_id}/add-path") in found
     return sorted(found)
 
 
@@ -81,9 +82,24 @@ def target(cp_server_module: Any, tmp_path_factory: pytest.TempPathFactory) -> I
     status, data = conn.send("POST", f"/v3/{server.project_id}/agents", body,
                              {"Content-Type": "application/json", "X-Auth-Token": server.token})
     assert status == 200, data
-    yield {"server": server, "conn": conn, "agent_id": agent_id,
-           "routes": write_routes(tmp_path_factory.mktemp("routes"))}
+    routes_dir = tmp_path_factory.mktemp("routes")
+    routes = app_routes(routes_dir, WRITE_METHODS)
+    assert ("POST", "/v3/{project_id}/agents/{agent_id}/add-path") in routes
+    yield {"server": server, "conn": conn, "agent_id": agent_id, "routes": routes,
+           "all_routes": app_routes(routes_dir, WRITE_METHODS | {"GET"})}
     conn.close()
+
+
+def fill_path(template: str, target: dict[str, Any], known_agent: bool) -> str:
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "project_id":
+            return str(target["server"].project_id)
+        if name == "agent_id" and known_agent:
+            return str(target["agent_id"])
+        return str(uuid.uuid4())
+
+    return PARAM.sub(fill, template)
 
 
 def json_ish() -> st.SearchStrategy[str]:
@@ -127,16 +143,7 @@ def test_no_body_gets_a_5xx_on_any_write_route(target: dict[str, Any], route: An
     method, template = routes[0] if route is None else route.draw(st.sampled_from(routes))
     if method == "DELETE":
         known_agent = False  # keep the agent the other examples use
-
-    def fill(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name == "project_id":
-            return str(server.project_id)
-        if name == "agent_id" and known_agent:
-            return str(target["agent_id"])
-        return str(uuid.uuid4())
-
-    path = PARAM.sub(fill, template)
+    path = fill_path(template, target, known_agent)
     headers = {"X-Auth-Token": server.token}
     if content_type:
         headers["Content-Type"] = content_type
@@ -147,3 +154,31 @@ def test_no_body_gets_a_5xx_on_any_write_route(target: dict[str, Any], route: An
         assert set(error) == {"error_code", "error_msg"}, error
         if status == 400:
             assert error["error_code"] == "BackupService.9900"
+
+
+query_names = st.sampled_from(["limit", "offset", "status", "agent_id", "name", "vault_id", "marker",
+                               "sort", "start_time", "end_time", "resource_id", "x"])
+query_values = st.one_of(
+    st.text(max_size=30), st.integers().map(str),
+    st.integers(min_value=1, max_value=6000).map(lambda n: "9" * n),
+    st.sampled_from(["-1", "0", "1e9", "NaN", "²", "%00", "a,b,,c", " 5 ", "\x00", "../x"]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(route=st.data(), pairs=st.lists(st.tuples(query_names, query_values), max_size=4),
+       known_agent=st.booleans())
+@example(route=None, pairs=[("limit", "9" * 5000)], known_agent=True)
+def test_no_query_string_gets_a_5xx_on_any_route(target: dict[str, Any], route: Any,
+                                                 pairs: list[tuple[str, str]], known_agent: bool) -> None:
+    server, routes = target["server"], target["all_routes"]
+    method, template = ("GET", "/v3/{project_id}/agents") if route is None else \
+        route.draw(st.sampled_from(routes))
+    if method == "DELETE":
+        known_agent = False
+    path = fill_path(template, target, known_agent) + "?" + urlencode(pairs)
+    status, data = target["conn"].send(method, path, b"", {"X-Auth-Token": server.token})
+    assert status < 500, (method, path[:300], data[:300])
+    if status >= 400:
+        assert set(json.loads(data)) == {"error_code", "error_msg"}
