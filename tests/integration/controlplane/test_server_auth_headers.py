@@ -126,3 +126,15 @@ def test_replayed_signed_requests_change_nothing_more(cp_server_module: Any) -> 
     status, payload = raw_request(server.port, "DELETE", f"{base}/{agent_id}", list(headers.items()), b"")
     assert (status, json.loads(payload)["error_code"]) == (404, "BackupService.6302")
     assert state_of(server, agent_id) == []
+
+
+def test_a_signature_with_non_ascii_bytes_is_401_not_500(cp_server_module: Any) -> None:
+    server = cp_server_module
+    path = f"/v3/{server.project_id}/agents"
+    body = register_body(str(uuid.uuid4()))
+    headers = [(k, v) for k, v in signed_headers(server, path, body) if k != "Authorization"]
+    authorization = (f"SDK-HMAC-SHA256 Access={server.ak}, SignedHeaders=content-type;host;x-sdk-date, "
+                     "Signature=\u00e9\u00e9")  # sent as latin-1 bytes 0xE9
+    status, payload = raw_request(server.port, "POST", path, [*headers, ("Authorization", authorization)],
+                                  body)
+    assert (status, json.loads(payload)["error_code"]) == (401, "APIGW.0301"), payload
