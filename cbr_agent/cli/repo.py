@@ -1,4 +1,4 @@
-"""Engine commands: init, backup, snapshots, ls, restore, check, forget, prune.
+"""Engine commands: init, backup, snapshots, ls, restore, check, forget, prune (repair: cli/repair.py).
 
 Module-level imports are standard library only (``cbr-agent --help`` stays fast); handlers import the
 engine when they run. The engine itself knows nothing of the CLI.
@@ -63,9 +63,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_check)
 
-    p = subparsers.add_parser("forget", parents=[common], help="remove snapshots by a retention policy",
-                              description="Keep the snapshots the policy names (per host and path set), "
-                              "forget the others; their data goes with 'prune' (or --prune).")
+    p = subparsers.add_parser("forget", parents=[common],
+                              help="remove snapshots by id or by a retention policy",
+                              description="Forget the snapshots named by id (or unique id prefix; damaged "
+                              "ones too), or keep the snapshots the policy names (per host and path set) "
+                              "and forget the others; their data goes with 'prune' (or --prune).")
+    p.add_argument("snapshot_ids", nargs="*", metavar="SNAPSHOT_ID",
+                   help="snapshot id or unique prefix (instead of --keep-*)")
     for name in ("last", "daily", "weekly", "monthly"):
         p.add_argument(f"--keep-{name}", type=int, default=0, metavar="N", help=f"keep {name} N")
     p.add_argument("--prune", action="store_true", help="prune right after")
@@ -355,10 +359,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
     from cbr_agent.cli.output import print_json
+    from cbr_agent.repository.check import check_lock, unlocked_warning
 
     repo = _open(_settings(args))
-    with repo.lock(exclusive=False):
+    with check_lock(repo) as no_lock:  # a read-only repository is checked without a lock
         report = repo.check(read_data=args.read_data)
+    if no_lock is not None:
+        report.warnings.insert(0, unlocked_warning(no_lock))
     if args.json:
         print_json(report.to_dict())
     else:
@@ -382,6 +389,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
     policy = Policy(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
     if min(policy.last, policy.daily, policy.weekly, policy.monthly) < 0:
         raise UsageError("--keep-* values must be 0 or more")
+    if args.snapshot_ids:
+        if not policy.empty():
+            raise UsageError("give snapshot ids or --keep-* options, not both")
+        return _forget_ids(args)
     if policy.empty():
         raise UsageError("no --keep-* option given; refusing to forget every snapshot")
     repo = _open(_settings(args))
@@ -402,6 +413,39 @@ def cmd_forget(args: argparse.Namespace) -> int:
         print(f"kept {len(keep)} snapshots, {verb} {len(forget)}")
         for snap in forget:
             print(f"  {snap.short_id} {snap.time.astimezone():%Y-%m-%d %H:%M:%S} {snap.host}")
+        if prune_report is not None:
+            _print_prune(prune_report)
+    return 0
+
+
+def _forget_ids(args: argparse.Namespace) -> int:
+    """``forget ID...``: ids are resolved without reading the snapshots, so damaged ones can go too."""
+    from cbr_agent.cli.output import print_json
+    from cbr_agent.errors import RepositoryError
+
+    repo = _open(_settings(args))
+    prune_report = None
+    with repo.lock(exclusive=True):
+        ids = list(dict.fromkeys(repo.resolve_snapshot_id(ref) for ref in args.snapshot_ids))
+        described = {}
+        for sid in ids:
+            try:
+                snap = repo.load_snapshot(sid)
+                described[sid] = f"{snap.time.astimezone():%Y-%m-%d %H:%M:%S} {snap.host}"
+            except RepositoryError:
+                described[sid] = "(cannot be read)"
+        if not args.dry_run:
+            for sid in ids:
+                repo.forget_snapshot(sid)
+            if args.prune:
+                prune_report = repo.prune()
+    if args.json:
+        print_json({"keep": None, "forget": ids, "dry_run": args.dry_run,
+                    "prune": prune_report.to_dict() if prune_report is not None else None})
+    else:
+        print(f"{'would forget' if args.dry_run else 'forgot'} {len(ids)} snapshots")
+        for sid in ids:
+            print(f"  {sid[:8]} {described[sid]}")
         if prune_report is not None:
             _print_prune(prune_report)
     return 0

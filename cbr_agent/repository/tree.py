@@ -46,15 +46,29 @@ def decode_tree(data: bytes) -> list[dict[str, Any]]:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:  # escaped lone surrogates (names that are not UTF-8)
             doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not a tree blob: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"not a tree blob: {type(exc).__name__}: {exc}") from None
     if not isinstance(doc, dict) or doc.get("v") != _FORMAT or not isinstance(doc.get("nodes"), list):
         raise ValueError("not a tree blob (format marker missing)")
     nodes = doc["nodes"]
     for node in nodes:
         if not isinstance(node, dict) or not isinstance(node.get("name"), str) or "type" not in node:
             raise ValueError("tree node without name or type")
+        # the references every walker follows: refused here, so no walker trips over them
+        subtree = node.get("subtree")
+        if subtree is not None and not _is_blob_id(subtree):
+            raise ValueError(f"tree node {node['name']!r}: subtree is not a blob id")
+        content = node.get("content")
+        if content is not None and not (isinstance(content, list) and all(map(_is_blob_id, content))):
+            raise ValueError(f"tree node {node['name']!r}: content is not a list of blob ids")
     return nodes
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_blob_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and _HEX.issuperset(value)
 
 
 def referenced_blobs(nodes: list[dict[str, Any]]) -> Iterator[tuple[str, str, str]]:
