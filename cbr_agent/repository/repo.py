@@ -397,7 +397,8 @@ def _read_config_head(backend: Backend) -> dict[str, Any]:
             raise ValueError
     except (ValueError, RecursionError):
         raise RepositoryError(
-            f"{backend.location} is not a cbr-agent repository (config is not ours)"
+            f"{backend.location} is not a cbr-agent repository, or its config file is damaged "
+            "(config is not JSON)"
         ) from None
     if head.get("format") != FORMAT_MAGIC:
         raise RepositoryError(f"{backend.location} is not a cbr-agent repository (config is not ours)")
