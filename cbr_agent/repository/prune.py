@@ -186,7 +186,7 @@ def _recover_unindexed(
         unindexed.discard(pack_id)
 
 
-REPAIR_HINT = "run 'cbr-agent repair snapshots' (or 'cbr-agent forget {sid}'), then prune again"
+REPAIR_HINT = "run 'cbr-agent repair snapshots' or 'cbr-agent forget {sid}', then prune again"
 
 
 def _used_blobs(repo: Repository, report: PruneReport) -> set[bytes]:
@@ -197,9 +197,11 @@ def _used_blobs(repo: Repository, report: PruneReport) -> set[bytes]:
         try:
             snapshots.append(repo.load_snapshot(sid))
         except RepositoryError as exc:
+            prefix = f"snapshot {sid} "
+            what = (exc.message if exc.message.startswith(prefix)
+                    else f"{prefix}cannot be read ({exc.message})")
             raise RepositoryError(
-                f"prune stopped, nothing deleted: snapshot {sid} cannot be read ({exc.message})",
-                hint=REPAIR_HINT.format(sid=sid[:8]),
+                f"prune stopped, nothing deleted: {what}", hint=REPAIR_HINT.format(sid=sid[:8])
             ) from None
     report.snapshots = len(snapshots)
     used: set[bytes] = set()

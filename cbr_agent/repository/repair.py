@@ -290,7 +290,7 @@ def repair_snapshots(
         try:
             loaded[sid] = repo.load_snapshot(sid)
         except IntegrityError as exc:
-            report.actions.append(SnapshotAction(sid, "remove", f"cannot be read ({_why(exc)})"))
+            report.actions.append(SnapshotAction(sid, "remove", f"cannot be read, {_why(exc)[3:]}"))
         except RepositoryError as exc:  # I/O, permissions: the snapshot may be fine; never remove it
             report.errors.append(f"snapshot {sid}: {exc}; left alone")
     # a repair killed between saving a rewritten snapshot and removing the old one: finish it
@@ -321,7 +321,7 @@ def repair_snapshots(
     for action, snap, new_root in rewrites:
         action.new_id = repo.save_snapshot(_rewritten(snap, new_root, action.removed))
     for action in report.actions:  # every replacement is saved before anything is removed
-        log.warning("%s", action)
+        log.debug("%s", action)
         repo.forget_snapshot(action.snapshot)
     return report
 
