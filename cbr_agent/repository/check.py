@@ -114,6 +114,8 @@ def _read_unindexed(
             report.warnings.append(
                 Problem(f"pack {pack_id}", f"not in any index, and its {_detail(exc)}", pack_id)
             )
+        except RepositoryError as exc:
+            report.warnings.append(Problem(f"pack {pack_id}", f"not in any index, cannot be read ({exc})"))
         except (FileNotFoundError, ValueError):  # vanished meanwhile, or a stray file with a bad name
             continue
     return found
@@ -200,6 +202,10 @@ def _check_pack_header(
     except FileNotFoundError:
         bad_packs.add(pack_id)
         report.errors.append(Problem(f"pack {pack_id}", "vanished during check", pack_id))
+        return
+    except RepositoryError as exc:  # an I/O error on this pack: name it and go on with the others
+        bad_packs.add(pack_id)
+        report.errors.append(Problem(f"pack {pack_id}", f"cannot be read ({exc})", pack_id))
         return
     if not _compare_header(pack_id, size, header, entries, report):
         bad_packs.add(pack_id)

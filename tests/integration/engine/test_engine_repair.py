@@ -49,12 +49,14 @@ def test_lost_index_is_named_by_check_and_rebuilt_by_repair_index(engine, tmp_pa
     assert proc.returncode == 1, proc.stderr
     assert "index is missing" in proc.stderr and "cbr-agent repair index" in proc.stderr
     assert "left by an interrupted run" not in proc.stderr, "the packs are not leftovers: they hold the data"
+    proc = engine.cli("prune")
+    assert proc.returncode == 1 and "cbr-agent repair index" in proc.stderr
 
     proc = engine.cli("repair", "index")
     assert proc.returncode == 0, proc.stderr
     assert "wrote 1 index files" in proc.stdout
     packs_after = {p.name: p.read_bytes() for p in (engine.repo_path / "data").rglob("*") if p.is_file()}
-    assert packs_after == packs_before, "repair index must only read packs"
+    assert packs_after == packs_before, "prune must delete nothing, repair index must only read packs"
 
     proc = engine.cli("restore", summary.snapshot_id[:12], "--target", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
