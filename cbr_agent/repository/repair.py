@@ -271,6 +271,10 @@ class _TreeRepairer:
         if self.writer is not None:
             self.writer.close()  # packs, then the index that makes the new trees reachable
 
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
 
 def _why(exc: IntegrityError) -> str:
     """The part of an IntegrityError after "... is", e.g. "damaged (authentication failed)"."""
@@ -293,13 +297,33 @@ def repair_snapshots(
             report.actions.append(SnapshotAction(sid, "remove", f"cannot be read, {_why(exc)[3:]}"))
         except RepositoryError as exc:  # I/O, permissions: the snapshot may be fine; never remove it
             report.errors.append(f"snapshot {sid}: {exc}; left alone")
+    trees = _TreeRepairer(repo, read_data=read_data, dry_run=dry_run)
+    try:
+        rewrites = _plan(report, loaded, trees)
+    except BaseException:
+        trees.abort()  # an I/O error: nothing was changed (new trees are unreferenced at worst)
+        raise
+    if dry_run:
+        return report
+    trees.flush()
+    for action, snap, new_root in rewrites:
+        action.new_id = repo.save_snapshot(_rewritten(snap, new_root, action.removed))
+    for action in report.actions:  # every replacement is saved before anything is removed
+        log.debug("%s", action)
+        repo.forget_snapshot(action.snapshot)
+    return report
+
+
+def _plan(
+    report: SnapshotRepairReport, loaded: dict[str, Snapshot], trees: _TreeRepairer
+) -> list[tuple[SnapshotAction, Snapshot, str]]:
+    """Decide (and, unless a dry run, write the new trees for) what each snapshot needs."""
     # a repair killed between saving a rewritten snapshot and removing the old one: finish it
     repaired_from = {
-        s.summary.get("repaired", {}).get("from"): s.id
+        s.summary["repaired"].get("from"): s.id
         for s in loaded.values()
         if isinstance(s.summary.get("repaired"), dict)
     }
-    trees = _TreeRepairer(repo, read_data=read_data, dry_run=dry_run)
     rewrites: list[tuple[SnapshotAction, Snapshot, str]] = []
     for sid, snap in sorted(loaded.items()):
         new_root, removed, why = trees.repair(snap.tree)
@@ -315,15 +339,7 @@ def repair_snapshots(
             action = SnapshotAction(sid, "rewrite", "some entries are damaged", ["/" + r for r in removed])
             report.actions.append(action)
             rewrites.append((action, snap, new_root))
-    if dry_run:
-        return report
-    trees.flush()
-    for action, snap, new_root in rewrites:
-        action.new_id = repo.save_snapshot(_rewritten(snap, new_root, action.removed))
-    for action in report.actions:  # every replacement is saved before anything is removed
-        log.debug("%s", action)
-        repo.forget_snapshot(action.snapshot)
-    return report
+    return rewrites
 
 
 def _rewritten(snap: Snapshot, new_root: str, removed: list[str]) -> Snapshot:
