@@ -201,6 +201,25 @@ def test_repair_snapshots_leaves_a_snapshot_it_cannot_read_for_other_reasons(tmp
     assert [s.id for s in repo.list_snapshots()] == [sid]
 
 
+def test_repair_snapshots_changes_nothing_when_a_pack_cannot_be_read(tmp_path) -> None:
+    repo = init_repo(tmp_path / "r")
+    sid = store_files(repo, FILES, pack_size=8 * 1024)
+    loc = repo.blob_location(repo.blob_id(FILES["d1/one"]))
+    _flip(_pack_path(repo, loc.pack_id), loc.offset + 20)
+
+    class FailingDisk(RecordingBackend):
+        def get(self, name: str, *args: Any) -> bytes:
+            if name == "data/" + loc.pack_id:
+                raise RepositoryError(f"repository I/O error while reading {name}: Input/output error")
+            return self.inner.get(name, *args)
+
+    failing, backend = _over(repo, FailingDisk)
+    with pytest.raises(RepositoryError, match="Input/output error"):
+        repair_snapshots(failing, read_data=True)
+    assert [s.id for s in repo.list_snapshots()] == [sid]
+    assert not any(name.startswith("snapshots/") for _op, name in backend.ops)
+
+
 # ---------------------------------------------------------------------------------------------- lock
 def test_check_on_a_read_only_backend_runs_without_a_lock(tmp_path) -> None:
     repo = init_repo(tmp_path / "r")
