@@ -278,10 +278,13 @@ def _check_snapshots(
     for sid in repo.snapshot_ids():
         try:
             snap = repo.load_snapshot(sid)
-        except (IntegrityError, RepositoryError) as exc:
+        except IntegrityError as exc:
             report.errors.append(Problem(
                 f"snapshot {sid}", f"{_reason(exc)} ('cbr-agent repair snapshots' removes it)"
             ))
+            continue
+        except RepositoryError as exc:  # not damage (I/O, permissions): repair would leave it alone
+            report.errors.append(Problem(f"snapshot {sid}", _reason(exc)))
             continue
         report.snapshots += 1
         stack: list[tuple[str, str]] = [("/", snap.tree)]

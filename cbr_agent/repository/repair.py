@@ -15,6 +15,7 @@ decided quietly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -180,6 +181,25 @@ class _TreeRepairer:
         self.done: dict[str, _Repaired] = {}
         self.blob_ok: dict[str, str | None] = {}  # blob hex -> why it is unusable, or None
         self.writer: BlobWriter | None = None
+        self._unindexed: set[bytes] | None = None
+
+    def _missing(self, blob_id: bytes) -> str:
+        """Why a blob the index lacks is "missing", after making sure no unindexed pack holds it: with an
+        incomplete index, repairing snapshots would throw away data that is only unindexed."""
+        if self._unindexed is None:
+            self._unindexed = set()
+            indexed = self.repo.index.packs()
+            for pack_id, size in self.repo.backend.list("data"):
+                if pack_id not in indexed:
+                    with contextlib.suppress(IntegrityError, FileNotFoundError, ValueError):
+                        self._unindexed.update(e.blob_id for e in self.repo.read_pack_header(pack_id, size))
+        if blob_id in self._unindexed:
+            raise RepositoryError(
+                f"blob {blob_id.hex()} is in a pack that no index names: the index is incomplete, so "
+                "nothing was changed",
+                hint="run 'cbr-agent repair index' first, then 'cbr-agent repair snapshots' again",
+            )
+        return "is missing"
 
     def repair(self, root: str) -> _Repaired:
         # iterative post-order: directory depth is not bounded by Python's recursion limit
@@ -206,7 +226,7 @@ class _TreeRepairer:
     def _load(self, tree_hex: str) -> tuple[list[dict[str, Any]] | None, str]:
         tree_id = bytes.fromhex(tree_hex)  # decode_tree and decode_snapshot checked it is hex
         if self.repo.blob_location(tree_id) is None:
-            return None, "is missing"
+            return None, self._missing(tree_id)
         try:
             return decode_tree(self.repo.load_blob(tree_id)), ""
         except IntegrityError as exc:
@@ -221,7 +241,7 @@ class _TreeRepairer:
         loc = self.repo.blob_location(blob_id)
         why = None
         if loc is None:
-            why = "is missing"
+            why = self._missing(blob_id)
         elif loc.pack_id not in self.present:
             why = f"is missing (pack {loc.pack_id} is gone)"
         elif self.read_data:

@@ -220,6 +220,22 @@ def test_repair_snapshots_changes_nothing_when_a_pack_cannot_be_read(tmp_path) -
     assert not any(name.startswith("snapshots/") for _op, name in backend.ops)
 
 
+def test_repair_snapshots_refuses_to_work_on_an_incomplete_index(tmp_path) -> None:
+    repo = init_repo(tmp_path / "r")
+    sid = store_files(repo, FILES, pack_size=8 * 1024)
+    for name, _ in list(repo.backend.list("index")):
+        repo.backend.delete("index/" + name)
+    repo.load_index()
+    before = sorted(p.name for p in Path(repo.location).rglob("*") if p.is_file())
+    for dry_run in (True, False):
+        with pytest.raises(RepositoryError, match="cbr-agent repair index' first"):
+            repair_snapshots(repo, dry_run=dry_run)
+    assert sorted(p.name for p in Path(repo.location).rglob("*") if p.is_file()) == before
+    rebuild_index(repo)
+    assert repair_snapshots(repo).actions == []
+    assert read_files(repo, sid) == FILES
+
+
 # ---------------------------------------------------------------------------------------------- lock
 def test_check_on_a_read_only_backend_runs_without_a_lock(tmp_path) -> None:
     repo = init_repo(tmp_path / "r")
