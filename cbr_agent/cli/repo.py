@@ -1,4 +1,4 @@
-"""Engine commands: init, backup, snapshots, ls, restore, check, forget, prune.
+"""Engine commands: init, backup, snapshots, ls, restore, check, forget, prune (repair: cli/repair.py).
 
 Module-level imports are standard library only (``cbr-agent --help`` stays fast); handlers import the
 engine when they run. The engine itself knows nothing of the CLI.
@@ -69,9 +69,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     add_retry_lock(p)
     p.set_defaults(func=cmd_check)
 
-    p = subparsers.add_parser("forget", parents=[common], help="remove snapshots by a retention policy",
-                              description="Keep the snapshots the policy names (per host and path set), "
-                              "forget the others; their data goes with 'prune' (or --prune).")
+    p = subparsers.add_parser("forget", parents=[common],
+                              help="remove snapshots by id or by a retention policy",
+                              description="Forget the snapshots named by id (or unique id prefix; damaged "
+                              "ones too), or keep the snapshots the policy names (per host and path set) "
+                              "and forget the others; their data goes with 'prune' (or --prune).")
+    p.add_argument("snapshot_ids", nargs="*", metavar="SNAPSHOT_ID",
+                   help="snapshot id or unique prefix (instead of --keep-*)")
     for name in ("last", "daily", "weekly", "monthly"):
         p.add_argument(f"--keep-{name}", type=int, default=None, metavar="N", help=f"keep {name} N")
     p.add_argument("--prune", action="store_true", help="prune right after")
@@ -380,13 +384,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     from cbr_agent.cli import progress as progress_line
     from cbr_agent.cli.output import print_json
     from cbr_agent.progress import Progress
+    from cbr_agent.repository.check import check_lock, unlocked_warning
 
     repo = _open(_settings(args))
     repo.lock_wait = args.retry_lock
     counts = Progress()
-    with repo.lock(exclusive=False), progress_line.polling(
+    with check_lock(repo) as no_lock, progress_line.polling(  # read-only: checked without a lock
             lambda t: progress_line.describe(counts, t), enabled=progress_line.wanted(args)):
         report = repo.check(read_data=args.read_data, progress=counts)
+    if no_lock is not None:
+        report.warnings.insert(0, unlocked_warning(no_lock))
     if args.json:
         print_json(report.to_dict())
     else:
@@ -413,6 +420,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
     given = {name: value for name, value in given.items() if value is not None}
     if any(value < 0 for value in given.values()):
         raise UsageError("--keep-* values must be 0 or more")
+    if args.snapshot_ids:
+        if given:
+            raise UsageError("give snapshot ids or --keep-* options, not both")
+        return _forget_ids(args)
     if not given:
         raise UsageError("no --keep-* option given; refusing to forget every snapshot")
     policy = Policy(*(given.get(name, 0) for name in ("last", "daily", "weekly", "monthly")))
@@ -439,6 +450,40 @@ def cmd_forget(args: argparse.Namespace) -> int:
         print(f"kept {plural(len(keep), 'snapshot')}, {verb} {len(forget)}")
         for snap in forget:
             print(f"  {short_id(snap.id)} {snap.time.astimezone():%Y-%m-%d %H:%M:%S} {snap.host}")
+        if prune_report is not None:
+            _print_prune(prune_report)
+    return 0
+
+
+def _forget_ids(args: argparse.Namespace) -> int:
+    """``forget ID...``: ids are resolved without reading the snapshots, so damaged ones can go too."""
+    from cbr_agent.cli.output import print_json
+    from cbr_agent.errors import RepositoryError
+
+    repo = _open(_settings(args))
+    repo.lock_wait = args.retry_lock
+    prune_report = None
+    with repo.lock(exclusive=True):
+        ids = list(dict.fromkeys(repo.resolve_snapshot_id(ref) for ref in args.snapshot_ids))
+        described = {}
+        for sid in ids:
+            try:
+                snap = repo.load_snapshot(sid)
+                described[sid] = f"{snap.time.astimezone():%Y-%m-%d %H:%M:%S} {snap.host}"
+            except RepositoryError:
+                described[sid] = "(cannot be read)"
+        if not args.dry_run:
+            for sid in ids:
+                repo.forget_snapshot(sid)
+            if args.prune:
+                prune_report = repo.prune()
+    if args.json:
+        print_json({"keep": None, "forget": ids, "dry_run": args.dry_run,
+                    "prune": prune_report.to_dict() if prune_report is not None else None})
+    else:
+        print(f"{'would forget' if args.dry_run else 'forgot'} {plural(len(ids), 'snapshot')}")
+        for sid in ids:
+            print(f"  {short_id(sid)} {described[sid]}")
         if prune_report is not None:
             _print_prune(prune_report)
     return 0

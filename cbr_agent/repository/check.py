@@ -4,14 +4,16 @@ and verified. Every problem names the object (and pack) and says why."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cbr_agent.crypto import KeyFileDamaged, verify_key_file
-from cbr_agent.errors import IntegrityError, RepositoryError
+from cbr_agent.errors import IntegrityError, RepositoryError, RepositoryLocked
 from cbr_agent.progress import Progress
-from cbr_agent.repository.index import BlobLocation
+from cbr_agent.repository.index import BlobLocation, MasterIndex
 from cbr_agent.repository.objects import content_name
 from cbr_agent.repository.pack import PackEntry
 from cbr_agent.repository.tree import decode_tree, referenced_blobs
@@ -81,10 +83,7 @@ def run_check(repo: Repository, *, read_data: bool = False, progress: Progress |
     by_pack = repo.index.by_pack()
     stored = dict(repo.backend.list("data"))
     report.packs = len(stored)
-    for pack_id in sorted(stored.keys() - by_pack.keys()):
-        report.warnings.append(
-            Problem(f"pack {pack_id}", "not in any index (left by an interrupted run; prune removes it)")
-        )
+    unindexed = _read_unindexed(repo, sorted(stored.keys() - by_pack.keys()), stored, report)
     bad_packs: set[str] = set()  # packs whose blobs cannot be trusted as a whole (missing, header damaged)
     bad_blobs: set[bytes] = set()  # blobs found damaged by reading them
     for pack_id in sorted(by_pack.keys() - stored.keys()):
@@ -102,8 +101,59 @@ def run_check(repo: Repository, *, read_data: bool = False, progress: Progress |
         for pack_id, entries in sorted(present.items()):
             _check_pack_header(repo, pack_id, stored[pack_id], entries, report, bad_packs)
             progress.items_done += 1
-    _check_snapshots(repo, report, bad_packs, bad_blobs, progress)
+    needed = _check_snapshots(repo, report, bad_packs, bad_blobs, unindexed, progress)
+    _report_unindexed(repo, report, unindexed, needed)
     return report
+
+
+def _read_unindexed(
+    repo: Repository, pack_ids: list[str], sizes: dict[str, int], report: CheckReport
+) -> MasterIndex:
+    """The headers of packs no index names: an interrupted run leaves such packs, and so does a lost or
+    damaged index, whose packs hold blobs that snapshots use. Which of the two, the snapshots tell."""
+    found = MasterIndex()
+    for pack_id in pack_ids:
+        try:
+            found.add_pack(pack_id, repo.read_pack_header(pack_id, sizes[pack_id]))
+        except IntegrityError as exc:
+            report.warnings.append(
+                Problem(f"pack {pack_id}", f"not in any index, and its {_detail(exc)}", pack_id)
+            )
+        except RepositoryError as exc:
+            report.warnings.append(Problem(f"pack {pack_id}", f"not in any index, cannot be read ({exc})"))
+        except (FileNotFoundError, ValueError):  # vanished meanwhile, or a stray file with a bad name
+            continue
+    return found
+
+
+def _report_unindexed(
+    repo: Repository, report: CheckReport, unindexed: MasterIndex, needed: dict[str, set[bytes]]
+) -> None:
+    """One error for an index that lacks blobs snapshots use (naming the command that rebuilds it), a
+    warning for each unindexed pack."""
+    for pack_id in sorted(unindexed.packs()):
+        if pack_id in needed:
+            why = "not in any index, but holds blobs that snapshots use (run 'cbr-agent repair index')"
+        else:
+            why = "not in any index (left by an interrupted run; prune removes it)"
+        report.warnings.append(Problem(f"pack {pack_id}", why, pack_id))
+    if needed:
+        state = "missing (no index files)" if not repo.index_files else "incomplete"
+        blobs = sum(map(len, needed.values()))
+        report.errors.insert(0, Problem(
+            "index",
+            f"the repository index is {state}: {len(needed)} packs that no index names hold {blobs} blobs "
+            "that snapshots use; run 'cbr-agent repair index' to rebuild it from the pack headers",
+        ))
+
+
+def _detail(exc: IntegrityError) -> str:
+    """"header is damaged: ..." out of "header of pack X is damaged: ..."."""
+    msg = str(getattr(exc, "message", exc))
+    head, sep, tail = msg.partition(" is ")
+    if not sep:
+        return msg
+    return head.split(" of ", 1)[0] + " is " + tail
 
 
 def _check_keys(repo: Repository, report: CheckReport) -> None:
@@ -150,13 +200,17 @@ def _check_pack_header(
 ) -> None:
     try:
         header = repo.read_pack_header(pack_id, size, data)
-    except (IntegrityError, ValueError) as exc:
+    except IntegrityError as exc:
         bad_packs.add(pack_id)
-        report.errors.append(Problem(f"pack {pack_id}", f"header is damaged ({exc})", pack_id))
+        report.errors.append(Problem(f"pack {pack_id}", _detail(exc), pack_id))
         return
     except FileNotFoundError:
         bad_packs.add(pack_id)
         report.errors.append(Problem(f"pack {pack_id}", "vanished during check", pack_id))
+        return
+    except RepositoryError as exc:  # an I/O error on this pack: name it and go on with the others
+        bad_packs.add(pack_id)
+        report.errors.append(Problem(f"pack {pack_id}", f"cannot be read ({exc})", pack_id))
         return
     if not _compare_header(pack_id, size, header, entries, report):
         bad_packs.add(pack_id)
@@ -218,10 +272,17 @@ def _reason(exc: Exception) -> str:
 
 
 def _check_snapshots(
-    repo: Repository, report: CheckReport, bad_packs: set[str], bad_blobs: set[bytes], progress: Progress
-) -> None:
+    repo: Repository,
+    report: CheckReport,
+    bad_packs: set[str],
+    bad_blobs: set[bytes],
+    unindexed: MasterIndex,
+    progress: Progress,
+) -> dict[str, set[bytes]]:
+    """Walk every snapshot; returns the blobs found only in unindexed packs, by pack."""
     seen_trees: set[bytes] = set()
     seen_data: set[bytes] = set()
+    needed: dict[str, set[bytes]] = {}
     index = repo.index
     ids = repo.snapshot_ids()
     progress.start("checking snapshots", "snapshots", items_total=len(ids))
@@ -229,7 +290,12 @@ def _check_snapshots(
         progress.items_done += 1
         try:
             snap = repo.load_snapshot(sid)
-        except (IntegrityError, RepositoryError) as exc:
+        except IntegrityError as exc:
+            report.errors.append(Problem(
+                f"snapshot {sid}", f"{_reason(exc)} ('cbr-agent repair snapshots' removes it)"
+            ))
+            continue
+        except RepositoryError as exc:  # not damage (I/O, permissions): repair would leave it alone
             report.errors.append(Problem(f"snapshot {sid}", _reason(exc)))
             continue
         report.snapshots += 1
@@ -246,10 +312,13 @@ def _check_snapshots(
             seen_trees.add(tree_id)
             loc = index.lookup(tree_id)
             if loc is None:
-                report.errors.append(Problem(f"snapshot {sid}", f"{path}: tree {tree_hex} is missing"))
-                continue
+                loc = unindexed.lookup(tree_id)
+                if loc is None:
+                    report.errors.append(Problem(f"snapshot {sid}", f"{path}: tree {tree_hex} is missing"))
+                    continue
+                needed.setdefault(loc.pack_id, set()).add(tree_id)
             try:
-                nodes = decode_tree(repo.load_blob(tree_id))
+                nodes = decode_tree(_load_at(repo, tree_id, loc))
             except IntegrityError as exc:
                 report.errors.append(
                     Problem(f"snapshot {sid}", f"{path}: tree {tree_hex}: {_reason(exc)}", loc.pack_id)
@@ -277,7 +346,9 @@ def _check_snapshots(
                     continue
                 seen_data.add(blob_id)
                 dloc = index.lookup(blob_id)
-                if dloc is None:
+                if dloc is None and (oloc := unindexed.lookup(blob_id)) is not None:
+                    needed.setdefault(oloc.pack_id, set()).add(blob_id)
+                elif dloc is None:
                     report.errors.append(
                         Problem(f"snapshot {sid}", f"{child}: data blob {blob_hex} is missing")
                     )
@@ -286,3 +357,37 @@ def _check_snapshots(
                         Problem(f"snapshot {sid}", f"{child}: data blob {blob_hex} is damaged", dloc.pack_id)
                     )
     report.data_blobs = len(seen_data)
+    return needed
+
+
+def _load_at(repo: Repository, blob_id: bytes, loc: BlobLocation) -> bytes:
+    """A blob at a known place (indexed or found in an unindexed pack's header)."""
+    try:
+        stored = repo.backend.get("data/" + loc.pack_id, loc.offset, loc.length)
+    except FileNotFoundError:
+        raise IntegrityError(f"pack {loc.pack_id} holding blob {blob_id.hex()} is missing") from None
+    return repo.decode_blob(blob_id, loc, stored)
+
+
+@contextmanager
+def check_lock(repo: Repository) -> Iterator[str | None]:
+    """A shared lock for check. Where none can be written (a read-only mount, a write-once copy, a full
+    disk), check still runs, read-only: this yields why there is no lock (None when locked). A repository
+    locked by a prune is still refused (RepositoryLocked): its packs are being rewritten."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(repo.lock(exclusive=False))
+        except RepositoryLocked:
+            raise
+        except RepositoryError as exc:
+            yield str(getattr(exc, "message", exc))
+            return
+        yield None
+
+
+def unlocked_warning(why: str) -> Problem:
+    return Problem(
+        "lock",
+        f"could not lock the repository ({why}); checked it read-only without a lock (a prune running "
+        "at the same time could cause false alarms)",
+    )

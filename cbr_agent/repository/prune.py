@@ -89,7 +89,8 @@ def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = 
         raise RepositoryError(
             f"prune stopped, nothing deleted: {len(missing)} blobs that snapshots use are missing "
             f"(e.g. {next(iter(missing)).hex()})",
-            hint="run 'cbr-agent check --read-data' to see which snapshots are damaged",
+            hint="run 'cbr-agent check --read-data' to see which snapshots are damaged, then 'cbr-agent "
+            "repair index' (when check says the index is incomplete) or 'cbr-agent repair snapshots'",
         )
     keep, delete, rewrite = [], [], []
     for pack_id, entries in by_pack.items():
@@ -193,11 +194,23 @@ def _recover_unindexed(
         unindexed.discard(pack_id)
 
 
+REPAIR_HINT = "run 'cbr-agent repair snapshots' or 'cbr-agent forget {sid}', then prune again"
+
+
 def _used_blobs(repo: Repository, report: PruneReport, progress: Progress) -> set[bytes]:
-    try:
-        snapshots = repo.list_snapshots(strict=True)
-    except IntegrityError as exc:
-        raise RepositoryError(f"prune stopped, nothing deleted: {exc}") from None
+    # a snapshot that cannot be read might reference any blob: nothing may be deleted until it is
+    # repaired or forgotten
+    snapshots = []
+    for sid in repo.snapshot_ids():
+        try:
+            snapshots.append(repo.load_snapshot(sid))
+        except RepositoryError as exc:
+            prefix = f"snapshot {sid} "
+            what = (exc.message if exc.message.startswith(prefix)
+                    else f"{prefix}cannot be read ({exc.message})")
+            raise RepositoryError(
+                f"prune stopped, nothing deleted: {what}", hint=REPAIR_HINT.format(sid=sid[:8])
+            ) from None
     report.snapshots = len(snapshots)
     used: set[bytes] = set()
     progress.start("reading snapshots", "snapshots", items_total=len(snapshots))
@@ -213,8 +226,9 @@ def _used_blobs(repo: Repository, report: PruneReport, progress: Progress) -> se
                 nodes = decode_tree(repo.load_blob(tree_id))
             except (IntegrityError, ValueError) as exc:
                 raise RepositoryError(
-                    f"prune stopped, nothing deleted: snapshot {snap.id}: tree {tree_id.hex()}: {exc}",
-                    hint="run 'cbr-agent check --read-data'",
+                    f"prune stopped, nothing deleted: snapshot {snap.id}: tree {tree_id.hex()}: "
+                    f"{getattr(exc, 'message', exc)}",
+                    hint=_tree_hint(repo, snap.id or ""),
                 ) from None
             for _name, kind, blob_hex in referenced_blobs(nodes):
                 if kind == "tree":
@@ -222,6 +236,12 @@ def _used_blobs(repo: Repository, report: PruneReport, progress: Progress) -> se
                 else:
                     used.add(bytes.fromhex(blob_hex))
     return used
+
+
+def _tree_hint(repo: Repository, sid: str) -> str:
+    if not repo.index_files and any(True for _ in repo.backend.list("data")):
+        return "the index is missing: run 'cbr-agent repair index', then prune again"
+    return "run 'cbr-agent check' to see the damage; " + REPAIR_HINT.format(sid=sid[:8])
 
 
 def _rewrite(

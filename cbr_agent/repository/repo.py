@@ -40,7 +40,7 @@ from cbr_agent.repository.objects import (
     content_name,
     open_object,
 )
-from cbr_agent.repository.pack import TAIL, PackEntry, decode_header, header_range
+from cbr_agent.repository.pack import TAIL, PackEntry, decode_header, entries_fit, header_range
 from cbr_agent.repository.snapshot import Snapshot, decode_snapshot, encode_snapshot
 from cbr_agent.repository.writer import BlobWriter
 
@@ -113,11 +113,21 @@ class Repository:
         try:
             sealed = base64.b64decode(head["sealed"], validate=True)
             config = json.loads(key.sealer.open(sealed, AAD_CONFIG))
-        except (AuthenticationFailed, ValueError, KeyError, TypeError):
+        except (AuthenticationFailed, ValueError, KeyError, TypeError, RecursionError):
             raise IntegrityError(f"repository config of {backend.location} is damaged") from None
-        if config.get("id") != head.get("id") or config.get("version") != FORMAT_VERSION:
+        if (
+            not isinstance(config, dict)
+            or config.get("id") != head.get("id")
+            or config.get("version") != FORMAT_VERSION
+        ):
             raise IntegrityError(f"repository config of {backend.location} is damaged (id/version mismatch)")
-        repo = cls(backend, key, config)
+        try:
+            repo = cls(backend, key, config)
+            repo.compression_level  # noqa: B018 - read now so a bad value is named here, not mid-backup
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+            raise IntegrityError(
+                f"repository config of {backend.location} is damaged ({type(exc).__name__}: {exc})"
+            ) from None
         repo.load_index()
         return repo
 
@@ -240,15 +250,24 @@ class Repository:
 
     def read_pack_header(self, pack_id: str, size: int, data: bytes | None = None) -> list[PackEntry]:
         """The entries a pack's own header lists (from ``data`` when the whole pack is at hand, else two
-        small range reads). IntegrityError/ValueError when damaged, FileNotFoundError when gone."""
+        small range reads). IntegrityError naming the pack when damaged, FileNotFoundError when gone."""
         name = "data/" + pack_id
-        tail = data[-TAIL.size :] if data is not None else self.backend.get(name, max(0, size - TAIL.size))
-        offset, length = header_range(size, tail)
-        sealed = (
-            data[offset : offset + length] if data is not None else self.backend.get(name, offset, length)
-        )
-        plain = open_object(self.key.sealer, sealed, AAD_PACK_HEADER, f"header of pack {pack_id}")
-        return decode_header(plain)
+        what = f"header of pack {pack_id}"
+        try:
+            end = max(0, size - TAIL.size)
+            tail = self.backend.get(name, end) if data is None else data[end:]
+            offset, length = header_range(size, tail)
+            sealed = (
+                data[offset : offset + length] if data is not None else self.backend.get(name, offset, length)
+            )
+            plain = open_object(self.key.sealer, sealed, AAD_PACK_HEADER, what)
+            entries = decode_header(plain)
+            misfit = entries_fit(entries, offset)
+            if misfit:
+                raise ValueError(misfit)
+        except ValueError as exc:
+            raise IntegrityError(f"{what} is damaged: {exc}") from None
+        return entries
 
     # ---------------------------------------------------------------- snapshots
     def save_snapshot(self, snapshot: Snapshot) -> str:
@@ -305,13 +324,18 @@ class Repository:
             if not snaps:
                 raise RepositoryError("the repository has no snapshots yet")
             return snaps[-1]
+        return self.load_snapshot(self.resolve_snapshot_id(ref))
+
+    def resolve_snapshot_id(self, ref: str) -> str:
+        """The full id of the snapshot a full id or unique id prefix names, without reading it (so that a
+        damaged snapshot can still be named, and forgotten)."""
         ref = ref.lower()
         matches = [sid for sid in self.snapshot_ids() if sid.startswith(ref)] if ref else []
         if not matches:
             raise RepositoryError(f"no snapshot matches {ref!r}", hint="list them with 'cbr-agent snapshots'")
         if len(matches) > 1:
             raise RepositoryError(f"snapshot id prefix {ref!r} is ambiguous ({len(matches)} snapshots)")
-        return self.load_snapshot(matches[0])
+        return matches[0]
 
     def forget_snapshot(self, snapshot_id: str) -> None:
         """Remove a snapshot (its data stays until prune)."""
@@ -375,9 +399,10 @@ def _read_config_head(backend: Backend) -> dict[str, Any]:
         head = json.loads(raw)
         if not isinstance(head, dict):
             raise ValueError
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RepositoryError(
-            f"{backend.location} is not a cbr-agent repository (config is not ours)"
+            f"{backend.location} is not a cbr-agent repository, or its config file is damaged "
+            "(config is not JSON)"
         ) from None
     if head.get("format") != FORMAT_MAGIC:
         raise RepositoryError(f"{backend.location} is not a cbr-agent repository (config is not ours)")
