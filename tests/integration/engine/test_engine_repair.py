@@ -125,7 +125,7 @@ def test_forget_by_id_and_prefix_even_a_damaged_snapshot(engine, tmp_path: Path)
     _flip(engine.repo_path / "snapshots" / second, 30)
     proc = engine.cli("forget", second[:10], "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    assert "would forget 1 snapshots" in proc.stdout and "(cannot be read)" in proc.stdout
+    assert "would forget 1 snapshot\n" in proc.stdout and "(cannot be read)" in proc.stdout
     assert (engine.repo_path / "snapshots" / second).exists()
     proc = engine.cli("forget", second[:10], "--json")
     assert proc.returncode == 0, proc.stderr
