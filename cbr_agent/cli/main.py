@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent",      # register, run, status, uninstall
     "paths",      # path add/remove/list
     "repo",       # init, backup, snapshots, ls, restore, check, forget, prune
+    "explore",    # find, diff, stats, dump
     "fleet",      # agents (the fleet view of a control plane)
     "server",     # the control-plane HTTP server
 )

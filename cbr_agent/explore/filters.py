@@ -1,0 +1,69 @@
+"""Choosing snapshots: by host, backup path and tag, and the newest one per host and path set.
+
+As restic: several ``hosts`` match any of them; ``paths`` must all be among a snapshot's backup
+paths; each entry of ``tags`` is a comma-separated set that a snapshot must hold entirely, and a
+snapshot matches when it holds any of the sets (``--tag a,b --tag c``: a and b, or c). An empty
+filter matches everything.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SnapshotFilter:
+    hosts: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    tags: tuple[frozenset[str], ...] = field(default=())
+
+    @classmethod
+    def of(cls, hosts: Iterable[str] = (), paths: Iterable[str] = (), tags: Iterable[str] = ()
+           ) -> SnapshotFilter:
+        return cls(tuple(hosts), tuple(posixpath.normpath(p) for p in paths),
+                   tuple(frozenset(t for t in spec.split(",") if t) for spec in tags))
+
+    def __bool__(self) -> bool:
+        return bool(self.hosts or self.paths or self.tags)
+
+    def matches(self, snap: Any) -> bool:
+        if self.hosts and snap.host not in self.hosts:
+            return False
+        if self.paths:
+            have = {posixpath.normpath(p) for p in snap.paths}
+            if not all(p in have for p in self.paths):
+                return False
+        if self.tags:
+            have_tags = set(snap.tags)
+            return any(spec <= have_tags for spec in self.tags)
+        return True
+
+    def apply(self, snapshots: Iterable[Any]) -> list[Any]:
+        return [s for s in snapshots if self.matches(s)]
+
+
+def group_key(snap: Any, by: Sequence[str] = ("host", "paths")) -> tuple[Any, ...]:
+    """The key snapshots are grouped by (for ``latest`` and ``forget``): any of host, paths, tags."""
+    key: list[Any] = []
+    for part in by:
+        if part == "host":
+            key.append(snap.host)
+        elif part == "paths":
+            key.append(tuple(sorted(snap.paths)))
+        elif part == "tags":
+            key.append(tuple(sorted(set(snap.tags))))
+        else:
+            raise ValueError(f"cannot group by {part!r} (host, paths, tags)")
+    return tuple(key)
+
+
+def latest_per_group(snapshots: Sequence[Any], by: Sequence[str] = ("host", "paths")) -> list[Any]:
+    """The newest snapshot of each group (``snapshots`` oldest first, as the repository lists them),
+    in the order of their groups' newest snapshot."""
+    newest: dict[tuple[Any, ...], Any] = {}
+    for snap in snapshots:
+        newest[group_key(snap, by)] = snap
+    return sorted(newest.values(), key=lambda s: (s.time, s.id or ""))
