@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "paths",      # path add/remove/list
     "repo",       # init, backup, snapshots, ls, restore, check, forget, prune
     "explore",    # find, diff, stats, dump
+    "keys",       # key list/add/remove/passwd
     "fleet",      # agents (the fleet view of a control plane)
     "server",     # the control-plane HTTP server
 )

@@ -65,6 +65,8 @@ class Repository:
         self.damaged_index_files: dict[str, str] = {}
         self._held_locks: list[RepositoryLock] = []
         self._locks_mutex = threading.Lock()
+        #: name of the key file the password opened (``keys/<name>``), None when not known
+        self.key_name: str | None = None
 
     # ---------------------------------------------------------------- init / open
     @classmethod
@@ -100,14 +102,16 @@ class Repository:
             "sealed": base64.b64encode(sealed).decode("ascii"),
         }
         backend.put("config", json.dumps(head, indent=1).encode() + b"\n")  # last: marks it complete
-        return cls(backend, key, config)
+        repo = cls(backend, key, config)
+        repo.key_name = content_name(key_file)
+        return repo
 
     @classmethod
     def open(cls, url: str, password: str) -> Repository:
         """Open an existing repository: RepositoryNotFound, WrongPassword, IntegrityError, RepositoryError."""
         backend = open_backend(url)
         head = _read_config_head(backend)
-        key = _unlock(backend, password)
+        key, key_name = _unlock(backend, password)
         try:
             sealed = base64.b64decode(head["sealed"], validate=True)
             config = json.loads(key.sealer.open(sealed, AAD_CONFIG))
@@ -116,6 +120,7 @@ class Repository:
         if config.get("id") != head.get("id") or config.get("version") != FORMAT_VERSION:
             raise IntegrityError(f"repository config of {backend.location} is damaged (id/version mismatch)")
         repo = cls(backend, key, config)
+        repo.key_name = key_name
         repo.load_index()
         return repo
 
@@ -386,7 +391,7 @@ def _read_config_head(backend: Backend) -> dict[str, Any]:
     return head
 
 
-def _unlock(backend: Backend, password: str) -> MasterKey:
+def _unlock(backend: Backend, password: str) -> tuple[MasterKey, str]:
     damaged: list[str] = []
     tried = 0
     for name, _size in sorted(backend.list("keys")):
@@ -401,7 +406,7 @@ def _unlock(backend: Backend, password: str) -> MasterKey:
             damaged.append(f"keys/{name} ({exc})")
             continue
         if key is not None:
-            return key
+            return key, name
     if tried == 0:
         raise RepositoryError(f"repository {backend.location} has no key files", hint="it is damaged")
     if damaged and len(damaged) == tried:
