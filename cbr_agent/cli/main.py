@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "repo",       # init, backup, snapshots, ls, restore, check, forget, prune
     "explore",    # find, diff, stats, dump
     "keys",       # key list/add/remove/passwd
+    "tags",       # tag
     "fleet",      # agents (the fleet view of a control plane)
     "server",     # the control-plane HTTP server
 )

@@ -9,10 +9,11 @@ import time
 from typing import Any
 
 
-def add_filter_options(p: argparse.ArgumentParser, *, what: str = "snapshots") -> None:
+def add_filter_options(p: argparse.ArgumentParser, *, what: str = "snapshots",
+                       path_option: str = "--path") -> None:
     p.add_argument("--host", action="append", default=[], metavar="HOST",
                    help=f"only {what} of this host (repeatable: any of them)")
-    p.add_argument("--path", dest="filter_path", action="append", default=[], metavar="PATH",
+    p.add_argument(path_option, dest="filter_path", action="append", default=[], metavar="PATH",
                    help=f"only {what} whose backup paths include PATH (repeatable: all of them)")
     p.add_argument("--tag", dest="filter_tag", action="append", default=[], metavar="TAG[,TAG]",
                    help=f"only {what} holding every tag of the list (repeatable: any list)")
@@ -56,6 +57,22 @@ def resolve_snapshots(repo: Any, refs: list[str], flt: Any = None) -> list[Any]:
         snap = resolve_snapshot(repo, ref, flt)
         seen.setdefault(snap.id, snap)
     return sorted(seen.values(), key=lambda s: (s.time, s.id or ""))
+
+
+def latest_of_groups(snapshots: list[Any], n: int) -> list[Any]:
+    """The ``n`` newest snapshots of each host and path set (all of them when ``n`` is 0)."""
+    if n <= 0:
+        return snapshots
+    from cbr_agent.backup.retention import group_key
+
+    counts: dict[tuple[Any, ...], int] = {}
+    keep: set[int] = set()
+    for snap in reversed(snapshots):
+        key = group_key(snap, ("host", "paths"))
+        if counts.get(key, 0) < n:
+            counts[key] = counts.get(key, 0) + 1
+            keep.add(id(snap))
+    return [s for s in snapshots if id(s) in keep]
 
 
 def local_time(t: Any) -> str:

@@ -45,24 +45,11 @@ class SnapshotFilter:
         return [s for s in snapshots if self.matches(s)]
 
 
-def group_key(snap: Any, by: Sequence[str] = ("host", "paths")) -> tuple[Any, ...]:
-    """The key snapshots are grouped by (for ``latest`` and ``forget``): any of host, paths, tags."""
-    key: list[Any] = []
-    for part in by:
-        if part == "host":
-            key.append(snap.host)
-        elif part == "paths":
-            key.append(tuple(sorted(snap.paths)))
-        elif part == "tags":
-            key.append(tuple(sorted(set(snap.tags))))
-        else:
-            raise ValueError(f"cannot group by {part!r} (host, paths, tags)")
-    return tuple(key)
-
-
 def latest_per_group(snapshots: Sequence[Any], by: Sequence[str] = ("host", "paths")) -> list[Any]:
     """The newest snapshot of each group (``snapshots`` oldest first, as the repository lists them),
     in the order of their groups' newest snapshot."""
+    from cbr_agent.backup.retention import group_key
+
     newest: dict[tuple[Any, ...], Any] = {}
     for snap in snapshots:
         newest[group_key(snap, by)] = snap

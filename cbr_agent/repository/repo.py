@@ -342,10 +342,10 @@ class Repository:
             return any(lock.exclusive for lock in self._held_locks)
 
     # ---------------------------------------------------------------- maintenance
-    def check(self, *, read_data: bool = False) -> Any:
+    def check(self, *, read_data: bool = False, **options: Any) -> Any:
         from cbr_agent.repository.check import run_check
 
-        return run_check(self, read_data=read_data)
+        return run_check(self, read_data=read_data, **options)
 
     def prune(self, **options: Any) -> Any:
         from cbr_agent.repository.prune import run_prune
