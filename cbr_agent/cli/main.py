@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "explore",    # find, diff, stats, dump
     "keys",       # key list/add/remove/passwd
     "tags",       # tag
+    "copy",       # copy --from-repository
     "fleet",      # agents (the fleet view of a control plane)
     "server",     # the control-plane HTTP server
 )
