@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "copy",       # copy --from-repository
     "fleet",      # agents (the fleet view of a control plane)
     "server",     # the control-plane HTTP server
+    "generate",   # shell completions and the man page
 )
 
 
