@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "keys",       # key list/add/remove/passwd
     "tags",       # tag
     "copy",       # copy --from-repository
+    "mount",      # mount (FUSE)
     "fleet",      # agents (the fleet view of a control plane)
     "server",     # the control-plane HTTP server
     "generate",   # shell completions and the man page
