@@ -84,7 +84,9 @@ def find_in_snapshots(repo: Any, snapshots: Iterable[Any], flt: FindFilter,
     """The matches of every snapshot that has any, in the order given. Subtrees found to hold no match
     under a given path are remembered, so the unchanged directories of many snapshots are read once."""
     snaps = list(snapshots)
-    barren: set[tuple[str, str]] = set()  # (tree id, path of the tree) known to hold no match
+    # (tree id, path of the tree, backup paths) known to hold no match: relative patterns depend on
+    # the snapshot's backup paths too
+    barren: set[tuple[str, str, tuple[str, ...]]] = set()
     for i, snap in enumerate(snaps):
         if progress is not None:
             progress(i, len(snaps))
@@ -97,9 +99,10 @@ def find_in_snapshots(repo: Any, snapshots: Iterable[Any], flt: FindFilter,
 
 
 def _find_in_tree(repo: Any, tree: str, roots: list[str], flt: FindFilter,
-                  barren: set[tuple[str, str]]) -> list[tuple[str, Node]]:
+                  barren: set[tuple[str, str, tuple[str, ...]]]) -> list[tuple[str, Node]]:
     found: list[tuple[str, Node]] = []
-    if (tree, "") in barren:
+    key = tuple(sorted(roots))
+    if (tree, "", key) in barren:
         return found
     # frames: (nodes left, path of this directory, its tree id, matches found before entering it)
     stack: list[tuple[Iterator[Node], str, str, int]] = [(iter(load_tree(repo, tree, "/")), "", tree, 0)]
@@ -109,12 +112,12 @@ def _find_in_tree(repo: Any, tree: str, roots: list[str], flt: FindFilter,
         if node is None:
             stack.pop()
             if len(found) == before:
-                barren.add((tree_id, where))
+                barren.add((tree_id, where, key))
             continue
         path = where + "/" + node["name"]
         if flt.matches(path, node, roots):
             found.append((path, node))
         subtree = node.get("subtree")
-        if node.get("type") == "dir" and subtree and (subtree, path) not in barren:
+        if node.get("type") == "dir" and subtree and (subtree, path, key) not in barren:
             stack.append((iter(load_tree(repo, subtree, path)), path, subtree, len(found)))
     return found

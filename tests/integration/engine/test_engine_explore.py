@@ -203,3 +203,17 @@ def test_dump_a_directory_as_tar_keeps_metadata(engine, tmp_path: Path) -> None:
     with tarfile.open(tar_file) as tar:
         names = tar.getnames()
     assert str(src).lstrip("/") + "/text.txt" in names and not any(n.startswith("/") for n in names)
+
+
+def test_find_relative_patterns_follow_each_snapshots_backup_paths(engine, tmp_path: Path) -> None:
+    """The same subtree under the same path, in snapshots with different backup paths: a relative
+    pattern matches in one and not the other (the skip-what-held-nothing memory must not mix them)."""
+    home = tmp_path / "home"
+    write(home / "u" / ".ssh" / "id", b"key")
+    wide = backup(engine, home)
+    narrow = backup(engine, home / "u")
+    found = cli_json(engine, "find", ".ssh/*", "--snapshot", wide, "--snapshot", narrow)
+    assert [(r["snapshot"], [m["path"] for m in r["matches"]]) for r in found] == [
+        (narrow, [str(home / "u" / ".ssh" / "id")])]
+    found = cli_json(engine, "find", "u/.ssh/*")
+    assert [r["snapshot"] for r in found] == [wide]
