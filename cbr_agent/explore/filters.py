@@ -9,7 +9,7 @@ filter matches everything.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,14 +43,3 @@ class SnapshotFilter:
 
     def apply(self, snapshots: Iterable[Any]) -> list[Any]:
         return [s for s in snapshots if self.matches(s)]
-
-
-def latest_per_group(snapshots: Sequence[Any], by: Sequence[str] = ("host", "paths")) -> list[Any]:
-    """The newest snapshot of each group (``snapshots`` oldest first, as the repository lists them),
-    in the order of their groups' newest snapshot."""
-    from cbr_agent.backup.retention import group_key
-
-    newest: dict[tuple[Any, ...], Any] = {}
-    for snap in snapshots:
-        newest[group_key(snap, by)] = snap
-    return sorted(newest.values(), key=lambda s: (s.time, s.id or ""))

@@ -172,6 +172,17 @@ def test_dump_a_file_byte_for_byte(engine, tmp_path: Path) -> None:
     res = subprocess.run([*engine_cmd(), "dump", "latest", os.fsencode(str(src / BAD_NAME))],
                          env=engine.env(), capture_output=True, timeout=60)
     assert res.returncode == 0 and res.stdout == b"odd name"
+    # --tar: a regular file as a one-member archive, with its mode and mtime
+    res = subprocess.run([*engine_cmd(), "dump", "latest", str(src / "big.bin"), "--tar"], env=engine.env(),
+                         capture_output=True, timeout=60)
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(res.stdout)) as tar:
+        [member] = tar.getmembers()
+        assert member.name == "big.bin" and tar.extractfile(member).read() == data
+        # sub-second precision through the pax header
+        assert member.mtime == pytest.approx(os.stat(src / "big.bin").st_mtime_ns / 1e9, abs=1e-6)
     res = engine.cli("dump", "latest", str(src / "missing"))
     assert res.returncode == 2 and "is not in snapshot" in res.stderr
 
