@@ -349,7 +349,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.verify and not args.dry_run:
         from cbr_agent.cli.restore_args import verify
 
-        verified = verify(repo, snap, args, summary)
+        verified = verify(repo, snap, args)
     if args.json:
         out = summary.to_dict()
         out["snapshot_id"] = snap.id

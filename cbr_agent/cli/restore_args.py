@@ -19,7 +19,7 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     add_filter_options(p, what="snapshots ('latest' among them)", path_option="--snapshot-path")
 
 
-def verify(repo: Any, snap: Any, args: argparse.Namespace, summary: Any) -> Any:
+def verify(repo: Any, snap: Any, args: argparse.Namespace) -> Any:
     """Read the restored files back (the same selection the restore used)."""
     from cbr_agent.restore.select import (
         compile_patterns,
