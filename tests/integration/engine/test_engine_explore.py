@@ -228,3 +228,37 @@ def test_find_relative_patterns_follow_each_snapshots_backup_paths(engine, tmp_p
         (narrow, [str(home / "u" / ".ssh" / "id")])]
     found = cli_json(engine, "find", "u/.ssh/*")
     assert [r["snapshot"] for r in found] == [wide]
+
+
+def _stderr_on_a_terminal(engine, *args: str) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal (stdout a pipe): what a person at a terminal sees."""
+    import sys
+
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "cbr_agent", *args], env=engine.env(),
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    screen = b""
+    try:
+        while chunk := os.read(master, 4096):
+            screen += chunk
+    except OSError:  # EIO once the child closed its end
+        pass
+    out = proc.stdout.read() if proc.stdout else b""
+    proc.wait(timeout=60)
+    os.close(master)
+    return proc.returncode, out.decode(), screen.decode(errors="replace")
+
+
+def test_long_commands_show_a_progress_line_only_on_a_terminal(engine, tmp_path: Path) -> None:
+    write(tmp_path / "src" / "a" / "f.txt", b"x")
+    backup(engine, tmp_path / "src")
+    code, out, screen = _stderr_on_a_terminal(engine, "stats")
+    assert code == 0 and "directories read" in screen and "\r" in screen
+    assert "directories read" not in out
+    code, out, screen = _stderr_on_a_terminal(engine, "find", "f.txt")
+    assert code == 0 and "searching snapshot 1 of 1" in screen and "f.txt" in out
+    code, out, screen = _stderr_on_a_terminal(engine, "stats", "--json")
+    assert code == 0 and screen == "" and json.loads(out)["snapshots"] == 1
+    res = engine.cli("stats")  # stderr a pipe: quiet
+    assert res.stderr == ""
