@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from cbr_agent.errors import RestoreError
+from cbr_agent.errors import UsageError
 from cbr_agent.explore.find import Pattern, compile_pattern
 from cbr_agent.pathrules import PathRuleError
 from cbr_agent.repository.walk import load_tree
@@ -25,7 +25,7 @@ def compile_patterns(patterns: Sequence[str], option: str) -> list[Pattern]:
     try:
         return [compile_pattern(p) for p in patterns]
     except PathRuleError as exc:
-        raise RestoreError(f"{option}: {str(exc).replace('exclude ', '', 1)}") from None
+        raise UsageError(f"{option}: {str(exc).replace('exclude ', '', 1)}") from None
 
 
 def exclude_predicate(patterns: Sequence[Pattern], roots: Sequence[str]) -> Excluded | None:

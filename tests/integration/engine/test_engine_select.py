@@ -64,7 +64,7 @@ def test_restore_include_and_exclude(engine, tmp_path: Path) -> None:
     assert res.returncode == 1 and "matches the --include" in res.stderr
     assert not (tmp_path / "none").exists()
     res = engine.cli("restore", "latest", "--target", str(tmp_path / "bad"), "--exclude", "a/../b")
-    assert res.returncode == 1 and "--exclude" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "--exclude" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_restore_verify_reads_everything_back(engine, tmp_path: Path) -> None:
