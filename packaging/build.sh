@@ -80,6 +80,14 @@ done
 cp -R "$here/examples" "$stage/examples"
 find "$stage/examples" -type d -exec chmod 0755 {} +
 find "$stage/examples" -type f -exec chmod 0644 {} +
+# shell completions and the man page, generated from the parser (standard library only: no deps needed)
+mkdir -p "$stage/completions" "$stage/man"
+for what in bash zsh man; do
+    PYTHONPATH="$repo" python3 -m cbr_agent generate "$what" > "$stage/completions/$what" \
+        || die "cbr-agent generate $what failed"
+done
+gzip -9n < "$stage/completions/man" > "$stage/man/cbr-agent.1.gz"
+chmod 0644 "$stage/completions/bash" "$stage/completions/zsh" "$stage/man/cbr-agent.1.gz"
 echo "$version" > "$stage/VERSION"
 echo "$python_versions" > "$stage/python-versions"
 

@@ -194,6 +194,7 @@ def backup_paths(
     agent_id: str | None = None,
     repo: Any = None,
     lock_wait: float = 0.0,
+    tags: Sequence[str] = (),
 ) -> BackupSummary:
     """Back up ``paths`` (``AgentPath`` objects, ``(path, excludes)`` pairs or strings) into the
     configured repository and return what was done. Per-file problems are in ``.warnings``;
@@ -217,7 +218,8 @@ def backup_paths(
         try:
             return _run(settings, repo, roots, parent, cache, host, start_time, started, missing,
                         cancel=cancel, progress=progress, dry_run=dry_run,
-                        agent_id=agent_id or settings.agent_id or _stored_agent_id(settings))
+                        agent_id=agent_id or settings.agent_id or _stored_agent_id(settings),
+                        tags=tags)
         finally:
             if cache is not None:
                 cache.close()
@@ -227,7 +229,7 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
          cache: FilesCache | None, host: str, start_time: datetime, started: float,
          missing: list[str], *,
          cancel: threading.Event | None, progress: Callable[[ProgressInfo], None] | None,
-         dry_run: bool, agent_id: str | None) -> BackupSummary:
+         dry_run: bool, agent_id: str | None, tags: Sequence[str] = ()) -> BackupSummary:
     from cbr_agent.repository import Snapshot
 
     writer_cm = contextlib.nullcontext(_DryRunWriter(repo)) if dry_run else repo.writer()
@@ -274,7 +276,7 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
         snapshot = Snapshot(
             time=start_time, host=host, agent_id=agent_id, paths=summary.paths,
             excludes={p: list(ex) for p, ex in roots if ex}, tree=tree,
-            parent=summary.parent, summary=_stored_summary(summary),
+            parent=summary.parent, summary=_stored_summary(summary), tags=list(tags),
         )
         summary.snapshot_id = repo.save_snapshot(snapshot)
         if cache is not None:

@@ -22,8 +22,14 @@ COMMAND_MODULES: tuple[str, ...] = (
     "paths",      # path add/remove/list
     "repo",       # init, backup, snapshots, ls, restore, check, forget, prune
     "repair",     # repair index, repair snapshots
+    "explore",    # find, diff, stats, dump
+    "keys",       # key list/add/remove/passwd
+    "tags",       # tag
+    "copy",       # copy --from-repository
+    "mount",      # mount (FUSE)
     "fleet",      # agents (the fleet view of a control plane)
     "server",     # the control-plane HTTP server
+    "generate",   # shell completions and the man page
 )
 
 

@@ -11,9 +11,13 @@ import os
 import sys
 from typing import Any
 
+from cbr_agent.cli.backup_args import add_backup_options
 from cbr_agent.cli.durations import add_retry_lock
 from cbr_agent.cli.exitcodes import WARNINGS
+from cbr_agent.cli.forget_args import add_forget_options
 from cbr_agent.cli.output import human_bytes, plural, short_id
+from cbr_agent.cli.restore_args import add_restore_options
+from cbr_agent.cli.snapargs import add_filter_options
 
 __all__ = ["human_bytes", "printable", "register"]
 
@@ -35,10 +39,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--json", action="store_true", help="print one summary object")
     p.add_argument("--dry-run", action="store_true", help="read and hash everything, store nothing")
     add_retry_lock(p)
+    add_backup_options(p)
     p.set_defaults(func=cmd_backup)
 
     p = subparsers.add_parser("snapshots", parents=[common], help="list snapshots, oldest first")
     p.add_argument("--json", action="store_true", help="print a JSON list")
+    add_filter_options(p)
+    p.add_argument("--latest", type=int, default=0, metavar="N",
+                   help="only the N newest of each host and path set")
     p.set_defaults(func=cmd_snapshots)
 
     p = subparsers.add_parser("ls", parents=[common], help="list the files of a snapshot")
@@ -61,10 +69,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="what to do with files that exist (default always)")
     p.add_argument("--dry-run", action="store_true", help="say what would be restored, write nothing")
     p.add_argument("--json", action="store_true", help="print a summary object")
+    add_restore_options(p)
     p.set_defaults(func=cmd_restore)
 
     p = subparsers.add_parser("check", parents=[common], help="verify the repository")
     p.add_argument("--read-data", action="store_true", help="also decrypt and verify every blob")
+    p.add_argument("--read-data-subset", metavar="N/M|P%",
+                   help="read and verify only a slice of the packs: the N-th of M, or P percent at random")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_retry_lock(p)
     p.set_defaults(func=cmd_check)
@@ -78,6 +89,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="snapshot id or unique prefix (instead of --keep-*)")
     for name in ("last", "daily", "weekly", "monthly"):
         p.add_argument(f"--keep-{name}", type=int, default=None, metavar="N", help=f"keep {name} N")
+    add_forget_options(p)
     p.add_argument("--prune", action="store_true", help="prune right after")
     p.add_argument("--dry-run", action="store_true", help="only say what would be forgotten")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -86,6 +98,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
     p = subparsers.add_parser("prune", parents=[common], help="remove data no snapshot references")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--dry-run", action="store_true", help="only say what would go and what it would free")
     add_retry_lock(p)
     p.set_defaults(func=cmd_prune)
 
@@ -181,13 +194,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
     from cbr_agent.backup.job import backup_paths
     from cbr_agent.cli import progress as progress_line
+    from cbr_agent.cli.backup_args import backup_tags, cli_excludes, cli_paths, with_excludes
     from cbr_agent.cli.output import print_json
 
     settings = _settings(args)
-    if args.paths:
-        paths: list[Any] = [os.path.abspath(p) for p in args.paths]
-    else:
-        paths = _configured_paths(settings)
+    tags, excludes, given = backup_tags(args), cli_excludes(args), cli_paths(args)
+    paths: list[Any] = given if given else _configured_paths(settings)
+    paths = with_excludes(paths, excludes)
     cancel = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     line = progress_line.StatusLine()
@@ -195,7 +208,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         with progress_line.showing(line) if progress_line.wanted(args) else contextlib.nullcontext():
             progress = progress_line.BackupLine(line) if progress_line.wanted(args) else None
             summary = backup_paths(settings, paths, cancel=cancel, progress=progress,
-                                   dry_run=args.dry_run, lock_wait=args.retry_lock)
+                                   dry_run=args.dry_run, lock_wait=args.retry_lock, tags=tags)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if args.json:
@@ -234,9 +247,10 @@ def _snapshot_dict(snap: Any) -> dict[str, Any]:
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
     from cbr_agent.cli.output import print_json, print_table
+    from cbr_agent.cli.snapargs import latest_of_groups, snapshot_filter
 
     repo = _open(_settings(args))
-    snaps = repo.list_snapshots()
+    snaps = latest_of_groups(snapshot_filter(args).apply(repo.list_snapshots()), args.latest)
     if args.json:
         print_json([_snapshot_dict(s) for s in snaps])
         return 0
@@ -244,8 +258,8 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
              printable(", ".join(s.paths)),
              s.summary.get("files_new", 0) + s.summary.get("files_changed", 0)
              + s.summary.get("files_unchanged", 0),
-             human_bytes(s.summary.get("bytes_total", 0))) for s in snaps]
-    print_table(("ID", "TIME", "HOST", "PATHS", "FILES", "SIZE"), rows)
+             human_bytes(s.summary.get("bytes_total", 0)), ",".join(s.tags)) for s in snaps]
+    print_table(("ID", "TIME", "HOST", "PATHS", "FILES", "SIZE", "TAGS"), rows)
     return 0
 
 
@@ -335,22 +349,30 @@ def _snapshot_paths(raw: list[str]) -> list[str]:
 def cmd_restore(args: argparse.Namespace) -> int:
     from cbr_agent.cli import progress as progress_line
     from cbr_agent.cli.output import print_json
+    from cbr_agent.cli.snapargs import resolve_snapshot, snapshot_filter
     from cbr_agent.progress import Progress
     from cbr_agent.restore.restorer import restore_snapshot
 
     paths = _snapshot_paths(args.path)
     repo = _open(_settings(args))
-    snap = repo.find_snapshot(args.snapshot)
+    snap = resolve_snapshot(repo, args.snapshot, snapshot_filter(args))
     counts = Progress()
     with progress_line.polling(lambda t: progress_line.describe(counts, t),
                                enabled=progress_line.wanted(args)):
         summary = restore_snapshot(repo, snap, args.target, paths=paths, overwrite=args.overwrite,
-                                   dry_run=args.dry_run, progress=counts)
+                                   dry_run=args.dry_run, progress=counts, include=args.include,
+                                   exclude=args.exclude)
+    verified = None
+    if args.verify and not args.dry_run:
+        from cbr_agent.cli.restore_args import verify
+
+        verified = verify(repo, snap, args)
     if args.json:
         out = summary.to_dict()
         out["snapshot_id"] = snap.id
         out["errors"] = [_json_text(e) for e in out["errors"]]
         out["warnings"] = [_json_text(w) for w in out["warnings"]]
+        out["verify"] = verified.to_dict() if verified is not None else None
         print_json(out)
     else:
         print(restore_line(summary, snap.id, os.path.abspath(args.target)))
@@ -358,6 +380,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
             print(f"warning: {printable(w)}", file=sys.stderr)
         for e in summary.errors:
             print(f"error: {printable(e)}", file=sys.stderr)
+        if verified is not None:
+            print(f"verified {verified.files} files, {human_bytes(verified.bytes)}"
+                  + (f"; {len(verified.errors)} differ" if verified.errors else ": all match"))
+    if verified is not None and verified.errors:
+        print(f"cbr-agent: error: {len(verified.errors)} restored files do not match the snapshot",
+              file=sys.stderr)
+        return 1
     if summary.errors:
         print(f"cbr-agent: error: {plural(len(summary.errors), 'entry', 'entries')} could not be "
               "restored (see above)", file=sys.stderr)
@@ -383,15 +412,20 @@ def restore_line(summary: Any, snapshot_id: str, target: str) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     from cbr_agent.cli import progress as progress_line
     from cbr_agent.cli.output import print_json
+    from cbr_agent.errors import UsageError
     from cbr_agent.progress import Progress
-    from cbr_agent.repository.check import check_lock, unlocked_warning
+    from cbr_agent.repository.check import PackSubset, check_lock, unlocked_warning
 
+    try:
+        subset = PackSubset(args.read_data_subset) if args.read_data_subset else None
+    except ValueError as exc:
+        raise UsageError(f"--read-data-subset: {exc}") from None
     repo = _open(_settings(args))
     repo.lock_wait = args.retry_lock
     counts = Progress()
     with check_lock(repo) as no_lock, progress_line.polling(  # read-only: checked without a lock
             lambda t: progress_line.describe(counts, t), enabled=progress_line.wanted(args)):
-        report = repo.check(read_data=args.read_data, progress=counts)
+        report = repo.check(read_data=args.read_data, progress=counts, subset=subset)
     if no_lock is not None:
         report.warnings.insert(0, unlocked_warning(no_lock))
     if args.json:
@@ -399,7 +433,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print(f"checked {plural(report.snapshots, 'snapshot')}, {plural(report.trees, 'tree')}, "
               f"{plural(report.data_blobs, 'data blob')} in {plural(report.packs, 'pack')}"
-              + (f"; verified {plural(report.blobs_verified, 'blob')}" if args.read_data else ""))
+              + (f"; verified {plural(report.blobs_verified, 'blob')}" if report.read_data else "")
+              + (f" of {plural(report.packs_read, 'pack')} (subset {subset})" if subset else ""))
         for p in report.warnings:
             print(f"warning: {p}", file=sys.stderr)
         for p in report.errors:
@@ -412,37 +447,35 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- forget/prune
 def cmd_forget(args: argparse.Namespace) -> int:
-    from cbr_agent.backup.retention import Policy, select
+    from cbr_agent.backup.retention import select_with_reasons
+    from cbr_agent.cli.forget_args import keep_given, policy_from_args
     from cbr_agent.cli.output import print_json
+    from cbr_agent.cli.snapargs import snapshot_filter
     from cbr_agent.errors import UsageError
 
-    given = {name: getattr(args, f"keep_{name}") for name in ("last", "daily", "weekly", "monthly")}
-    given = {name: value for name, value in given.items() if value is not None}
-    if any(value < 0 for value in given.values()):
-        raise UsageError("--keep-* values must be 0 or more")
     if args.snapshot_ids:
-        if given:
+        if keep_given(args):
             raise UsageError("give snapshot ids or --keep-* options, not both")
         return _forget_ids(args)
-    if not given:
-        raise UsageError("no --keep-* option given; refusing to forget every snapshot")
-    policy = Policy(*(given.get(name, 0) for name in ("last", "daily", "weekly", "monthly")))
-    if policy.empty():  # as restic: a policy that keeps nothing is refused, never run
-        raise UsageError(f"{' '.join(f'--keep-{n} 0' for n in given)} keeps no snapshot at all; "
-                         "refusing to forget every snapshot",
-                         hint="keep at least one, e.g. --keep-last 1")
+    policy, group_by = policy_from_args(args)
     repo = _open(_settings(args))
     repo.lock_wait = args.retry_lock
     prune_report = None
     with repo.lock(exclusive=True):
-        keep, forget = select(repo.list_snapshots(), policy)
+        candidates = snapshot_filter(args).apply(repo.list_snapshots())
+        keep, forget, reasons = select_with_reasons(candidates, policy, group_by)
         if not args.dry_run:
             for snap in forget:
                 repo.forget_snapshot(snap.id)
             if args.prune:
                 prune_report = _prune_with_progress(repo, args)
+        elif args.prune:  # what the prune would free once these are gone
+            from cbr_agent.repository.prune import run_prune
+
+            prune_report = run_prune(repo, dry_run=True, ignore_snapshots=frozenset(s.id for s in forget))
     if args.json:
         print_json({"keep": [s.id for s in keep], "forget": [s.id for s in forget],
+                    "reasons": {s.id: reasons[id(s)] for s in keep},
                     "dry_run": args.dry_run,
                     "prune": prune_report.to_dict() if prune_report is not None else None})
     else:
@@ -491,6 +524,12 @@ def _forget_ids(args: argparse.Namespace) -> int:
 
 def _print_prune(report: Any) -> None:
     d = report.to_dict()
+    if d.get("dry_run"):
+        print(f"prune would remove {plural(d.get('blobs_removed', 0), 'blob')}, delete "
+              f"{plural(d.get('packs_deleted', 0), 'pack')} and {d.get('unindexed_packs_deleted', 0)} "
+              f"unindexed, rewrite {d.get('packs_rewritten', 0)}; it would free about "
+              f"{human_bytes(d.get('bytes_freed', 0))}")
+        return
     print(f"prune: removed {plural(d.get('blobs_removed', 0), 'blob')}, "
           f"deleted {plural(d.get('packs_deleted', 0), 'pack')}, "
           f"rewrote {d.get('packs_rewritten', 0)}; freed {human_bytes(d.get('bytes_freed', 0) or 0)}")
@@ -511,7 +550,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     repo = _open(_settings(args))
     repo.lock_wait = args.retry_lock
-    report = _prune_with_progress(repo, args)
+    if args.dry_run:
+        from cbr_agent.repository.prune import run_prune
+
+        with repo.lock(exclusive=False):
+            report = run_prune(repo, dry_run=True)
+    else:
+        report = _prune_with_progress(repo, args)
     if args.json:
         print_json(report.to_dict())
     else:

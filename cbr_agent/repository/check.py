@@ -50,6 +50,8 @@ class CheckReport:
     read_data: bool = False
     blobs_verified: int = 0
     bytes_read: int = 0
+    read_data_subset: str | None = None
+    packs_read: int = 0
 
     @property
     def ok(self) -> bool:
@@ -68,13 +70,20 @@ class CheckReport:
             "read_data": self.read_data,
             "blobs_verified": self.blobs_verified,
             "bytes_read": self.bytes_read,
+            "read_data_subset": self.read_data_subset,
+            "packs_read": self.packs_read,
         }
 
 
-def run_check(repo: Repository, *, read_data: bool = False, progress: Progress | None = None) -> CheckReport:
-    """``progress`` counts packs (and with ``read_data`` their bytes), then snapshots."""
+def run_check(
+    repo: Repository, *, read_data: bool = False, progress: Progress | None = None,
+    subset: PackSubset | None = None,
+) -> CheckReport:
+    """``progress`` counts packs (and with ``read_data`` their bytes), then snapshots. ``subset``: read
+    only the packs it selects (implies ``read_data``); the others get the header check."""
     progress = progress or Progress()
-    report = CheckReport(read_data=read_data)
+    read_data = read_data or subset is not None
+    report = CheckReport(read_data=read_data, read_data_subset=str(subset) if subset else None)
     _check_keys(repo, report)
     repo.load_index()
     report.index_files = len(repo.index_files)
@@ -92,15 +101,18 @@ def run_check(repo: Repository, *, read_data: bool = False, progress: Progress |
             Problem(f"pack {pack_id}", f"missing ({len(by_pack[pack_id])} indexed blobs)", pack_id)
         )
     present = {p: e for p, e in by_pack.items() if p in stored}
-    if read_data:
-        progress.start("reading packs", "packs", items_total=len(present),
-                       bytes_total=sum(stored[p] for p in present))
-        _read_all_packs(repo, present, stored, report, bad_packs, bad_blobs, progress)
-    else:
-        progress.start("checking packs", "packs", items_total=len(present))
-        for pack_id, entries in sorted(present.items()):
-            _check_pack_header(repo, pack_id, stored[pack_id], entries, report, bad_packs)
-            progress.items_done += 1
+    to_read = {} if not read_data else present if subset is None else subset.choose(present)
+    if to_read:
+        progress.start("reading packs", "packs", items_total=len(to_read),
+                       bytes_total=sum(stored[p] for p in to_read))
+        _read_all_packs(repo, to_read, stored, report, bad_packs, bad_blobs, progress)
+        report.packs_read = len(to_read)
+    headers_only = {p: e for p, e in present.items() if p not in to_read}
+    if headers_only:
+        progress.start("checking packs", "packs", items_total=len(headers_only))
+    for pack_id, entries in sorted(headers_only.items()):
+        _check_pack_header(repo, pack_id, stored[pack_id], entries, report, bad_packs)
+        progress.items_done += 1
     needed = _check_snapshots(repo, report, bad_packs, bad_blobs, unindexed, progress)
     _report_unindexed(repo, report, unindexed, needed)
     return report
@@ -154,6 +166,50 @@ def _detail(exc: IntegrityError) -> str:
     if not sep:
         return msg
     return head.split(" of ", 1)[0] + " is " + tail
+
+
+class PackSubset:
+    """Which packs ``check --read-data-subset`` reads: ``N/M`` is the N-th of M fixed slices (a pack's
+    slice comes from its id, so M nightly runs with N = 1..M read every pack once); ``P%`` is a random
+    P percent (at least one pack when there are any)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text.strip()
+        self.slice: tuple[int, int] | None = None
+        self.percent: float | None = None
+        try:
+            if self.text.endswith("%"):
+                self.percent = float(self.text[:-1])
+                if not 0 < self.percent <= 100:
+                    raise ValueError
+            else:
+                n, _, m = self.text.partition("/")
+                self.slice = (int(n), int(m))
+                if not 1 <= self.slice[0] <= self.slice[1]:
+                    raise ValueError
+        except ValueError:
+            raise ValueError(f"read-data subset {text!r} is not N/M (1 <= N <= M) or P% (0 < P <= 100)"
+                             ) from None
+
+    def __str__(self) -> str:
+        return self.text
+
+    def selects(self, pack_id: str) -> bool:
+        """Whether the slice ``N/M`` holds this pack (not meaningful for ``P%``)."""
+        assert self.slice is not None
+        n, m = self.slice
+        return int(pack_id[:16], 16) % m == n - 1
+
+    def choose(self, packs: dict[str, list[PackEntry]]) -> dict[str, list[PackEntry]]:
+        if self.slice is not None:
+            return {p: e for p, e in packs.items() if self.selects(p)}
+        import math
+        import random
+
+        assert self.percent is not None
+        count = min(len(packs), math.ceil(len(packs) * self.percent / 100))
+        chosen = random.sample(sorted(packs), count)
+        return {p: packs[p] for p in chosen}
 
 
 def _check_keys(repo: Repository, report: CheckReport) -> None:

@@ -44,6 +44,7 @@ class PruneReport:
     bytes_before: int = 0
     bytes_after: int = 0
     warnings: list[str] = field(default_factory=list)
+    dry_run: bool = False
 
     @property
     def bytes_freed(self) -> int:
@@ -59,13 +60,16 @@ Hook = Callable[[str], None]
 
 
 def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = None,
-              progress: Progress | None = None) -> PruneReport:
+              progress: Progress | None = None, dry_run: bool = False,
+              ignore_snapshots: frozenset[str] = frozenset()) -> PruneReport:
     """``max_unused``: a partly used pack is rewritten when more than this fraction of it is unused
     (0.0 = rewrite every partly used pack). ``hook(stage)`` is called between stages (tests use it).
-    ``progress`` counts snapshots read, then packs rewritten (and their bytes), then packs deleted."""
+    ``progress`` counts snapshots read, then packs rewritten (and their bytes), then packs deleted.
+    ``dry_run``: classify and report what would go and what it would free, change nothing;
+    ``ignore_snapshots``: count these as forgotten already (what ``forget --dry-run --prune`` shows)."""
     step = hook or (lambda _stage: None)
     progress = progress or Progress()
-    report = PruneReport()
+    report = PruneReport(dry_run=dry_run)
     repo.load_index()
     sizes = dict(repo.backend.list("data"))
     report.bytes_before = sum(sizes.values())
@@ -73,7 +77,7 @@ def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = 
     unindexed = set(sizes) - set(by_pack)
     if repo.damaged_index_files:
         _recover_unindexed(repo, sizes, by_pack, unindexed, report)
-    used = _used_blobs(repo, report, progress)
+    used = _used_blobs(repo, report, progress, ignore_snapshots)
     report.blobs_used = len(used)
 
     # choose one copy of every used blob; classify packs
@@ -107,6 +111,8 @@ def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = 
             (rewrite if unused > max_unused * total else keep).append(pack_id)
     report.blobs_removed = sum(1 for p in delete + rewrite for e in by_pack[p] if chosen.get(e.blob_id) != p)
     step("classified")
+    if dry_run:
+        return _estimate(report, sizes, by_pack, chosen, keep, delete, rewrite, unindexed)
     remove_temp = getattr(repo.backend, "remove_stale_temp_files", None)
     if remove_temp is not None:  # temp files of writers that crashed (no live writer: we hold the lock)
         remove_temp(STALE_AFTER)
@@ -194,14 +200,32 @@ def _recover_unindexed(
         unindexed.discard(pack_id)
 
 
+def _estimate(report: PruneReport, sizes: dict[str, int], by_pack: dict[str, list[PackEntry]],
+              chosen: dict[bytes, str], keep: list[str], delete: list[str], rewrite: list[str],
+              unindexed: set[str]) -> PruneReport:
+    """What a prune would do: packs deleted whole, the unused blobs of rewritten packs (their headers
+    shrink too, not counted), unindexed packs; nothing is changed."""
+    freed = sum(sizes[p] for p in delete) + sum(sizes[p] for p in unindexed)
+    freed += sum(e.length for p in rewrite for e in by_pack[p] if chosen.get(e.blob_id) != p)
+    report.packs_kept = len(keep)
+    report.packs_deleted = len(delete)
+    report.packs_rewritten = len(rewrite)
+    report.unindexed_packs_deleted = len(unindexed)
+    report.bytes_after = report.bytes_before - freed
+    return report
+
+
 REPAIR_HINT = "run 'cbr-agent repair snapshots' or 'cbr-agent forget {sid}', then prune again"
 
 
-def _used_blobs(repo: Repository, report: PruneReport, progress: Progress) -> set[bytes]:
+def _used_blobs(repo: Repository, report: PruneReport, progress: Progress,
+                ignore_snapshots: frozenset[str] = frozenset()) -> set[bytes]:
     # a snapshot that cannot be read might reference any blob: nothing may be deleted until it is
     # repaired or forgotten
     snapshots = []
     for sid in repo.snapshot_ids():
+        if sid in ignore_snapshots:
+            continue
         try:
             snapshots.append(repo.load_snapshot(sid))
         except RepositoryError as exc:

@@ -67,6 +67,8 @@ class Repository:
         #: seconds a lock waits for a conflicting one to go (``--retry-lock``); 0 fails at once
         self.lock_wait = 0.0
         self._locks_mutex = threading.Lock()
+        #: name of the key file the password opened (``keys/<name>``), None when not known
+        self.key_name: str | None = None
 
     # ---------------------------------------------------------------- init / open
     @classmethod
@@ -102,14 +104,16 @@ class Repository:
             "sealed": base64.b64encode(sealed).decode("ascii"),
         }
         backend.put("config", json.dumps(head, indent=1).encode() + b"\n")  # last: marks it complete
-        return cls(backend, key, config)
+        repo = cls(backend, key, config)
+        repo.key_name = content_name(key_file)
+        return repo
 
     @classmethod
     def open(cls, url: str, password: str) -> Repository:
         """Open an existing repository: RepositoryNotFound, WrongPassword, IntegrityError, RepositoryError."""
         backend = open_backend(url)
         head = _read_config_head(backend)
-        key = _unlock(backend, password)
+        key, key_name = _unlock(backend, password)
         try:
             sealed = base64.b64decode(head["sealed"], validate=True)
             config = json.loads(key.sealer.open(sealed, AAD_CONFIG))
@@ -128,6 +132,7 @@ class Repository:
             raise IntegrityError(
                 f"repository config of {backend.location} is damaged ({type(exc).__name__}: {exc})"
             ) from None
+        repo.key_name = key_name
         repo.load_index()
         return repo
 
@@ -365,10 +370,10 @@ class Repository:
             return any(lock.exclusive for lock in self._held_locks)
 
     # ---------------------------------------------------------------- maintenance
-    def check(self, *, read_data: bool = False, progress: Any = None) -> Any:
+    def check(self, *, read_data: bool = False, **options: Any) -> Any:
         from cbr_agent.repository.check import run_check
 
-        return run_check(self, read_data=read_data, progress=progress)
+        return run_check(self, read_data=read_data, **options)
 
     def prune(self, **options: Any) -> Any:
         from cbr_agent.repository.prune import run_prune
@@ -415,7 +420,7 @@ def _read_config_head(backend: Backend) -> dict[str, Any]:
     return head
 
 
-def _unlock(backend: Backend, password: str) -> MasterKey:
+def _unlock(backend: Backend, password: str) -> tuple[MasterKey, str]:
     damaged: list[str] = []
     tried = 0
     for name, _size in sorted(backend.list("keys")):
@@ -430,7 +435,7 @@ def _unlock(backend: Backend, password: str) -> MasterKey:
             damaged.append(f"keys/{name} ({exc})")
             continue
         if key is not None:
-            return key
+            return key, name
     if tried == 0:
         raise RepositoryError(f"repository {backend.location} has no key files", hint="it is damaged")
     if damaged and len(damaged) == tried:

@@ -19,6 +19,8 @@ class Snapshot:
     parent: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
+    #: the snapshot this one replaces (set when tags were changed: a new object, the old one deleted)
+    original: str | None = None
     id: str | None = None
 
     @property
@@ -28,7 +30,7 @@ class Snapshot:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (without the id, which is the name of the stored object)."""
         t = self.time if self.time.tzinfo else self.time.replace(tzinfo=timezone.utc)
-        return {
+        out: dict[str, Any] = {
             "time": t.isoformat(),
             "host": self.host,
             "agent_id": self.agent_id,
@@ -39,6 +41,9 @@ class Snapshot:
             "summary": dict(self.summary),
             "tags": list(self.tags),
         }
+        if self.original is not None:  # only when set: untouched snapshots encode as before
+            out["original"] = self.original
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], id: str | None = None) -> Snapshot:
@@ -52,6 +57,7 @@ class Snapshot:
             parent=data.get("parent"),
             summary=dict(data.get("summary") or {}),
             tags=list(data.get("tags") or []),
+            original=data.get("original"),
             id=id,
         )
 

@@ -37,6 +37,7 @@ from cbr_agent.errors import IntegrityError, RepositoryError, RestoreError
 from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.progress import Progress
 from cbr_agent.restore.metadata import IS_ROOT, FileMeta, apply_path
+from cbr_agent.restore.select import Excluded, Selection, normal_paths
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +113,6 @@ def check_name(name: Any) -> str:
     return name
 
 
-def _inside(path: str, prefix: str) -> bool:
-    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
-
-
 def work_items(batch_locs: dict[bytes, Any], refs: dict[bytes, list[tuple[_FileJob, int]]]) -> list[_Item]:
     """The reads for a batch: per pack, blobs by offset, cut at RANGE_BYTES, ITEM_BLOBS and gaps over
     GAP_BYTES; the biggest reads first, so the slowest do not end up last."""
@@ -173,9 +170,13 @@ class Restorer:
         self._planned = (0, 0)  # files and content bytes the walk found so far
 
     # ------------------------------------------------------------------ public
-    def run(self, tree_id: str, includes: Sequence[str] = ()) -> RestoreSummary:
-        includes = [os.path.normpath("/" + p.strip("/")) if p != "/" else "/" for p in includes] or ["/"]
-        missing = self._missing(tree_id, includes)
+    def run(self, tree_id: str, includes: Sequence[str] = (), *, excluded: Excluded | None = None,
+            check_missing: bool = True) -> RestoreSummary:
+        """``excluded(path, name)``: entries left out with everything below them; ``check_missing``:
+        refuse include paths the snapshot does not have (off when they come from a walk of it)."""
+        includes = normal_paths(includes)
+        self._selection = Selection(includes, excluded)
+        missing = self._missing(tree_id, includes) if check_missing else []
         if missing:
             raise RestoreError(f"not in the snapshot: {', '.join(missing)}",
                                hint="list the snapshot with 'cbr-agent ls SNAPSHOT'")
@@ -220,7 +221,7 @@ class Restorer:
         return missing
 
     def _walk(self, tree_id: str, includes: list[str]) -> None:
-        everything = "/" in includes
+        visit = self._selection.visit
         root_gid = self._new_file_gid(self.target)
         # (tree id, path in the snapshot, destination, group of new files there, created by us)
         stack: list[tuple[str, str, str, int, bool]] = [(tree_id, "/", self.target, root_gid, False)]
@@ -241,8 +242,8 @@ class Restorer:
                     self._error(dest_dir, str(exc))
                     continue
                 snap_path = snap_dir.rstrip("/") + "/" + name
-                wanted = everything or any(_inside(snap_path, inc) for inc in includes)
-                if not (wanted or any(_inside(inc, snap_path) for inc in includes)):
+                wanted, walk_in = visit(snap_path, name)
+                if not walk_in:
                     continue
                 dest = dest_dir + "/" + name
                 kind = node.get("type")
@@ -618,12 +619,18 @@ def _unlink_quietly(path: str) -> None:
 
 def restore_snapshot(repo: Any, snapshot: Any, target: str, *, paths: Sequence[str] = (),
                      overwrite: str = "always", dry_run: bool = False, threads: int = 0,
-                     progress: Progress | None = None) -> RestoreSummary:
+                     progress: Progress | None = None, include: Sequence[str] = (),
+                     exclude: Sequence[str] = ()) -> RestoreSummary:
     """Restore ``snapshot`` (or ``paths`` inside it) below ``target``; see the module docstring.
     ``progress`` counts files and bytes as they are done (totals from the snapshot's summary for a
-    whole snapshot, else once the walk has found every file)."""
+    whole snapshot, else once the walk has found every file). ``include`` / ``exclude``: patterns (see
+    :mod:`cbr_agent.restore.select`)."""
+    from cbr_agent.restore.select import compile_patterns, exclude_predicate, include_matches
+
     cap_malloc_arenas()
-    if progress is not None and not any(p.strip("/") for p in paths):
+    excluded = exclude_predicate(compile_patterns(exclude, "--exclude"), snapshot.paths)
+    whole = not any(p.strip("/") for p in paths) and not include and not exclude
+    if progress is not None and whole:
         summary = getattr(snapshot, "summary", None) or {}
         if "bytes_total" in summary:
             progress.items_total = sum(int(summary.get(k, 0)) for k in
@@ -631,4 +638,16 @@ def restore_snapshot(repo: Any, snapshot: Any, target: str, *, paths: Sequence[s
             progress.bytes_total = int(summary["bytes_total"])
     restorer = Restorer(repo, target, overwrite=overwrite, dry_run=dry_run, threads=threads,
                         progress=progress)
-    return restorer.run(snapshot.tree, paths)
+    if not include:
+        return restorer.run(snapshot.tree, paths, excluded=excluded)
+    if paths:
+        missing = restorer._missing(snapshot.tree, normal_paths(paths))
+        if missing:
+            raise RestoreError(f"not in the snapshot: {', '.join(missing)}",
+                               hint="list the snapshot with 'cbr-agent ls SNAPSHOT'")
+    matches = include_matches(repo, snapshot.tree, snapshot.paths, compile_patterns(include, "--include"),
+                              paths or ("/",), excluded)
+    if not matches:
+        raise RestoreError("nothing in the snapshot matches the --include patterns",
+                           hint="try them with 'cbr-agent find PATTERN'")
+    return restorer.run(snapshot.tree, matches, excluded=excluded, check_missing=False)

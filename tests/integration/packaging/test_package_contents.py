@@ -41,6 +41,8 @@ EXPECTED = {
     "/var/lib/cbr-agent": 0o040700,
     "/var/cache/cbr-agent": 0o040700,
     "/usr/share/doc/cbr-agent/README.md": 0o100644,
+    "/usr/share/bash-completion/completions/cbr-agent": 0o100644,
+    "/usr/share/man/man1/cbr-agent.1.gz": 0o100644,
 }
 
 
@@ -87,6 +89,8 @@ def test_deb_holds_the_files_with_their_modes(built_packages: Built) -> None:
             assert any(w.startswith(dep + "-") and ("abi3" in w or f"-{tag}-" in w) for w in wheels), \
                 (dep, version)
     assert not any(p.startswith("/opt/cbr-agent/venv") for p in listing), "the venv is built at install"
+    # zsh finds vendor completions here on Debian and Ubuntu
+    assert listing.get("/usr/share/zsh/vendor-completions/_cbr-agent") == 0o100644
 
 
 def test_deb_control_declares_python_and_the_conffile(built_packages: Built) -> None:
@@ -118,6 +122,7 @@ def test_rpm_declares_what_the_deb_does(built_packages: Built) -> None:
     files = info.files
     for path, mode in EXPECTED.items():
         assert path in files and files[path].mode == mode, f"{path}: {files.get(path)}"
+    assert files["/usr/share/zsh/site-functions/_cbr-agent"].mode == 0o100644  # zsh's path on RPM systems
     env_flags = files["/etc/cbr-agent/agent.env"].flags
     assert env_flags & RPMFILE_CONFIG and env_flags & RPMFILE_NOREPLACE
     scripts = REPO / "packaging" / "scripts"
