@@ -149,7 +149,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         if generated is not None:  # a password for a repository that was never made
             generated.unlink(missing_ok=True)
         raise
-    if args.repository or not settings.config_file.exists():
+    # a config file named with --config (or CBR_AGENT_CONFIG) that did not exist is created, as
+    # register does; the default one is written only to record --repository
+    named = bool(getattr(args, "config", None) or os.environ.get("CBR_AGENT_CONFIG"))
+    if args.repository or (named and not settings.config_file.exists()):
         from cbr_agent.agent.configfile import persist_registration
 
         persist_registration(settings, {"repository": settings.repository}, environ={}, by="init")
