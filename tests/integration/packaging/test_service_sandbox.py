@@ -45,6 +45,12 @@ class Host:
         for path in (self.etc, self.state, self.layers["/var/cache"] / "cbr-agent"):
             path.mkdir(parents=True, mode=0o700)
 
+    def data_dir(self) -> tuple[Path, str]:
+        """A directory to back up, as (where the test writes it, the path the daemon sees): not
+        below /tmp, which the unit's PrivateTmp hides from the service (and pytest's tmp_path may be
+        there)."""
+        return self.layers["/var/lib"] / "cbr-test-data", "/var/lib/cbr-test-data"
+
     def env(self) -> dict[str, str]:
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("CBR_AGENT_", "NOTIFY_"))}
         # the source tree stands in for /opt/cbr-agent/venv; the KDF knob keeps key files fast
@@ -79,7 +85,7 @@ def test_the_sandbox_is_read_only_except_the_units_writable_paths(tmp_path: Path
 
 def test_the_first_scheduled_backup_works_on_a_fresh_host_with_no_manual_step(tmp_path: Path) -> None:
     host = Host(tmp_path)
-    data = tmp_path / "data"
+    data, seen_as = host.data_dir()
     (data / "sub").mkdir(parents=True)
     (data / "a.txt").write_text("alpha\n")
     (data / "sub" / "b.bin").write_bytes(os.urandom(100_000))
@@ -88,7 +94,7 @@ def test_the_first_scheduled_backup_works_on_a_fresh_host_with_no_manual_step(tm
     config.write_text('backup_schedule = "10s"\nlog_format = "json"\n')
     config.chmod(0o600)
     # the operator's one step, as root outside the service: a backup path (embedded control plane)
-    proc = host.run(sys.executable, "-m", "cbr_agent", "path", "add", str(data), layers_only=True)
+    proc = host.run(sys.executable, "-m", "cbr_agent", "path", "add", seen_as, layers_only=True)
     assert proc.returncode == 0, proc.stderr
 
     daemon = subprocess.Popen(host.command(sys.executable, "-m", "cbr_agent", *exec_start_args()),
@@ -131,21 +137,21 @@ def test_the_first_scheduled_backup_works_on_a_fresh_host_with_no_manual_step(tm
                            "--state-dir", str(tmp_path / "cli-state"), "--config", str(config)],
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert (target / str(data).lstrip("/") / "a.txt").read_text() == "alpha\n"
+    assert (target / seen_as.lstrip("/") / "a.txt").read_text() == "alpha\n"
 
 
 def test_an_upgraded_host_keeps_the_password_file_next_to_the_config(tmp_path: Path) -> None:
     """A host that already has /etc/cbr-agent/repository.password (made by an earlier version, by hand
     before the service ran) backs up with it: nothing new is generated."""
     host = Host(tmp_path)
-    data = tmp_path / "data"
-    data.mkdir()
+    data, seen_as = host.data_dir()
+    data.mkdir(parents=True)
     (data / "f").write_text("x")
     (host.etc / "agent.toml").write_text('backup_schedule = "10s"\n')
     old = host.etc / "repository.password"
     old.write_text("the password from before\n")
     old.chmod(0o600)
-    proc = host.run(sys.executable, "-m", "cbr_agent", "path", "add", str(data), layers_only=True)
+    proc = host.run(sys.executable, "-m", "cbr_agent", "path", "add", seen_as, layers_only=True)
     assert proc.returncode == 0, proc.stderr
     proc = host.run(sys.executable, "-m", "cbr_agent", "run", "--once")
     assert proc.returncode == 0, proc.stderr
