@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.packaging.conftest import REPO
+from tests.integration.packaging.conftest import REPO, Built, DpkgRoot
 from tests.integration.packaging.unitsandbox import parse_unit
 
 UNIT = REPO / "service" / "cbr-agent.service"
@@ -33,17 +33,31 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is 
 
 
 class Host:
-    """A fresh host seen through the unit: layers for /etc, /var/lib, /var/cache in ``tmp``."""
+    """A fresh host seen through the unit: layers for /etc, /var/lib, /var/cache in ``tmp``, the source
+    tree standing in for /opt/cbr-agent/venv. With ``packaged``, a root the .deb was installed into
+    with dpkg: its /etc, /var/lib, /var/cache and /opt are the layers, and the daemon is the unit's
+    ExecStart as it is, the package's venv."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.layers = {d: tmp / "layers" / d.strip("/").replace("/", "-") for d in
-                       ("/etc", "/var/lib", "/var/cache")}
+    def __init__(self, tmp: Path, packaged: Path | None = None) -> None:
+        self.packaged = packaged
+        if packaged is not None:
+            self.layers = {d: packaged / d.lstrip("/") for d in ("/etc", "/var/lib", "/var/cache", "/opt")}
+        else:
+            self.layers = {d: tmp / "layers" / d.strip("/").replace("/", "-") for d in
+                           ("/etc", "/var/lib", "/var/cache")}
         self.etc = self.layers["/etc"] / "cbr-agent"
         self.state = self.layers["/var/lib"] / "cbr-agent"
-        # what the package's postinstall leaves: root-only dirs, no agent identity, no repository
-        for path in (self.etc, self.state, self.layers["/var/cache"] / "cbr-agent"):
-            path.mkdir(parents=True, mode=0o700)
+        if packaged is None:
+            # what the package's postinstall leaves: root-only dirs, no agent identity, no repository
+            for path in (self.etc, self.state, self.layers["/var/cache"] / "cbr-agent"):
+                path.mkdir(parents=True, mode=0o700)
+
+    def agent(self) -> list[str]:
+        """The cbr-agent command inside the sandbox."""
+        if self.packaged is not None:
+            (exec_start,) = parse_unit(UNIT.read_text(encoding="utf-8"))["Service"]["ExecStart"]
+            return shlex.split(exec_start)[:1]
+        return [sys.executable, "-m", "cbr_agent"]
 
     def data_dir(self) -> tuple[Path, str]:
         """A directory to back up, as (where the test writes it, the path the daemon sees): not
@@ -52,9 +66,12 @@ class Host:
         return self.layers["/var/lib"] / "cbr-test-data", "/var/lib/cbr-test-data"
 
     def env(self) -> dict[str, str]:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("CBR_AGENT_", "NOTIFY_"))}
-        # the source tree stands in for /opt/cbr-agent/venv; the KDF knob keeps key files fast
-        return {**clean, "PYTHONPATH": str(REPO), "CBR_AGENT_INSECURE_TEST_KDF": "1"}
+        clean = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("CBR_AGENT_", "NOTIFY_")) and k != "PYTHONPATH"}
+        clean["CBR_AGENT_INSECURE_TEST_KDF"] = "1"  # keeps key files fast
+        if self.packaged is None:
+            clean["PYTHONPATH"] = str(REPO)
+        return clean
 
     def command(self, *argv: str, layers_only: bool = False) -> list[str]:
         layer_args = [f"--layer={d}={u}" for d, u in self.layers.items()]
@@ -83,8 +100,9 @@ def test_the_sandbox_is_read_only_except_the_units_writable_paths(tmp_path: Path
     assert (host.state / "ok").exists() and not (host.etc / "x").exists()
 
 
-def test_the_first_scheduled_backup_works_on_a_fresh_host_with_no_manual_step(tmp_path: Path) -> None:
-    host = Host(tmp_path)
+def first_scheduled_backup(host: Host, tmp_path: Path) -> None:
+    """Configure a schedule and a path as an operator would, start the daemon as the unit does, wait for
+    its first scheduled backup, stop it, and check what it left."""
     data, seen_as = host.data_dir()
     (data / "sub").mkdir(parents=True)
     (data / "a.txt").write_text("alpha\n")
@@ -93,11 +111,12 @@ def test_the_first_scheduled_backup_works_on_a_fresh_host_with_no_manual_step(tm
     config = host.etc / "agent.toml"
     config.write_text('backup_schedule = "10s"\nlog_format = "json"\n')
     config.chmod(0o600)
+    etc_before = sorted(p.name for p in host.etc.iterdir())
     # the operator's one step, as root outside the service: a backup path (embedded control plane)
-    proc = host.run(sys.executable, "-m", "cbr_agent", "path", "add", seen_as, layers_only=True)
+    proc = host.run(*host.agent(), "path", "add", seen_as, layers_only=True)
     assert proc.returncode == 0, proc.stderr
 
-    daemon = subprocess.Popen(host.command(sys.executable, "-m", "cbr_agent", *exec_start_args()),
+    daemon = subprocess.Popen(host.command(*host.agent(), *exec_start_args()),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=host.env())
     state_file = host.state / "agent-state.json"
     outcome = None
@@ -121,7 +140,7 @@ def test_the_first_scheduled_backup_works_on_a_fresh_host_with_no_manual_step(tm
     # the repository and its generated password are in the state dir; /etc got nothing new
     password = host.state / "repository.password"
     assert (password.stat().st_mode & 0o777) == 0o600
-    assert sorted(p.name for p in host.etc.iterdir()) == ["agent.toml"]
+    assert sorted(p.name for p in host.etc.iterdir()) == etc_before
     snapshots = list((host.state / "repository" / "snapshots").iterdir())
     assert [s.name for s in snapshots] == [outcome["snapshot_id"]]
     # said loudly in the log, with where the password is kept (and never the password itself)
@@ -129,8 +148,8 @@ def test_the_first_scheduled_backup_works_on_a_fresh_host_with_no_manual_step(tm
     assert "created the repository" in log
     assert password.read_text().strip() not in log
 
-    # the snapshot restores with that password (outside the sandbox, on the upper dirs' files)
-    env = {**host.env(), "CBR_AGENT_PASSWORD_FILE": str(password),
+    # the snapshot restores with that password (outside the sandbox, on the layers' files)
+    env = {**host.env(), "PYTHONPATH": str(REPO), "CBR_AGENT_PASSWORD_FILE": str(password),
            "CBR_AGENT_REPOSITORY": str(host.state / "repository")}
     target = tmp_path / "restored"
     proc = subprocess.run([sys.executable, "-m", "cbr_agent", "restore", "latest", "--target", str(target),
@@ -138,6 +157,21 @@ def test_the_first_scheduled_backup_works_on_a_fresh_host_with_no_manual_step(tm
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert (target / seen_as.lstrip("/") / "a.txt").read_text() == "alpha\n"
+
+
+def test_the_first_scheduled_backup_works_on_a_fresh_host_with_no_manual_step(tmp_path: Path) -> None:
+    first_scheduled_backup(Host(tmp_path), tmp_path)
+
+
+@pytest.mark.slow
+def test_the_packaged_service_backs_up_on_a_fresh_host(built_packages: Built, dpkg_root: DpkgRoot,
+                                                       tmp_path: Path) -> None:
+    """The same with the .deb installed (dpkg --root): the unit's ExecStart, the package's venv, the
+    dirs and files its postinstall made."""
+    dpkg_root.install(built_packages.deb)
+    host = Host(tmp_path, packaged=dpkg_root.path)
+    assert host.agent() == ["/opt/cbr-agent/venv/bin/cbr-agent"]
+    first_scheduled_backup(host, tmp_path)
 
 
 def test_an_upgraded_host_keeps_the_password_file_next_to_the_config(tmp_path: Path) -> None:
