@@ -80,6 +80,11 @@ if [ "$1" = purge ]; then
             esac
             say "purge kept its password $pw: without it the backups cannot be restored"
         done
+        # a password set in the config file itself (the 'password' key) goes nowhere either
+        if grep -qs '^[[:space:]]*password[[:space:]]*=' "$etc/agent.toml"; then
+            keep_etc="$keep_etc agent.toml"
+            say "purge kept $etc/agent.toml: it holds the repository's password"
+        fi
         say "delete them by hand once they are no longer needed"
     fi
     # shellcheck disable=SC2086 # the kept names hold no spaces

@@ -106,3 +106,15 @@ def test_purge_keeps_the_password_of_a_repository_configured_elsewhere(root: Roo
     assert f"kept its password {password}" in proc.stderr
     assert password.exists() and (nas / "config").exists()
     assert not (root.state / "identity.json").exists()
+
+
+def test_purge_keeps_a_config_file_that_holds_the_password(root: Root, tmp_path: Path) -> None:
+    config = root.etc / "agent.toml"
+    config.write_text('password = "set in the config"\n')
+    config.chmod(0o600)
+    root.backup(tmp_path / "data")
+    assert not (root.state / "repository.password").exists()
+    proc = root.purge()
+    assert f"kept {config}: it holds the repository's password" in proc.stderr
+    assert sorted(p.name for p in root.etc.iterdir()) == ["agent.toml"]
+    assert len(Repository.open(str(root.state / "repository"), "set in the config").list_snapshots()) == 1
