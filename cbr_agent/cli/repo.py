@@ -143,12 +143,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         source = f"password file {generated} (generated)"
     else:
         password, source = found.value, found.source
-    try:
-        repo = Repository.init(settings.repository, password)
-    except BaseException:
-        if generated is not None:  # a password for a repository that was never made
-            generated.unlink(missing_ok=True)
-        raise
+    repo = Repository.init(settings.repository, password)
     # a config file named with --config (or CBR_AGENT_CONFIG) that did not exist is created, as
     # register does; the default one is written only to record --repository
     named = bool(getattr(args, "config", None) or os.environ.get("CBR_AGENT_CONFIG"))
