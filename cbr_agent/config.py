@@ -382,17 +382,20 @@ def load_settings(
     config_file: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    config_must_exist: bool = True,
 ) -> Settings:
     """Resolve defaults < file < environment < ``overrides`` (the command-line flags).
 
     ``overrides`` with a ``None`` value are ignored, so argparse defaults can be passed as they are.
+    A config file named explicitly must exist, unless ``config_must_exist`` is false (commands that
+    write it, such as ``init``).
     """
     env = os.environ if environ is None else environ
     chosen = config_file or env.get(ENV_PREFIX + "CONFIG")
     path = Path(chosen) if chosen else default_config_file()
     values: dict[str, Any] = {k.name: k.default for k in KEYS}
     origins: dict[str, str] = {}  # where each set value came from, for error messages
-    from_file = read_config_file(path, required=bool(chosen))
+    from_file = read_config_file(path, required=bool(chosen) and config_must_exist)
     values.update(from_file)
     origins.update(dict.fromkeys(from_file, str(path)))
     from_env = read_environment(env)

@@ -21,7 +21,7 @@ from typing import Any
 
 from cbr_agent.backup.filescache import FilesCache
 from cbr_agent.backup.helpers import usable_cpus
-from cbr_agent.backup.password import generate_password_file, require_password, resolve_password
+from cbr_agent.backup.password import Password, find_password, generate_password_file, require_password
 from cbr_agent.backup.pipeline import Archiver, BackupStats, Root
 from cbr_agent.backup.prescan import Prescan
 from cbr_agent.config import Settings
@@ -116,24 +116,29 @@ def _default_repository(settings: Settings) -> bool:
 
 def open_repository(settings: Settings, *, create_default: bool = False) -> Any:
     """Open the configured repository. With ``create_default``, a missing repository at the default
-    location is created (generating a password file if no password is configured): that is how
-    ``cbr-agent run --once`` works on a fresh machine. A missing repository elsewhere is an error,
-    never silently re-created (a NAS that is not mounted must not get a new empty repository)."""
+    location is created (generating a password file in the state dir if no password is configured):
+    that is how the daemon's first scheduled backup and ``cbr-agent run --once`` work on a fresh
+    machine. A missing repository elsewhere is an error, never silently re-created (a NAS that is not
+    mounted must not get a new empty repository)."""
     from cbr_agent.repository import Repository
 
     if create_default and _default_repository(settings):
-        password = resolve_password(settings)
+        found = find_password(settings)
         try:
-            if password is None:
+            if found is None:
                 raise RepositoryNotFound("no password yet")
-            return Repository.open(settings.repository, password)
+            return Repository.open(settings.repository, found.value)
         except RepositoryNotFound:
-            if password is None:
-                password, _ = generate_password_file(settings)
+            if found is None:
+                password, path = generate_password_file(settings)
+                found = Password(password, f"password file {path} (generated)", path)
             with contextlib.suppress(RepositoryNotFound):
-                return Repository.open(settings.repository, password)
-            log.warning("creating the repository %s", settings.repository)
-            return Repository.init(settings.repository, password)
+                return Repository.open(settings.repository, found.value)
+            repo = Repository.init(settings.repository, found.value)
+            log.warning("created the repository %s; its password is the %s: keep a copy of it somewhere "
+                        "else, without it the backups cannot be restored", settings.repository,
+                        found.source)
+            return repo
     return Repository.open(settings.repository, require_password(settings))
 
 

@@ -25,8 +25,11 @@ __all__ = ["human_bytes", "printable", "register"]
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("init", parents=[common], help="create the backup repository",
                               description="Create the repository and record its location in the config "
-                              "file. With no password configured, a random one is generated into "
-                              "repository.password next to the config file: keep a copy elsewhere.")
+                              "file (created if it does not exist). The password is CBR_AGENT_PASSWORD, "
+                              "'password_file', or an existing repository.password (state dir, then "
+                              "next to the config file), and init says which; with none, a random one "
+                              "is generated into repository.password in the state dir: keep a copy "
+                              "elsewhere.")
     p.add_argument("--repository", metavar="URL", help="path or file:///... (default: the configured one)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_init)
@@ -142,22 +145,31 @@ def _json_text(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- init
 def cmd_init(args: argparse.Namespace) -> int:
-    from cbr_agent.backup.password import generate_password_file, resolve_password
+    from cbr_agent.backup.password import find_password, generate_password_file
     from cbr_agent.cli.output import print_json
     from cbr_agent.repository import Repository
+    from cbr_agent.repository.backend import open_backend
 
-    settings = _settings(args, repository=args.repository)
-    password = resolve_password(settings)
+    # init writes the config file, so one named with --config need not exist yet
+    settings = _settings(args, repository=args.repository, config_must_exist=False)
+    open_backend(settings.repository)  # a URL of a kind this build cannot use: before any file is made
+    found = find_password(settings)
     generated = None
-    if password is None:
-        password, generated = generate_password_file(settings)
+    if found is None:
+        password, generated = generate_password_file(settings, announce=False)
+        source = f"password file {generated} (generated)"
+    else:
+        password, source = found.value, found.source
     repo = Repository.init(settings.repository, password)
-    if args.repository:
+    # a config file named with --config (or CBR_AGENT_CONFIG) that did not exist is created, as
+    # register does; the default one is written only to record --repository
+    named = bool(getattr(args, "config", None) or os.environ.get("CBR_AGENT_CONFIG"))
+    if args.repository or (named and not settings.config_file.exists()):
         from cbr_agent.agent.configfile import persist_registration
 
-        persist_registration(settings, {"repository": settings.repository}, environ={})
-    result = {"id": repo.id, "location": repo.location,
-              "password_file": str(generated) if generated else None}
+        persist_registration(settings, {"repository": settings.repository}, environ={}, by="init")
+    result = {"id": repo.id, "location": repo.location, "config_file": str(settings.config_file),
+              "password_source": source, "password_file": str(generated) if generated else None}
     if args.json:
         print_json(result)
     else:
@@ -165,6 +177,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     if generated:
         print(f"cbr-agent: a random repository password was written to {generated}; KEEP A COPY OF IT "
               "SOMEWHERE ELSE: without it the backups cannot be restored", file=sys.stderr)
+    else:
+        print(f"cbr-agent: the repository's password is the one of the {source}", file=sys.stderr)
     return 0
 
 

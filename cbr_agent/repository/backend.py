@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
-from cbr_agent.errors import RepositoryError
+from cbr_agent.errors import RepositoryError, UnsupportedLocation
 
 TYPES = ("data", "index", "snapshots", "keys", "locks")
 Buffer = bytes | bytearray | memoryview
@@ -62,9 +62,7 @@ def path_from_url(url: str) -> Path:
         return Path(unquote(parsed.path))
     if "://" in url:
         scheme = url.split("://", 1)[0]
-        raise RepositoryError(
-            f"repository URL scheme {scheme!r} is not supported (use a path or file:///...)"
-        )
+        raise UnsupportedLocation(f"repository URL scheme {scheme!r} is not supported")
     if not url:
         raise RepositoryError("repository location is empty", hint="set 'repository' in the configuration")
     return Path(url).expanduser()

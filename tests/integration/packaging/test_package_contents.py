@@ -43,6 +43,11 @@ EXPECTED = {
     "/usr/share/doc/cbr-agent/README.md": 0o100644,
     "/usr/share/bash-completion/completions/cbr-agent": 0o100644,
     "/usr/share/man/man1/cbr-agent.1.gz": 0o100644,
+    # the directories it creates are its own (rpm lists only what it is told)
+    "/opt/cbr-agent": 0o040755,
+    "/opt/cbr-agent/wheels": 0o040755,
+    "/opt/cbr-agent/libexec": 0o040755,
+    "/usr/share/doc/cbr-agent": 0o040755,
 }
 
 
@@ -159,7 +164,8 @@ def test_wheel_installs_with_pip_into_a_fresh_venv(built_packages: Built, instal
     subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", "--without-pip", str(target)], check=True)
     wheels = installed_root / "opt/cbr-agent/wheels"
     pip = next(wheels.glob("pip-*.whl"))
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
+    # without PYTHONPATH: a source tree on it (with its egg-info) would make pip skip the package
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PIP_CONFIG_FILE": os.devnull}
     subprocess.run([str(target / "bin/python"), f"{pip}/pip", "install", "--isolated", "--no-index",
                     "--find-links", str(wheels), "--quiet", str(built_packages.wheel)],
                    check=True, env=env, timeout=300)

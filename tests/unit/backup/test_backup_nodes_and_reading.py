@@ -167,12 +167,14 @@ def test_password_sources(tmp_path: Path, monkeypatch) -> None:
     config.parent.mkdir()
     config.write_text("")
     monkeypatch.setenv("CBR_AGENT_CONFIG", str(config))
+    monkeypatch.setenv("CBR_AGENT_STATE_DIR", str(tmp_path / "state"))
     settings = load_settings()
     assert resolve_password(settings) is None
     with pytest.raises(ConfigError, match="no repository password"):
         require_password(settings)
     password, path = generate_password_file(settings)
-    assert path == config.parent / "repository.password" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path == tmp_path / "state" / "repository.password"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert resolve_password(settings) == password
     assert generate_password_file(settings)[0] == password  # never overwritten
     other = tmp_path / "pw"
