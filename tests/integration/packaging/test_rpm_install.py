@@ -25,7 +25,10 @@ DB = "/var/lib/rpm"
 #: directories that belong to the distribution (filesystem, systemd packages), never to cbr-agent
 SYSTEM_DIRS = {"/", "/etc", "/opt", "/usr", "/usr/bin", "/usr/lib", "/usr/lib/systemd",
                "/usr/lib/systemd/system", "/usr/lib/tmpfiles.d", "/usr/share", "/usr/share/doc", "/var",
-               "/var/lib", "/var/cache"}
+               "/var/lib", "/var/cache",
+               # shell completions and the man page go into directories that the distribution's
+               # filesystem, bash-completion and zsh packages own
+               "/usr/share/man/man1", "/usr/share/bash-completion/completions", "/usr/share/zsh/site-functions"}
 WANTS = "etc/systemd/system/multi-user.target.wants/cbr-agent.service"
 
 
