@@ -35,6 +35,7 @@ from cbr_agent.api.models import (
     AgentRegistration,
     RemovePathResult,
 )
+from cbr_agent.controlplane.cbr_schema import CBR_MIGRATIONS
 from cbr_agent.controlplane.faults import agent_not_found
 from cbr_agent.controlplane.validation import AddPaths, ListQuery
 from cbr_agent.errors import StateError
@@ -72,6 +73,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                 ON DELETE CASCADE
         )""",
     ),
+    *CBR_MIGRATIONS,  # version 2: vaults, policies, checkpoints, backups, tasks (issue 12)
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
