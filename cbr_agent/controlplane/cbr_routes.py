@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ EVENT_TICK = float(os.environ.get("CBR_AGENT_SERVER_EVENT_TICK", "0.2"))
 #: a waiting poll re-reads the database this often even without a wakeup (a lost wakeup costs this)
 SAFETY_RECHECK = 5.0
 EVENTS_KEPT_MS = 10 * 60 * 1000
+#: set when the server shuts down: waiting polls answer at once instead of holding the shutdown
+STOPPING = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -295,7 +298,7 @@ def install(app: Any, api: Any) -> None:
             params = {k: v for k, v in request.path_params.items() if k != "project_id"}
             query = request.query_params.multi_items()
             if route.handler == POLL:
-                return json_response(await _long_poll(waker, api.store, project_id, params, query))
+                return json_response(await _long_poll(waker, request, api.store, project_id, params, query))
             assert callable(route.handler)
             status, answer = route.handler(api.store, project_id, params, query, body)
             if answer is None:
@@ -310,9 +313,8 @@ def install(app: Any, api: Any) -> None:
         app.add_route("/v3/{project_id}" + route.path, endpoint(route), methods=[route.method])
 
 
-async def _long_poll(
-    waker: Waker, store: AgentStore, project_id: str, params: dict[str, str], query: list[tuple[str, str]]
-) -> dict[str, Any]:
+async def _long_poll(waker: Waker, request: Any, store: AgentStore, project_id: str, params: dict[str, str],
+                     query: list[tuple[str, str]]) -> dict[str, Any]:
     agent_id, wait, known = _poll_args(params, query)
     key = (project_id, agent_id)
     event = waker.watch(key)  # before the first read: a task created after it wakes us
@@ -322,11 +324,13 @@ async def _long_poll(
             answer = agent_work.poll_once(store, project_id, agent_id, known)
             if answer is not None:
                 return answer
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return _empty_answer(store, project_id, agent_id)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(event.wait(), min(remaining, SAFETY_RECHECK))
+            read_at = time.monotonic()
+            while not event.is_set() and time.monotonic() - read_at < SAFETY_RECHECK:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or STOPPING.is_set() or await request.is_disconnected():
+                    return _empty_answer(store, project_id, agent_id)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(remaining, 1.0))
             event.clear()
     finally:
         waker.unwatch(key, event)

@@ -345,6 +345,12 @@ def oplog_wire(conn: sqlite3.Connection, project_id: str, task: dict[str, Any]) 
             "fail_count": int(task["status"] in ("failed", "timeout")),
             "resources": [extra["resource"]],
         }
+    extra["lease"] = {  # extension: who holds the task and how many claims it had
+        "attempts": task["attempts"],
+        "max_attempts": task["max_attempts"],
+        "owner": task["lease_owner"],
+        "expires_at": c.wire_time(task["lease_expires"]),
+    }
     if result:
         extra["result"] = result  # extension: what the agent reported (snapshot id, files, bytes ...)
     return {
