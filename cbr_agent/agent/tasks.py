@@ -201,12 +201,15 @@ def run_forget(
 class _Ticker:
     """Renews the lease with the current progress every few seconds; a lost lease cancels the work."""
 
-    def __init__(self, cp: Any, ctx: Context, task_id: str, owner: str, cancel: threading.Event) -> None:
-        self.cp, self.ctx, self.task_id, self.owner, self.cancel = cp, ctx, task_id, owner, cancel
+    def __init__(
+        self, cp: Any, ctx: Context, info: dict[str, Any], owner: str, cancel: threading.Event
+    ) -> None:
+        self.cp, self.ctx, self.owner, self.cancel = cp, ctx, owner, cancel
+        self.info, self.task_id = info, info["id"]
         self.progress = 0
         self.lost = False
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"task-{task_id[:8]}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"task-{self.task_id[:8]}", daemon=True)
 
     def set(self, value: int) -> None:
         self.progress = max(self.progress, min(100, value))
@@ -247,7 +250,7 @@ class _Ticker:
                     return
             except CbrAgentError as exc:  # unavailable: keep working, the lease may still hold
                 log.debug("progress report failed: %s", exc)
-            self.ctx.record({"task": {"id": self.task_id, "progress": self.progress}})
+            self.ctx.record({"task": {**self.info, "progress": self.progress}})
 
 
 def _test_delay(cancel: threading.Event) -> None:
@@ -280,19 +283,16 @@ def execute(cp: Any, ctx: Context, task: dict[str, Any], owner: str) -> None:
     log.info("task %s: %s started (attempt %s)", task_id, kind, task.get("attempts", 0) + 1)
     cancel = threading.Event()
     started = time.monotonic()
-    ctx.record(
-        {
-            "task": {
-                "id": task_id,
-                "operation_type": kind,
-                "progress": 0,
-                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }
-        }
-    )
+    info = {
+        "id": task_id,
+        "operation_type": kind,
+        "progress": 0,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    ctx.record({"task": info})
     body: dict[str, Any] = {"owner": owner}
     runner = RUNNERS.get(kind)
-    with ctx.engine_lock, _Ticker(cp, ctx, task_id, owner, cancel) as ticker:
+    with ctx.engine_lock, _Ticker(cp, ctx, info, owner, cancel) as ticker:
         try:
             if runner is None:
                 raise TaskFailed(f"this agent does not run {kind!r} tasks", "BackupService.6116")

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "repo",       # init, backup, snapshots, ls, restore, check, forget, prune
     "fleet",      # agents (the fleet view of a control plane)
     "server",     # the control-plane HTTP server
+    "cbr",        # backups, tasks (the CBR view of the control plane)
 )
 
 

@@ -194,6 +194,12 @@ def test_agent_killed_mid_task_the_lease_lapses_and_the_task_is_run_again(
     host.start()
     cp = checkpoint(sdk, vault.id, agent_id)
     wait_for(lambda: (one_log(sdk, "backup", agent_id) or Any).status == "running", 10, "claimed")
+    status = json.loads(host.cli("status", "--json").stdout)
+    assert (
+        status["task"]["operation_type"] == "backup"
+        and status["task"]["id"] == one_log(sdk, "backup", agent_id).id
+    )
+    assert "backup" in host.cli("status").stdout.split("task:")[1].splitlines()[0]
     log = one_log(sdk, "backup", agent_id)
     first = cp_server.client().cbr_call("GET", ["operation-logs", log.id])["operation_log"]
     host.kill()
