@@ -2,7 +2,7 @@
 
 One worker thread (:class:`TaskWorker`) holds a long poll on
 ``GET /v3/{project_id}/agents/{agent_id}/tasks`` (answered at once when work exists, else after
-``wait`` seconds: an idle agent makes about two requests a minute), claims each task with a lease,
+``wait`` seconds), claims each task with a lease,
 renews it with a progress report every few seconds from a ticker thread, runs it, and queues the
 result in the outbox (:mod:`cbr_agent.agent.outbox`) so that it survives a control-plane outage. A
 lease that the control plane says is lost (409) cancels the work: another claim owns the task now.
@@ -11,7 +11,7 @@ The same poll carries the agent's vault and policy (``config``), which is cached
 for :mod:`cbr_agent.agent.policyrun`, so a policy keeps running while the control plane is away.
 
 Tuning for tests and large fleets, from the environment: ``CBR_AGENT_TASK_POLL_WAIT`` (seconds a poll
-may wait, default 25), ``CBR_AGENT_TASK_LEASE_SECONDS`` (default 60) and
+may wait, default 50), ``CBR_AGENT_TASK_LEASE_SECONDS`` (default 60) and
 ``CBR_AGENT_TASK_PROGRESS_SECONDS`` (progress and lease renewal, default 5).
 """
 
@@ -47,7 +47,7 @@ def _env(name: str, default: float) -> float:
 
 
 def poll_wait() -> float:
-    return _env("CBR_AGENT_TASK_POLL_WAIT", 25.0)
+    return _env("CBR_AGENT_TASK_POLL_WAIT", 50.0)
 
 
 def lease_seconds() -> float:

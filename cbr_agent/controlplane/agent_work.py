@@ -24,7 +24,7 @@ from cbr_agent.controlplane import cbr_vaults, cbr_work, tasks
 from cbr_agent.controlplane.faults import agent_not_found, bad_request
 from cbr_agent.controlplane.store import AgentStore
 
-MAX_WAIT = 30.0
+MAX_WAIT = 60.0
 
 
 def parse_wait(pairs: dict[str, str]) -> float:

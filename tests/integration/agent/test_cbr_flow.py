@@ -210,3 +210,29 @@ def test_agent_killed_mid_task_the_lease_lapses_and_the_task_is_run_again(
     assert raw["extra_info"]["lease"]["attempts"] == 2
     assert raw["extra_info"]["lease"]["owner"] != first["extra_info"]["lease"]["owner"]
     assert sdk.list_backups(ListBackupsRequest(checkpoint_id=cp.id)).count == 1
+
+
+def test_an_idle_agent_polls_once_per_wait_and_work_ends_the_wait(
+    cp_server: Any, agent_host_factory: Any, tmp_path: Path
+) -> None:
+    sdk = sdk_client(cp_server)
+    host, agent_id, _ = prepared_host(
+        agent_host_factory, cp_server, tmp_path, "idle", CBR_AGENT_TASK_POLL_WAIT="3"
+    )
+    vault = file_vault(sdk, agent_id)
+    host.start()
+    wait_for(lambda: (host.state / "cbr-config.json").exists(), 10, "the agent saw its vault")
+
+    def polls() -> int:
+        return sum(f"/agents/{agent_id}/tasks " in line for line in cp_server.log_text().splitlines())
+
+    time.sleep(1.0)
+    before = polls()
+    time.sleep(6.0)
+    idle = polls() - before
+    assert 1 <= idle <= 3, f"{idle} polls in 6 s with a 3 s wait"
+    asked = time.monotonic()
+    cp = checkpoint(sdk, vault.id, agent_id)
+    wait_for(lambda: (one_log(sdk, "backup", agent_id) or Any).status != "waiting", 5, "the backup started")
+    assert time.monotonic() - asked < 2.5  # the held poll answered, it did not wait out its 3 s
+    wait_for(lambda: status_of(sdk, cp.id) == "available", 30, "the checkpoint is available")
