@@ -223,7 +223,7 @@ def dispatch(
                     return 200, answer
                 if time.monotonic() >= deadline:
                     return 200, _empty_answer(store, project_id, agent_id)
-                sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+                sleep(min(0.25, max(0.0, deadline - time.monotonic())))
         data: dict[str, Any] = {}
         if route.with_json:
             data = validation.parse_json(json.dumps(body if body is not None else None).encode())
