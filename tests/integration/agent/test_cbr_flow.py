@@ -17,6 +17,7 @@ from huaweicloudsdkcbr.v1 import (
     CreateCheckpointRequest,
     CreateVaultRequest,
     DeleteBackupRequest,
+    DeleteVaultRequest,
     ListBackupsRequest,
     ListOpLogsRequest,
     ResourceCreate,
@@ -153,6 +154,30 @@ def test_backup_restore_delete_through_the_sdk(
     assert (restored / "a.txt").read_text() == "alpha\n"
     assert (restored / "sub" / "b.bin").read_bytes() == (data / "sub" / "b.bin").read_bytes()
 
+    only = tmp_path / "only-a"  # the extension details.paths: just that file
+    cp_server.client().cbr_call(
+        "POST",
+        ["backups", backup.id, "restore"],
+        payload={"restore": {"details": {"destination_path": str(only), "paths": [str(data / "a.txt")]}}},
+    )
+    wait_for(
+        lambda: (
+            len(
+                [
+                    log
+                    for log in sdk.list_op_logs(
+                        ListOpLogsRequest(operation_type="restore", status="success")
+                    ).operation_logs
+                ]
+            )
+            == 2
+        ),
+        30,
+        "the partial restore",
+    )
+    assert (only / str(data).lstrip("/") / "a.txt").exists()
+    assert not (only / str(data).lstrip("/") / "sub").exists()
+
     sdk.restore_backup(
         RestoreBackupRequest(
             backup_id=backup.id,
@@ -168,6 +193,16 @@ def test_backup_restore_delete_through_the_sdk(
     wait_for(lambda: sdk.list_backups(ListBackupsRequest(resource_id=agent_id)).count == 0, 30, "deleted")
     assert backup.extend_info.snapshot_id not in snapshots(host)
     assert one_log(sdk, "delete", agent_id).status == "success"
+
+    second = checkpoint(sdk, vault.id, agent_id)
+    wait_for(lambda: status_of(sdk, second.id) == "available", 30, "the second checkpoint")
+    kept = sdk.list_backups(ListBackupsRequest(checkpoint_id=second.id)).backups[0].extend_info.snapshot_id
+    sdk.delete_vault(DeleteVaultRequest(vault_id=vault.id))  # deletes the vault's backups too
+    wait_for(
+        lambda: (one_log(sdk, "vault_delete", agent_id) or Any).status == "success", 30, "vault delete"
+    )
+    assert kept not in snapshots(host)
+    assert sdk.list_backups(ListBackupsRequest(resource_id=agent_id)).count == 0
 
 
 def test_offline_agent_takes_waiting_work_when_it_comes_back(
