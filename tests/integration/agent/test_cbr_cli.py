@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.integration.agent.conftest import server_env
+from tests.integration.agent.conftest import server_env, wait_for
 from tests.integration.agent.test_cbr_flow import make_tree
 
 
@@ -59,3 +59,31 @@ def test_cli_backup_made_while_the_server_is_down_is_reported_later(
         for b in run_json(host, "backups", "--agent-id", host.agent_id())["backups"]
     }
     assert ids == {made["snapshot_id"], again["snapshot_id"]}
+
+
+def test_local_schedule_backups_are_cbr_backups(
+    cp_server: Any, agent_host_factory: Any, tmp_path: Path
+) -> None:
+    env = {
+        **server_env(cp_server, heartbeat=60),
+        "CBR_AGENT_PASSWORD": "pw-cli-test",
+        "CBR_AGENT_BACKUP_SCHEDULE": "2s",
+    }
+    host = agent_host_factory(env=env, name="scheduled")
+    data = make_tree(tmp_path / "data")
+    for args in (("init",), ("register",), ("path", "add", str(data))):
+        assert host.cli(*args).returncode == 0
+    host.start()
+    client = cp_server.client()
+
+    def scheduled() -> list[Any]:
+        backups = client.cbr_call("GET", ["backups"], query=[("resource_id", host.agent_id() or "")])[
+            "backups"
+        ]
+        return [b for b in backups if b["extend_info"].get("trigger") == "schedule"]
+
+    found = wait_for(scheduled, 30, "a scheduled backup reported")
+    assert (
+        found[0]["extend_info"]["auto_trigger"] is True
+        and found[0]["resource_type"] == "OS::Native::Server"
+    )

@@ -143,3 +143,42 @@ def test_errors_are_the_same_on_both_sides(control_plane: Any) -> None:
             },
         )
     assert (outside.value.status, outside.value.error_code) == (400, "BackupService.6135")
+
+
+def test_a_policy_bound_to_its_vault_ends_a_waiting_poll(control_plane: Any) -> None:
+    import threading
+
+    cp = control_plane
+    a = agent(cp)
+    vault = file_vault(cp, [a])
+    version = cp.cbr_call("GET", ["agents", a, "tasks"])["config_version"]
+    policy = cp.cbr_call(
+        "POST",
+        ["policies"],
+        payload={
+            "policy": {
+                "name": "p",
+                "operation_type": "backup",
+                "operation_definition": {"max_backups": 2},
+                "trigger": {"properties": {"pattern": ["FREQ=DAILY;BYHOUR=1;BYMINUTE=0"]}},
+            }
+        },
+    )["policy"]
+    answers: list[dict[str, Any]] = []
+    started = time.monotonic()
+    poll = threading.Thread(
+        target=lambda: answers.append(
+            cp.cbr_call(
+                "GET",
+                ["agents", a, "tasks"],
+                query=[("wait", "20"), ("config_version", version)],
+                read_timeout=30,
+            )
+        )
+    )
+    poll.start()
+    time.sleep(0.5)
+    cp.cbr_call("POST", ["vaults", vault["id"], "associatepolicy"], payload={"policy_id": policy["id"]})
+    poll.join(25)
+    assert answers and answers[0]["config"]["policy"]["id"] == policy["id"]
+    assert time.monotonic() - started < 5
