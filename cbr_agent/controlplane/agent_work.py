@@ -88,12 +88,6 @@ def events_after(store: AgentStore, seq: int, now_ms: int) -> tuple[int, set[tup
     return last, {(p, a) for _, p, a in rows} | {(p, a) for p, a in lapsed}
 
 
-def trim_events(store: AgentStore, keep_ms: int) -> None:
-    now = store._now_ms()
-    with store._transaction() as conn:
-        conn.execute("DELETE FROM events WHERE at < ?", (now - keep_ms,))
-
-
 def _owner(body: dict[str, Any]) -> str:
     return c.text(body, "owner", "body", required=True, max_len=128) or ""
 

@@ -34,7 +34,6 @@ EVENT_TICK = float(os.environ.get("CBR_AGENT_SERVER_EVENT_TICK", "0.2"))
 #: a waiting poll re-reads the database this often even without a wakeup (a lost wakeup costs this),
 #: and notices this late that its client went away
 SAFETY_RECHECK = 15.0
-EVENTS_KEPT_MS = 10 * 60 * 1000
 #: set when the server shuts down: waiting polls answer at once instead of holding the shutdown
 STOPPING = threading.Event()
 
@@ -246,7 +245,6 @@ class Waker:
         self.waiters: dict[tuple[str, str], set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
         self._seq: int | None = None
-        self._trimmed = 0.0
 
     def watch(self, key: tuple[str, str]) -> asyncio.Event:
         if self._task is None or self._task.done():
@@ -282,10 +280,6 @@ class Waker:
         for key in keys:
             for event in self.waiters.get(key, ()):
                 event.set()
-        now = time.monotonic()
-        if now - self._trimmed > 60:
-            self._trimmed = now
-            agent_work.trim_events(self.store, EVENTS_KEPT_MS)
 
 
 def install(app: Any, api: Any) -> None:

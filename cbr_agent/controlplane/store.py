@@ -338,3 +338,9 @@ class AgentStore:
                                   (project_id, agent_id))
             if cursor.rowcount == 0:
                 raise agent_not_found(agent_id)
+            # its CBR records go with it (issue 12): vault membership, backups, unfinished tasks
+            for table, column in (("vault_resources", "resource_id"), ("backups", "resource_id")):
+                conn.execute(f"DELETE FROM {table} WHERE project_id = ? AND {column} = ?",
+                             (project_id, agent_id))
+            conn.execute("DELETE FROM tasks WHERE project_id = ? AND agent_id = ? AND status IN "
+                         "('waiting', 'running')", (project_id, agent_id))

@@ -51,10 +51,16 @@ def as_dict(row: Any) -> dict[str, Any]:
     return task
 
 
+#: events older than this are deleted (a waiting poll has long re-read the database by then)
+EVENTS_KEPT_MS = 10 * 60 * 1000
+
+
 def notify(conn: sqlite3.Connection, project_id: str, agent_id: str, now: int) -> None:
-    conn.execute(
+    cursor = conn.execute(
         "INSERT INTO events (project_id, agent_id, at) VALUES (?, ?, ?)", (project_id, agent_id, now)
     )
+    if (cursor.lastrowid or 0) % 500 == 0:  # now and then, in the writer's transaction: no extra writer
+        conn.execute("DELETE FROM events WHERE at < ?", (now - EVENTS_KEPT_MS,))
 
 
 def create(

@@ -182,3 +182,18 @@ def test_a_policy_bound_to_its_vault_ends_a_waiting_poll(control_plane: Any) -> 
     poll.join(25)
     assert answers and answers[0]["config"]["policy"]["id"] == policy["id"]
     assert time.monotonic() - started < 5
+
+
+def test_removing_an_agent_removes_its_cbr_records(control_plane: Any) -> None:
+    cp = control_plane
+    a = agent(cp)
+    vault = file_vault(cp, [a])
+    cp.cbr_call("POST", ["agents", a, "backups"], payload={"backup": {"snapshot_id": "12" * 32}})
+    cp.cbr_call("POST", ["checkpoints"], payload={"checkpoint": {"vault_id": vault["id"]}})
+    cp.remove_agent(a)
+    assert cp.cbr_call("GET", ["vaults", vault["id"]])["vault"]["resources"] == []
+    assert cp.cbr_call("GET", ["backups"], query=[("resource_id", a)])["count"] == 0
+    assert (
+        cp.cbr_call("GET", ["operation-logs"], query=[("resource_id", a), ("status", "waiting")])["count"]
+        == 0
+    )
