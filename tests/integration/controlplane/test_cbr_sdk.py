@@ -21,6 +21,7 @@ from huaweicloudsdkcbr.v1 import (
     DeleteBackupRequest,
     DeletePolicyRequest,
     DeleteVaultRequest,
+    DisassociateVaultPolicyRequest,
     ListBackupsRequest,
     ListOpLogsRequest,
     ListPoliciesRequest,
@@ -48,6 +49,7 @@ from huaweicloudsdkcbr.v1 import (
     VaultBackupReq,
     VaultCreate,
     VaultCreateReq,
+    VaultDissociate,
     VaultRemoveResourceReq,
 )
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
@@ -190,6 +192,23 @@ def test_vault_policy_checkpoint_backup_restore_delete(cp_server: Any) -> None:
     assert backup.name == "now_1"
     assert sdk.show_backup(ShowBackupRequest(backup_id=backup.id)).backup.status == "available"
     assert sdk.list_backups(ListBackupsRequest(resource_id=a2)).count == 0
+    assert (
+        sdk.list_backups(ListBackupsRequest(status="available", name="now_1", vault_id=vault.id)).count == 1
+    )
+    assert sdk.list_backups(ListBackupsRequest(status="error")).count == 0
+    assert (
+        sdk.list_backups(
+            ListBackupsRequest(
+                start_time="2000-01-01T00:00:00Z",
+                end_time="2001-01-01T00:00:00Z",
+                sort="created_at:asc",
+                limit=5,
+                offset=0,
+            )
+        ).count
+        == 0
+    )
+    assert sdk.list_op_logs(ListOpLogsRequest(status="success", vault_id=vault.id, limit=10)).count == 1
 
     sdk.restore_backup(
         RestoreBackupRequest(
@@ -225,6 +244,15 @@ def test_vault_policy_checkpoint_backup_restore_delete(cp_server: Any) -> None:
     )
     kinds = {log.operation_type for log in sdk.list_op_logs(ListOpLogsRequest()).operation_logs}
     assert kinds == {"backup", "restore", "delete", "remove_resource", "vault_delete"}
+    other = sdk.create_vault(vault_request("files-2", [a1])).vault
+    sdk.associate_vault_policy(
+        AssociateVaultPolicyRequest(vault_id=other.id, body=VaultAssociate(policy_id=policy.id))
+    )
+    dropped = sdk.disassociate_vault_policy(
+        DisassociateVaultPolicyRequest(vault_id=other.id, body=VaultDissociate(policy_id=policy.id))
+    )
+    assert dropped.dissociate_policy.policy_id == policy.id
+    assert sdk.list_policies(ListPoliciesRequest(vault_id=other.id)).count == 0
     sdk.delete_policy(DeletePolicyRequest(policy_id=policy.id))
     assert error_of(lambda: sdk.show_policy(ShowPolicyRequest(policy_id=policy.id))) == (
         404,
