@@ -21,12 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cbr_agent.controlplane import agent_work, cbr_vaults, cbr_work
+from cbr_agent.controlplane import agent_work, cbr_policies, cbr_vaults, cbr_work
 from cbr_agent.controlplane import cbr_common as c
 from cbr_agent.controlplane.store import AgentStore
 from cbr_agent.controlplane.validation import check_agent_id
 
-Handler = Callable[[AgentStore, str, dict[str, str], list[tuple[str, str]], dict[str, Any]], tuple[int, Any]]
+Handler = Callable[
+    [AgentStore, str, dict[str, str], list[tuple[str, str]], dict[str, Any]], tuple[int, Any]
+]
 POLL = "poll"
 
 #: how often a server process looks for new events to wake its long polls (env for tests/benchmarks)
@@ -98,23 +100,23 @@ ROUTES: tuple[Route, ...] = (
         lambda s, p, a, q, b: (200, cbr_vaults.dissociate_policy(s, p, _id(a, "vault_id"), b)),
         True,
     ),
-    Route("POST", "/policies", lambda s, p, a, q, b: (200, cbr_vaults.create_policy(s, p, b)), True),
-    Route("GET", "/policies", lambda s, p, a, q, b: (200, cbr_vaults.list_policies(s, p, _one(q)))),
+    Route("POST", "/policies", lambda s, p, a, q, b: (200, cbr_policies.create_policy(s, p, b)), True),
+    Route("GET", "/policies", lambda s, p, a, q, b: (200, cbr_policies.list_policies(s, p, _one(q)))),
     Route(
         "GET",
         "/policies/{policy_id}",
-        lambda s, p, a, q, b: (200, cbr_vaults.show_policy(s, p, _id(a, "policy_id"))),
+        lambda s, p, a, q, b: (200, cbr_policies.show_policy(s, p, _id(a, "policy_id"))),
     ),
     Route(
         "PUT",
         "/policies/{policy_id}",
-        lambda s, p, a, q, b: (200, cbr_vaults.update_policy(s, p, _id(a, "policy_id"), b)),
+        lambda s, p, a, q, b: (200, cbr_policies.update_policy(s, p, _id(a, "policy_id"), b)),
         True,
     ),
     Route(
         "DELETE",
         "/policies/{policy_id}",
-        lambda s, p, a, q, b: (204, cbr_vaults.delete_policy(s, p, _id(a, "policy_id"))),
+        lambda s, p, a, q, b: (204, cbr_policies.delete_policy(s, p, _id(a, "policy_id"))),
     ),
     Route("POST", "/checkpoints", lambda s, p, a, q, b: (200, cbr_work.create_checkpoint(s, p, b)), True),
     Route(
@@ -312,8 +314,14 @@ def install(app: Any, api: Any) -> None:
         app.add_route("/v3/{project_id}" + route.path, endpoint(route), methods=[route.method])
 
 
-async def _long_poll(waker: Waker, request: Any, store: AgentStore, project_id: str, params: dict[str, str],
-                     query: list[tuple[str, str]]) -> dict[str, Any]:
+async def _long_poll(
+    waker: Waker,
+    request: Any,
+    store: AgentStore,
+    project_id: str,
+    params: dict[str, str],
+    query: list[tuple[str, str]],
+) -> dict[str, Any]:
     agent_id, wait, known = _poll_args(params, query)
     key = (project_id, agent_id)
     event = waker.watch(key)  # before the first read: a task created after it wakes us
