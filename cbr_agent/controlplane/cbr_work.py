@@ -47,7 +47,7 @@ def create_checkpoint(store: AgentStore, project_id: str, body: dict[str, Any]) 
     desc = c.description(params, "checkpoint.parameters")
     auto = c.boolean(params, "auto_trigger", "checkpoint.parameters", False)
     incremental = c.boolean(params, "incremental", "checkpoint.parameters", True)
-    policy_id = params.get("policy_id")
+    policy_id = c.text(params, "policy_id", "checkpoint.parameters", max_len=64)
     wanted = (
         None
         if params.get("resources") is None

@@ -18,6 +18,20 @@ from cbr_agent.errors import ApiError
 _DIR = tempfile.mkdtemp(prefix="cbr-prop-")
 CP = EmbeddedControlPlane(Path(_DIR) / "cp.db", "proj")
 CP.register_agent(AgentRegistration("agent-1", "h", "10.0.0.1", "linux"))
+VAULT = CP.cbr_call(
+    "POST",
+    ["vaults"],
+    payload={
+        "vault": {
+            "name": "v",
+            "billing": {"object_type": "file", "size": 10},
+            "resources": [{"id": "agent-1", "type": "OS::Native::Server"}],
+        }
+    },
+)["vault"]["id"]
+BACKUP = CP.cbr_call("POST", ["agents", "agent-1", "backups"], payload={"backup": {"snapshot_id": "s1"}})[
+    "backup"
+]["id"]
 
 scalars = st.one_of(
     st.none(),
@@ -34,6 +48,8 @@ scalars = st.one_of(
             "FREQ=DAILY;BYHOUR=1;BYMINUTE=0",
             "/srv/x",
             "../x",
+            VAULT,
+            BACKUP,
         ]
     ),
 )
@@ -89,7 +105,7 @@ json_values = st.recursive(
 )
 
 JSON_ROUTES = [r for r in ROUTES if r.with_json]
-IDS = st.sampled_from(["agent-1", "x", "00000000-0000-0000-0000-000000000000", "bad id", ""])
+IDS = st.sampled_from(["agent-1", "x", "00000000-0000-0000-0000-000000000000", "bad id", "", VAULT, BACKUP])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
