@@ -292,7 +292,8 @@ def execute(cp: Any, ctx: Context, task: dict[str, Any], owner: str) -> None:
     ctx.record({"task": info})
     body: dict[str, Any] = {"owner": owner}
     runner = RUNNERS.get(kind)
-    with ctx.engine_lock, _Ticker(cp, ctx, info, owner, cancel) as ticker:
+    # the lease is renewed while this waits for a scheduled or policy backup to finish
+    with _Ticker(cp, ctx, info, owner, cancel) as ticker, ctx.engine_lock:
         try:
             if runner is None:
                 raise TaskFailed(f"this agent does not run {kind!r} tasks", "BackupService.6116")
