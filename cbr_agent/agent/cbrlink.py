@@ -10,7 +10,8 @@ from typing import Any
 
 from cbr_agent.agent import outbox
 from cbr_agent.agent.policyrun import PolicyRunner
-from cbr_agent.agent.tasks import Context, TaskWorker, load_config
+from cbr_agent.agent.taskrun import Context
+from cbr_agent.agent.tasks import TaskWorker, load_config
 from cbr_agent.errors import CbrAgentError
 
 log = logging.getLogger("cbr_agent.agent")

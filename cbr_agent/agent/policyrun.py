@@ -22,7 +22,8 @@ from typing import Any
 from cbr_agent import cbrpolicy
 from cbr_agent.agent import outbox
 from cbr_agent.agent.statefile import write_bytes_atomic
-from cbr_agent.agent.tasks import Context, forget_snapshots, load_config
+from cbr_agent.agent.taskrun import Context, forget_snapshots
+from cbr_agent.agent.tasks import load_config
 from cbr_agent.errors import Cancelled, CbrAgentError
 
 log = logging.getLogger("cbr_agent.agent.policy")

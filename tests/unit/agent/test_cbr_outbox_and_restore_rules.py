@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cbr_agent.agent import outbox
-from cbr_agent.agent.tasks import TaskFailed, check_destination
+from cbr_agent.agent.taskrun import TaskFailed, check_destination
 from cbr_agent.api.client import HttpControlPlane
 from cbr_agent.api.models import AgentRegistration
 from cbr_agent.controlplane.embedded import EmbeddedControlPlane
