@@ -24,6 +24,7 @@ from typing import Any
 
 from cbr_agent.agent import hostfacts
 from cbr_agent.agent.backoff import failure_delay, heartbeat_delay
+from cbr_agent.agent.cbrlink import CbrWork
 from cbr_agent.agent.connect import describe_endpoint, open_control_plane
 from cbr_agent.agent.heartbeat import ControlPlaneFactory, Syncer, SyncResult, registration_record
 from cbr_agent.agent.identity import Identity, load_identity
@@ -155,14 +156,17 @@ class Daemon:
                  identity.agent_id, describe_endpoint(self.settings), self.settings.heartbeat_interval)
         self.notifier.status("registering with the control plane")
         last_backup = previous.get("last_backup") or {}
+        self.cbr = CbrWork(self)  # CBR tasks, the cached policy, backup reports (issue 12)
         self.scheduler = BackupScheduler(
-            settings=self._for_job(self.settings), job=self._job, paths=lambda: self._paths,
+            settings=self._for_job(self.settings), job=self.cbr.reporting_job(self._job),
+            paths=lambda: self._paths,
             record=self._record, last_end=parse_time(last_backup.get("finished_at")))
         sync_thread = threading.Thread(target=self._sync_loop, name="heartbeat", daemon=True)
         restore = self._install_signals()
         try:
             sync_thread.start()
             self.scheduler.start()
+            self.cbr.start()
             code = self._main_loop(sync_thread)
         finally:
             restore()
@@ -178,6 +182,7 @@ class Daemon:
         if not self.scheduler.join(max(0.0, deadline - time.monotonic())):
             log.warning("the running backup did not stop within %gs; exiting anyway (an unfinished "
                         "backup leaves no snapshot, and the next one reuses what it stored)", STOP_BUDGET)
+        self.cbr.join(max(0.0, deadline - time.monotonic() - SYNC_STOP_WAIT))
         # a heartbeat stuck on a silent network holds nothing worth waiting for
         sync_thread.join(min(SYNC_STOP_WAIT, max(0.0, deadline - time.monotonic())))
         with contextlib.suppress(CbrAgentError):

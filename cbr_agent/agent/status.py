@@ -49,6 +49,10 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "last_reload": state.get("last_reload") if running else None,
         "last_backup": state.get("last_backup"),
         "next_backup": state.get("next_backup") if running and schedule else None,
+        # CBR work (issue 12): the task running now, the last one, the cached policy's next run
+        "task": state.get("task") if running else None,
+        "last_task": state.get("last_task") if same_agent else None,
+        "next_policy_backup": state.get("next_policy_backup") if running else None,
     }
 
 
@@ -82,6 +86,7 @@ def print_status(report: dict[str, Any]) -> None:
         rows.append(("backup", "running now"))
     if report["next_backup"]:
         rows.append(("next backup", report["next_backup"]))
+    rows += _task_rows(report)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name + ':':<{width + 1}} {value}")
@@ -93,6 +98,20 @@ def print_status(report: dict[str, Any]) -> None:
         print(f"  {path['dir_path']}{excludes}")
     if report["paths_note"]:
         print(f"note: {report['paths_note']}")
+
+
+def _task_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    task = report.get("task")
+    if task:
+        rows.append(("task", f"{task.get('operation_type', 'task')} {task.get('id')} running, "
+                             f"{task.get('progress', 0)}% (since {task.get('started_at')})"))
+    last = report.get("last_task")
+    if last:
+        rows.append(("last task", f"{last.get('operation_type')} {last.get('id')}: {last.get('status')}"))
+    if report.get("next_policy_backup"):
+        rows.append(("next policy backup", report["next_policy_backup"]))
+    return rows
 
 
 def _describe_backup(backup: dict[str, Any] | None) -> str:

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mount",      # mount (FUSE)
     "fleet",      # agents (the fleet view of a control plane)
     "server",     # the control-plane HTTP server
+    "cbr",        # backups, tasks (the CBR view of the control plane)
     "generate",   # shell completions and the man page
 )
 

@@ -225,6 +225,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
                                    dry_run=args.dry_run, lock_wait=args.retry_lock, tags=tags)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if not args.dry_run:  # every snapshot is a CBR backup (issue 12); queued if the control plane is away
+        from cbr_agent.agent.cbrlink import report_local_backup
+
+        report_local_backup(settings, summary, trigger="cli", auto=False)
     if args.json:
         out = summary.to_dict()
         out["paths"] = [_json_text(p) for p in out["paths"]]

@@ -248,5 +248,8 @@ def create_app(store: AgentStore, credentials: Credentials,
     app.add_route(base + "/{agent_id}", api.remove_agent, methods=["DELETE"])
     app.add_route(base + "/{agent_id}/add-path", api.add_path, methods=["POST"])
     app.add_route(base + "/{agent_id}/remove-path", api.remove_path, methods=["POST"])
+    from cbr_agent.controlplane import cbr_routes  # vaults, policies, backups, tasks (issue 12)
+
+    cbr_routes.install(app, api)
     _install_error_handlers(app)
     return AccessLog(app)

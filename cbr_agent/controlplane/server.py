@@ -137,6 +137,12 @@ def _server_class() -> type:
         """uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the process before
         the database is closed; here the signal only asks for the shutdown."""
 
+        def handle_exit(self, sig: int, frame: object) -> None:
+            from cbr_agent.controlplane.cbr_routes import STOPPING
+
+            STOPPING.set()  # long polls answer now, so the graceful shutdown does not wait for them
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
