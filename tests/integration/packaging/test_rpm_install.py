@@ -28,7 +28,8 @@ SYSTEM_DIRS = {"/", "/etc", "/opt", "/usr", "/usr/bin", "/usr/lib", "/usr/lib/sy
                "/var/lib", "/var/cache",
                # shell completions and the man page go into directories that the distribution's
                # filesystem, bash-completion and zsh packages own
-               "/usr/share/man/man1", "/usr/share/bash-completion/completions", "/usr/share/zsh/site-functions"}
+               "/usr/share/man/man1", "/usr/share/bash-completion/completions",
+               "/usr/share/zsh/site-functions"}
 WANTS = "etc/systemd/system/multi-user.target.wants/cbr-agent.service"
 
 
