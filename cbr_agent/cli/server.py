@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         help="report an agent 'abnormal' after this long without a heartbeat (default 180)")
     parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
+    parser.add_argument("--metrics-address", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs prometheus_client, "
+                        "the 'metrics' extra; default: no metrics)")
     parser.set_defaults(func=run_server)
 
 
@@ -37,4 +40,5 @@ def run_server(args: argparse.Namespace) -> int:
         stale_after=args.stale_after,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
+        metrics_address=args.metrics_address,
     ))

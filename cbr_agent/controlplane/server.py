@@ -30,6 +30,10 @@ class ServerOptions:
     stale_after: float = 180.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: HOST:PORT of /metrics (Prometheus); None = no metrics
+    metrics_address: str | None = None
+    #: the web console under /console/
+    console: bool = False
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -54,6 +58,13 @@ def check_options(options: ServerOptions) -> None:
     for path in (options.tls_cert, options.tls_key):
         if path is not None and not path.is_file():
             raise ConfigError(f"TLS file {path} does not exist")
+    if options.metrics_address is not None:
+        from cbr_agent.hostport import parse_host_port
+
+        try:
+            parse_host_port(options.metrics_address)
+        except ValueError as exc:
+            raise ConfigError(f"--metrics-address: {exc}") from None
 
 
 def _server_class() -> type:
@@ -75,11 +86,23 @@ def _server_class() -> type:
     return Server
 
 
+def _metrics_class(options: ServerOptions) -> type | None:
+    if options.metrics_address is None:
+        return None
+    from cbr_agent.controlplane.metrics import ServerMetrics, missing_library_error
+
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise ConfigError(missing_library_error()) from None
+    return ServerMetrics
+
+
 def serve(options: ServerOptions) -> int:
     try:
         import uvicorn
 
-        from cbr_agent.controlplane.app import create_app
+        from cbr_agent.controlplane.site import build_app
     except ImportError as exc:
         raise ConfigError(f"the server needs the 'server' extra ({exc.name} is missing): "
                           "pip install 'cbr-agent[server]'") from None
@@ -87,12 +110,20 @@ def serve(options: ServerOptions) -> int:
     from cbr_agent.controlplane.store import AgentStore
 
     check_options(options)
+    metrics_class = _metrics_class(options)
     credentials = load_credentials(options.credentials_path)
     store = AgentStore(options.db_path, stale_after=options.stale_after)
+    metrics = metrics_class(store) if metrics_class is not None else None
+    metrics_server = None
     sock = bind(options.host, options.port)
     try:
+        app = build_app(store, credentials, metrics=metrics, console=options.console,
+                        secure_cookies=options.tls_cert is not None)
+        if metrics is not None:
+            assert options.metrics_address is not None
+            metrics_server = metrics.serve(options.metrics_address)
         config = uvicorn.Config(
-            create_app(store, credentials), access_log=False, log_config=None,
+            app, access_log=False, log_config=None,
             lifespan="off", server_header=False, proxy_headers=False, timeout_graceful_shutdown=10,
             ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
             ssl_keyfile=str(options.tls_key) if options.tls_key else None,
@@ -109,6 +140,9 @@ def serve(options: ServerOptions) -> int:
         _server_class()(config).run(sockets=[sock])
     finally:
         sock.close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         store.close()
     log.info("control plane stopped")
     return 0
