@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--metrics-address", metavar="HOST:PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics (needs prometheus_client, "
                         "the 'metrics' extra; default: no metrics)")
+    parser.add_argument("--no-console", dest="console", action="store_false",
+                        help="do not serve the web console under /console/")
     parser.set_defaults(func=run_server)
 
 
@@ -41,4 +43,5 @@ def run_server(args: argparse.Namespace) -> int:
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         metrics_address=args.metrics_address,
+        console=args.console,
     ))

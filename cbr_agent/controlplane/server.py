@@ -33,7 +33,7 @@ class ServerOptions:
     #: HOST:PORT of /metrics (Prometheus); None = no metrics
     metrics_address: str | None = None
     #: the web console under /console/
-    console: bool = False
+    console: bool = True
 
 
 def bind(host: str, port: int) -> socket.socket:

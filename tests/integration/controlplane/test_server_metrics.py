@@ -26,6 +26,11 @@ def reg(agent_id: str) -> AgentRegistration:
                              host_os="linux", agent_version="1.0.0", agent_type="native")
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         assert response.headers["Content-Type"].startswith("text/plain")
@@ -61,7 +66,14 @@ def test_metrics_on_their_own_address(cp_server_factory: Any) -> None:
         urllib.request.urlopen(f"{server.url}/v3/{project}/nothing-here/{uuid.uuid4()}", timeout=5)
     except urllib.error.HTTPError as exc:
         assert exc.code == 404
+    console = urllib.request.Request(f"{server.url}/console/agents/{uuid.uuid4()}")
+    opener = urllib.request.build_opener(NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as redirected:
+        opener.open(console, timeout=5)
+    assert redirected.value.code == 303
     found = scrape(port)
+    assert found[("cbr_controlplane_http_requests_total",
+                  (("code", "303"), ("method", "GET"), ("route", "/console/agents/{agent_id}")))] == 1
     assert found[("cbr_controlplane_agents", (("project_id", project), ("status", "normal")))] == 1
     assert found[("cbr_controlplane_agents", (("project_id", project), ("status", "abnormal")))] == 1
     assert found[("cbr_controlplane_agents", (("project_id", project), ("status", "uninstall")))] == 1
