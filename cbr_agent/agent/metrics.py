@@ -319,6 +319,8 @@ class AgentExporter:
         self.textfile = Path(textfile).expanduser() if textfile else None
         self._server: Any = None
         self._write_failed = False
+        #: the heartbeat and the backup threads both record changes: one writer of the file at a time
+        self._write_lock = threading.Lock()
 
     @classmethod
     def disabled(cls) -> AgentExporter:
@@ -351,7 +353,8 @@ class AgentExporter:
         if self.metrics is None or self.textfile is None:
             return
         try:
-            write_textfile(self.textfile, render(self.metrics))
+            with self._write_lock:
+                write_textfile(self.textfile, render(self.metrics))
         except OSError as exc:
             if not self._write_failed:
                 log.warning("cannot write the metrics textfile %s: %s (retried at every change)",

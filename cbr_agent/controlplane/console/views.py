@@ -39,6 +39,9 @@ HERE = Path(__file__).parent
 STATIC = HERE / "static"
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".svg": "image/svg+xml"}
+#: the navigation bar: (key, label, URL); a page of a later API family (vaults, backups, tasks) adds
+#: its entry here, its route in ``create_console`` and its calls in ``ApiClient``
+NAV = (("overview", "Overview", "/console/overview"), ("agents", "Agents", "/console/"))
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
 MAX_FORM_BYTES = 64 * 1024
@@ -84,6 +87,7 @@ def _environment() -> Environment:
     env.filters["when"] = when
     env.filters["q"] = lambda text: quote(str(text), safe="")
     env.globals["version"] = __version__
+    env.globals["nav_items"] = NAV
     return env
 
 

@@ -181,3 +181,28 @@ def test_metrics_address_without_the_library_is_one_line(monkeypatch: pytest.Mon
     with pytest.raises(ConfigError, match=r"prometheus_client is not installed: pip install "
                        r"'cbr-agent\[metrics\]'"):
         agent_metrics.serve(AgentMetrics("a", "x"), "127.0.0.1:0")
+
+
+def test_changes_from_several_threads_always_leave_a_whole_file(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    target = tmp_path / "agent.prom"
+    exporter = AgentExporter(AgentMetrics("a", "x"), textfile=str(target))
+    errors: list[BaseException] = []
+
+    def record(n: int) -> None:
+        try:
+            for i in range(150):
+                exporter.observe({"control_plane": "ok", "backup_running": (i + n) % 2 == 0})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and "cannot write" not in caplog.text
+    assert value(target.read_text(), "cbr_agent_daemon_running") == 1
+    assert sorted(os.listdir(tmp_path)) == ["agent.prom"]
