@@ -208,3 +208,18 @@ def test_sign_out_ends_the_session(cp_server: Any) -> None:
 def test_no_console_flag(cp_server_factory: Any) -> None:
     server = cp_server_factory(extra_args=["--no-console"])
     assert requests.get(server.url + "/console/login", timeout=10).status_code == 404
+
+
+def test_over_https_the_session_cookie_is_secure(cp_server_factory: Any, tmp_path: Any) -> None:
+    from tests.integration.controlplane.test_server_sdk import self_signed
+
+    cert, key = self_signed(tmp_path)
+    server = cp_server_factory(extra_args=["--tls-cert", str(cert), "--tls-key", str(key)])
+    browser = requests.Session()
+    form = browser.get(server.url + "/console/login", timeout=10, verify=str(cert))
+    assert "Secure" in form.headers["set-cookie"]
+    answer = browser.post(server.url + "/console/login", timeout=10, allow_redirects=False, verify=str(cert),
+                          data={"token": server.token, "csrf": csrf_of(form.text)})
+    assert answer.status_code == 303
+    session = next(c for c in answer.headers["set-cookie"].split(", ") if c.startswith("cbr_console="))
+    assert "Secure" in session and "HttpOnly" in session and "SameSite=strict" in session
