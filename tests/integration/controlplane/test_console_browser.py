@@ -26,6 +26,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 DOCS_SHOT = Path(__file__).resolve().parents[3] / "docs" / "console-agents.png"
 
+pytestmark = pytest.mark.slow
+
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed "
                                "(pip install playwright; the 'test' extra has it)")
 if not os.access(CHROMIUM, os.X_OK):
