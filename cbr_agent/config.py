@@ -113,6 +113,23 @@ def _processes(value: Any) -> int | str:
     return int(text)
 
 
+def _host_port(value: Any) -> str:
+    # shared with the server's --metrics-address
+    from cbr_agent.hostport import parse_host_port
+
+    text = _text(value).strip()
+    parse_host_port(text)
+    return text
+
+
+def _prom_file(value: Any) -> str:
+    text = _text(value).strip()
+    if not text.endswith(".prom"):
+        raise ValueError(f"{text!r} does not end in .prom (node_exporter's textfile collector reads "
+                         "only *.prom files)")
+    return text
+
+
 def _schedule(value: Any) -> str:
     # the grammar lives with the scheduler (stdlib only, imports nothing of the package)
     from cbr_agent.agent.schedule import parse_schedule
@@ -186,6 +203,13 @@ KEYS: tuple[Key, ...] = (
     Key("backup_processes", _processes, "auto", "processes a backup may use to read, compress and encrypt "
         "small files: 1 = the backup process alone; auto = one per usable CPU, at most 4",
         "'auto' or a whole number of at least 1"),
+    # monitoring
+    Key("metrics_address", _host_port, None, "serve the daemon's Prometheus metrics on this HOST:PORT "
+        "(needs prometheus_client: the 'metrics' extra); unset = no metrics port",
+        "HOST:PORT, e.g. 127.0.0.1:9561 or [::1]:9561"),
+    Key("metrics_textfile", _prom_file, None, "write the daemon's Prometheus metrics to this file for "
+        "node_exporter's textfile collector (atomically, at every change); unset = no file",
+        "a file name ending in .prom"),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in KEYS}
@@ -242,6 +266,8 @@ class Settings:
     backup_schedule: str | None
     one_file_system: bool
     backup_processes: int | str
+    metrics_address: str | None
+    metrics_textfile: str | None
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with every secret replaced, for ``status`` and logs."""

@@ -28,6 +28,7 @@ from cbr_agent.agent.cbrlink import CbrWork
 from cbr_agent.agent.connect import describe_endpoint, open_control_plane
 from cbr_agent.agent.heartbeat import ControlPlaneFactory, Syncer, SyncResult, registration_record
 from cbr_agent.agent.identity import Identity, load_identity
+from cbr_agent.agent.metrics import AgentExporter
 from cbr_agent.agent.notify import Notifier
 from cbr_agent.agent.reloadguard import identity_changes
 from cbr_agent.agent.reloadguard import refusal as reload_refusal
@@ -107,6 +108,7 @@ class Daemon:
         self._state_problem = False
         self._ready = False
         self._registered_once = False
+        self.metrics = AgentExporter.disabled()
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
@@ -135,6 +137,8 @@ class Daemon:
     def _run(self, identity: Identity) -> int:
         state_dir = self.settings.state_dir
         previous = load_agent_state(state_dir)
+        self.metrics = AgentExporter.from_settings(self.settings, identity.agent_id, previous)
+        self.metrics.start()
         cache = load_paths_or_recover(state_dir)
         if cache is not None and cache.agent_id == identity.agent_id:
             self._paths = cache.paths
@@ -187,6 +191,7 @@ class Daemon:
         sync_thread.join(min(SYNC_STOP_WAIT, max(0.0, deadline - time.monotonic())))
         with contextlib.suppress(CbrAgentError):
             self._record({"daemon": None, "backup_running": False, "stopped_at": utc_now()})
+        self.metrics.close()
         log.info("cbr-agent daemon stopped")
 
     def _install_signals(self) -> Callable[[], None]:
@@ -353,6 +358,7 @@ class Daemon:
     # -- state for status ---------------------------------------------------------------------
 
     def _record(self, changes: dict[str, Any]) -> None:
+        changes = {**changes, **self.metrics.observe(changes)}
         try:
             update_agent_state(self.settings.state_dir, changes)
         except StateError as exc:

@@ -26,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         "connecting, or pauses this long inside a body (default 10)")
     parser.add_argument("--max-connections", type=int, default=2048, metavar="N",
                         help="answer 503 to requests while more connections are open (default 2048)")
+    parser.add_argument("--metrics-address", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs prometheus_client, "
+                        "the 'metrics' extra; default: no metrics)")
+    parser.add_argument("--no-console", dest="console", action="store_false",
+                        help="do not serve the web console under /console/")
     parser.set_defaults(func=run_server)
 
 
@@ -44,4 +49,6 @@ def run_server(args: argparse.Namespace) -> int:
         tls_key=Path(args.tls_key) if args.tls_key else None,
         read_timeout=args.read_timeout,
         max_connections=args.max_connections,
+        metrics_address=args.metrics_address,
+        console=args.console,
     ))

@@ -233,8 +233,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(store: AgentStore, credentials: Credentials,
-               now: Callable[[], datetime] | None = None) -> ASGIApp:
-    """The ASGI application (access log around FastAPI)."""
+               now: Callable[[], datetime] | None = None, *,
+               extend: Callable[[FastAPI], ASGIApp] | None = None) -> ASGIApp:
+    """The ASGI application (access log around FastAPI). ``extend`` wraps the API app in more (the
+    console and the request metrics, :mod:`cbr_agent.controlplane.site`) inside the access log."""
     api = Api(store, credentials, now)
     app = FastAPI(title="cbr-agent control plane", openapi_url=None, docs_url=None, redoc_url=None,
                   redirect_slashes=False)
@@ -252,4 +254,4 @@ def create_app(store: AgentStore, credentials: Credentials,
 
     cbr_routes.install(app, api)
     _install_error_handlers(app)
-    return AccessLog(app)
+    return AccessLog(extend(app) if extend else app)

@@ -39,6 +39,10 @@ class ServerOptions:
     read_timeout: float = 10.0
     #: open connections beyond which requests are answered 503
     max_connections: int = 2048
+    #: HOST:PORT of /metrics (Prometheus); None = no metrics
+    metrics_address: str | None = None
+    #: the web console under /console/
+    console: bool = True
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -128,6 +132,13 @@ def _open_store(options: ServerOptions) -> Any:
         return AgentStore(options.db_path, stale_after=options.stale_after)
     except StateError as exc:
         raise ConfigError(f"--db: {exc}") from None
+    if options.metrics_address is not None:
+        from cbr_agent.hostport import parse_host_port
+
+        try:
+            parse_host_port(options.metrics_address)
+        except ValueError as exc:
+            raise ConfigError(f"--metrics-address: {exc}") from None
 
 
 def _server_class() -> type:
@@ -155,18 +166,31 @@ def _server_class() -> type:
     return Server
 
 
+def _metrics_class(options: ServerOptions) -> type | None:
+    if options.metrics_address is None:
+        return None
+    from cbr_agent.controlplane.metrics import ServerMetrics, missing_library_error
+
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise ConfigError(missing_library_error()) from None
+    return ServerMetrics
+
+
 def serve(options: ServerOptions) -> int:
     try:
         import uvicorn
 
-        from cbr_agent.controlplane.app import create_app
         from cbr_agent.controlplane.protocol import guarded_protocol
+        from cbr_agent.controlplane.site import build_app
     except ImportError as exc:
         raise ConfigError(f"the server needs the 'server' extra ({exc.name} is missing): "
                           "pip install 'cbr-agent[server]'") from None
     from cbr_agent.controlplane.credentials import load_credentials
 
     check_options(options)
+    metrics_class = _metrics_class(options)
     credentials = load_credentials(options.credentials_path)
     max_connections = _fit_open_files(options.max_connections)
     sock = bind(options.host, options.port)
@@ -175,9 +199,16 @@ def serve(options: ServerOptions) -> int:
     except ConfigError:
         sock.close()
         raise
+    metrics = metrics_class(store) if metrics_class is not None else None
+    metrics_server = None
     try:
+        app = build_app(store, credentials, metrics=metrics, console=options.console,
+                        secure_cookies=options.tls_cert is not None)
+        if metrics is not None:
+            assert options.metrics_address is not None
+            metrics_server = metrics.serve(options.metrics_address)
         config = uvicorn.Config(
-            create_app(store, credentials), access_log=False, log_config=None,
+            app, access_log=False, log_config=None,
             lifespan="off", server_header=False, proxy_headers=False, timeout_graceful_shutdown=10,
             http=guarded_protocol(options.read_timeout, max_connections), ws="none",
             ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
@@ -196,6 +227,9 @@ def serve(options: ServerOptions) -> int:
         _server_class()(config).run(sockets=[sock])
     finally:
         sock.close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         store.close()
     log.info("control plane stopped")
     return 0

@@ -86,6 +86,17 @@ _STATUS_FILTERS = {
     "abnormal": "status = 'normal' AND last_active_time < ?",
     "uninstall": "status = 'uninstall'",
 }
+_SEARCH_COLUMNS = ("agent_id", "host_name", "host_nickname", "host_ip", "host_os", "agent_version")
+_SEARCH_SQL = "(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in _SEARCH_COLUMNS) + (
+    " OR EXISTS (SELECT 1 FROM paths p WHERE p.project_id = agents.project_id "
+    "AND p.agent_id = agents.agent_id AND p.dir_path LIKE ? ESCAPE '\\'))")
+
+
+def _like(text: str) -> str:
+    """``%text%`` with LIKE's wildcards taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 _UPSERT = """
 INSERT INTO agents (project_id, agent_id, host_name, host_ip, host_os, host_nickname, agent_version,
                     agent_type, status, created_at, updated_at, last_active_time)
@@ -256,6 +267,9 @@ class AgentStore:
             where.append(_STATUS_FILTERS[query.status])
             if "?" in _STATUS_FILTERS[query.status]:
                 args.append(self._cutoff(now_ms))
+        if query.search:
+            where.append(_SEARCH_SQL)
+            args += [_like(query.search)] * (len(_SEARCH_COLUMNS) + 1)
         condition = " AND ".join(where)
         with self._transaction("BEGIN") as conn:
             count = conn.execute(f"SELECT COUNT(*) FROM agents WHERE {condition}", args).fetchone()[0]
@@ -344,3 +358,13 @@ class AgentStore:
                              (project_id, agent_id))
             conn.execute("DELETE FROM tasks WHERE project_id = ? AND agent_id = ? AND status IN "
                          "('waiting', 'running')", (project_id, agent_id))
+
+    # -- monitoring -------------------------------------------------------------------------------
+
+    def count_by_status(self) -> dict[tuple[str, str], int]:
+        """``(project_id, reported status) -> number of agents``, for the server's metrics."""
+        with self._transaction("BEGIN") as conn:
+            rows = conn.execute(
+                f"SELECT project_id, {_STATUS_SQL} AS reported, COUNT(*) FROM agents "
+                "GROUP BY project_id, reported", (self._cutoff(self._now_ms()),)).fetchall()
+        return {(project, status): count for project, status, count in rows}

@@ -258,6 +258,9 @@ class ListQuery:
     status: str | None = None
     limit: int = DEFAULT_LIMIT
     offset: int = 0
+    #: an extension of this server (the console's search box): a case-insensitive substring of the
+    #: agent id, host name, nickname, IP, OS, version or a backup path
+    search: str | None = None
 
 
 def _integer(value: str, name: str, *, low: int, high: int | None = None) -> int:
@@ -275,10 +278,12 @@ def _integer(value: str, name: str, *, low: int, high: int | None = None) -> int
 
 def parse_list_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
     """The list call's query: ``agent_id`` repeated (or comma-joined), ``status``, ``limit``
-    (a string on the wire, 1 to 1000, default 1000) and ``offset`` (default 0)."""
+    (a string on the wire, 1 to 1000, default 1000) and ``offset`` (default 0); ``search`` is this
+    server's extension (see :class:`ListQuery`)."""
     agent_ids: list[str] = []
     status: str | None = None
     limit, offset = DEFAULT_LIMIT, 0
+    search: str | None = None
     for key, value in pairs:
         if key == "agent_id":
             agent_ids += [check_agent_id(v, "agent_id") for v in value.split(",") if v]
@@ -292,4 +297,15 @@ def parse_list_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
             limit = _integer(value, "limit", low=1, high=MAX_LIMIT)
         elif key == "offset":
             offset = _integer(value, "offset", low=0, high=MAX_OFFSET)
-    return ListQuery(tuple(_unique(agent_ids)), status, limit, offset)
+        elif key == "search":
+            search = _search(value)
+    return ListQuery(tuple(_unique(agent_ids)), status, limit, offset, search)
+
+
+def _search(value: str) -> str | None:
+    text = value.strip()
+    if len(text) > MAX_TEXT:
+        raise bad_request(f"search must be at most {MAX_TEXT} characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise bad_request("search must not contain control characters")
+    return text or None

@@ -151,6 +151,9 @@ def test_wheel_is_pure_python_with_the_console_script(built_packages: Built) -> 
         entry_points = whl.read(f"cbr_agent-{built_packages.version}.dist-info/entry_points.txt").decode()
         metadata = whl.read(f"cbr_agent-{built_packages.version}.dist-info/METADATA").decode()
     assert "cbr_agent/cli/main.py" in names
+    # the console's templates and static files are package data (no CDN)
+    assert {"cbr_agent/controlplane/console/templates/agents.html",
+            "cbr_agent/controlplane/console/static/console.js"} <= set(names)
     assert not any(n.startswith("tests/") for n in names)
     assert "cbr-agent = cbr_agent.cli.main:main" in entry_points
     assert "Requires-Python: >=3.10" in metadata
