@@ -59,7 +59,8 @@ def test_bash_script_is_valid_and_completes() -> None:
                              cwd="/").stdout
         return set(out.split())
 
-    assert complete("cbr-agent ba") == {"backup"}
+    assert complete("cbr-agent ba") == {"backup", "backups"}
+    assert complete("cbr-agent dif") == {"diff"}
     assert complete("cbr-agent key ") == {"list", "add", "remove", "passwd"}
     assert complete("cbr-agent stats --mode ") == {"restore-size", "files-by-contents", "raw-data"}
     assert complete("cbr-agent find --ne") == {"--newest"}
