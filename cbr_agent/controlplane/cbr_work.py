@@ -268,7 +268,12 @@ def list_backups(store: AgentStore, project_id: str, pairs: list[tuple[str, str]
         key, _, direction = part.strip().partition(":")
         if key not in _SORT_KEYS or direction.lower() not in ("", "asc", "desc"):
             raise bad_request(f"sort: {part!r} is not KEY[:asc|desc] with KEY one of {', '.join(_SORT_KEYS)}")
-        order.append(f"{'created_at' if key == 'protected_at' else key} {direction.upper() or 'DESC'}")
+        column = "created_at" if key == "protected_at" else key
+        if resources and column in ("created_at", "updated_at"):
+            # "+ 0": not the indexed column, so SQLite finds one agent's few rows by the resource
+            # index and sorts them, rather than walking the whole project's time index
+            column += " + 0"
+        order.append(f"{column} {direction.upper() or 'DESC'}")
     cond = " AND ".join(where)
     latest = single.get("latest_per_resource", "").lower() == "true"
     if latest:
@@ -276,7 +281,7 @@ def list_backups(store: AgentStore, project_id: str, pairs: list[tuple[str, str]
         # resource only, and the sum of their sizes
         cond = (
             "id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY resource_id "
-            f"ORDER BY created_at DESC, id DESC) AS n FROM backups WHERE {cond}) AS newest WHERE n = 1)"
+            f"ORDER BY created_at + 0 DESC, id DESC) AS n FROM backups WHERE {cond}) AS newest WHERE n = 1)"
         )
     with store._transaction("BEGIN") as conn:
         count, total = conn.execute(

@@ -19,6 +19,7 @@ import argparse
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -93,6 +94,13 @@ def main() -> int:
     parser.add_argument("--backups-per-agent", type=int, default=5)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-console-"))
+    try:
+        return run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
     token = secrets.token_urlsafe(24)
     creds = work / "creds.toml"
     creds.write_text(f'[[tokens]]\ntoken = "{token}"\nproject_id = "{PROJECT}"\n')

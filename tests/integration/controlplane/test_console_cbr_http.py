@@ -153,3 +153,29 @@ def test_cbr_pages_need_a_session(cp_server: Any) -> None:
     for path in ("/console/agents/x/backup", "/console/backups/x/restore"):
         answer = requests.post(cp_server.url + path, data={"csrf": "x"}, timeout=10, allow_redirects=False)
         assert answer.status_code == 403, path
+
+
+def test_api_extensions_for_the_console_latest_per_resource_and_several_resources(cp_server: Any) -> None:
+    fleet = setup_fleet(cp_server)
+    other = f"{fleet['run']}-other"
+    with cp_server.client() as client:
+        client.register_agent(reg(other, f"host-{fleet['run']}-other"))
+    api(cp_server, "POST", f"/vaults/{fleet['vault']['id']}/addresources",
+        {"resources": [{"id": other, "type": "OS::Native::Server"}]})
+    now = datetime.now(timezone.utc)
+    older = report_backup(cp_server, other, fleet["vault"]["id"], "e" * 64, 7, now - timedelta(hours=2))
+    newer = report_backup(cp_server, other, fleet["vault"]["id"], "f" * 64, 9, now - timedelta(hours=1))
+    both = f"/backups?resource_id={fleet['in']}&resource_id={other}"
+    assert api(cp_server, "GET", both)["count"] == 57
+    assert {b["id"] for b in api(cp_server, "GET", both + "&sort=created_at:asc&limit=2")["backups"]} == {
+        fleet["backups"][0], fleet["backups"][1]}
+    latest = api(cp_server, "GET", both + "&latest_per_resource=true")
+    assert {b["resource_id"]: b["id"] for b in latest["backups"]} == {fleet["in"]: fleet["backups"][-1],
+                                                                      other: newer}
+    assert latest["count"] == 2 and latest["size_bytes_total"] == 55_000 + 9
+    since = (now - timedelta(minutes=150)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    recent = api(cp_server, "GET",
+                 f"/backups?latest_per_resource=true&start_time={since}&resource_id={other}")
+    assert [b["id"] for b in recent["backups"]] == [newer] and older != newer
+    plain = api(cp_server, "GET", both)
+    assert "size_bytes_total" not in plain  # the SDK's answer is unchanged without the extension
