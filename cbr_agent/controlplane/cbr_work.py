@@ -275,17 +275,17 @@ def list_backups(store: AgentStore, project_id: str, pairs: list[tuple[str, str]
             column += " + 0"
         order.append(f"{column} {direction.upper() or 'DESC'}")
     cond = " AND ".join(where)
+    counted = f"backups WHERE {cond}"
     latest = single.get("latest_per_resource", "").lower() == "true"
     if latest:
         # extension (the console's "last backup" and "bytes protected"): the newest match of each
-        # resource only, and the sum of their sizes
-        cond = (
-            "id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY resource_id "
-            f"ORDER BY created_at + 0 DESC, id DESC) AS n FROM backups WHERE {cond}) AS newest WHERE n = 1)"
-        )
+        # resource only, and the sum of their sizes; the window carries as few columns as it can
+        window = "ROW_NUMBER() OVER (PARTITION BY resource_id ORDER BY created_at + 0 DESC, id DESC) AS nth"
+        counted = f"(SELECT size_bytes, {window} FROM backups WHERE {cond}) AS newest WHERE nth = 1"
+        cond = f"id IN (SELECT id FROM (SELECT id, {window} FROM backups WHERE {cond}) AS ids WHERE nth = 1)"
     with store._transaction("BEGIN") as conn:
         count, total = conn.execute(
-            f"SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM backups WHERE {cond}", args
+            f"SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM {counted}", args
         ).fetchone()
         rows = conn.execute(
             f"SELECT {_BACKUP_COLUMNS} FROM backups WHERE {cond} ORDER BY {', '.join(order)}, "
