@@ -216,11 +216,15 @@ class CbrPages:
         if vault is None:
             return RedirectResponse(f"{back}?done=novault", 303)
         try:
-            await client.create_checkpoint(vault["id"], [agent_id])
+            checkpoint = await client.create_checkpoint(vault["id"], [agent_id])
         except ConsoleApiError as exc:
             if exc.status != 400:
                 raise
             return RedirectResponse(f"{back}?{urlencode({'done': 'refused', 'why': exc.message[:300]})}", 303)
+        skipped = (checkpoint.get("vault") or {}).get("skipped_resources") or []
+        if skipped:  # the API skips an agent whose backup already waits or runs
+            why = str(skipped[0].get("reason") or "skipped")
+            return RedirectResponse(f"{back}?{urlencode({'done': 'refused', 'why': why[:300]})}", 303)
         return RedirectResponse(f"{back}?done=backup", 303)
 
     async def restore(self, request: Request, session: Any) -> Response:
