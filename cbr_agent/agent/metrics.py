@@ -2,7 +2,8 @@
 textfile (``metrics_textfile``).
 
 Everything comes from what the daemon already records in its state (:meth:`Daemon._record`): the
-outcome of the last backup, heartbeats and the control-plane state. :meth:`AgentExporter.observe`
+outcome of the last backup, heartbeats, the control-plane state, and the CBR task running now and the
+last one that ended (:mod:`cbr_agent.agent.taskrun` records both). :meth:`AgentExporter.observe`
 sees every such change, so this module needs no hook in the scheduler or the syncer.
 
 The port needs ``prometheus_client`` (the ``metrics`` extra). The textfile does not: it is written
@@ -41,6 +42,11 @@ FILE_KINDS = ("new", "changed", "unchanged")
 #: summary key -> ``kind`` label of cbr_agent_last_backup_bytes
 BYTE_KINDS = {"bytes_total": "total", "bytes_read": "read", "bytes_added": "added",
               "bytes_stored": "stored"}
+#: ... and the split of ``total`` by file, exported when the summary has it (older ones do not)
+BYTE_SPLIT = {"bytes_new": "new", "bytes_changed": "changed", "bytes_unchanged": "unchanged"}
+#: CBR task types and the outcomes an agent reports (cbr_agent.agent.taskrun)
+TASK_TYPES = ("backup", "restore", "delete", "vault_delete", "remove_resource")
+TASK_RESULTS = ("success", "failed")
 SUCCESS = ("ok", "warnings")
 
 
@@ -118,6 +124,10 @@ class AgentMetrics:
         self.last_success: float | None = None
         self.failures_in_row = 0
         self.repository_size: int | None = None
+        self.task: dict[str, Any] | None = None  # the CBR task running now
+        self.last_task: dict[str, Any] = {}
+        self.last_task_at: float | None = None
+        self.tasks_ended: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
     def load(self, state: Mapping[str, Any]) -> None:
@@ -126,6 +136,8 @@ class AgentMetrics:
             self.last_backup = dict(state.get("last_backup") or {})
             self.last_success = _epoch(state.get("last_backup_success_at"))
             self.failures_in_row = int(state.get("backup_failures_in_row") or 0)
+            self.last_task = dict(state.get("last_task") or {})
+            self.last_task_at = _epoch(self.last_task.get("ended_at"))
         self.measure_repository()
 
     def observe(self, changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,6 +152,13 @@ class AgentMetrics:
                 self.last_heartbeat = _epoch(changes["last_heartbeat"])
             if "backup_running" in changes:
                 self.backup_running = bool(changes["backup_running"])
+            if "task" in changes:
+                self.task = dict(changes["task"]) if isinstance(changes["task"], dict) else None
+            if isinstance(changes.get("last_task"), dict):
+                self.last_task = dict(changes["last_task"])
+                self.last_task_at = _epoch(self.last_task.get("ended_at")) or self.clock()
+                key = (str(self.last_task.get("operation_type")), str(self.last_task.get("status")))
+                self.tasks_ended[key] = self.tasks_ended.get(key, 0) + 1
             outcome = changes.get("last_backup")
             if isinstance(outcome, dict):
                 self.last_backup = dict(outcome)
@@ -193,6 +212,7 @@ class AgentMetrics:
                              "When the last successful backup (ok or with warnings) finished")
                        .add(self.last_success))
         out += self._last_backup_families(gauge)
+        out += self._task_families(gauge)
         if self.repository_size is not None:
             out.append(gauge("repository_size_bytes", "Bytes the local repository takes on disk, "
                              "measured after each backup").add(self.repository_size))
@@ -224,10 +244,40 @@ class AgentMetrics:
                 files.add(int(summary.get(f"files_{kind}") or 0), kind=kind)
             data = gauge("last_backup_bytes", "Bytes of the last backup: total (all files), read "
                          "(new and changed files), added (new data after deduplication), stored "
-                         "(added data compressed and encrypted)")
+                         "(added data compressed and encrypted); total split by file: new, "
+                         "changed, unchanged")
             for key, kind in BYTE_KINDS.items():
                 data.add(int(summary.get(key) or 0), kind=kind)
+            for key, kind in BYTE_SPLIT.items():
+                if key in summary:
+                    data.add(int(summary.get(key) or 0), kind=kind)
             out += [files, data]
+        return out
+
+    def _task_families(self, gauge: Callable[[str, str], Family]) -> list[Family]:
+        running = gauge("task_running", "1 for the type of the CBR task (backup, restore, delete ...) "
+                        "the agent runs now")
+        kind = (self.task or {}).get("operation_type")
+        for name in TASK_TYPES:
+            running.add(int(name == kind), operation_type=name)
+        out = [running, gauge("task_progress_percent", "Progress of the running CBR task (0 when none)")
+               .add(int((self.task or {}).get("progress") or 0))]
+        ended = Family(PREFIX + "tasks", "counter", "CBR tasks this daemon ended since it started, by "
+                       "type and result")
+        for name in TASK_TYPES:
+            for result in TASK_RESULTS:
+                ended.add(self.tasks_ended.get((name, result), 0), operation_type=name, status=result)
+        out.append(ended)
+        last = self.last_task
+        if last.get("status") in TASK_RESULTS and last.get("operation_type") in TASK_TYPES:
+            status = gauge("last_task_status", "1 for the type and result of the last CBR task that ended")
+            for result in TASK_RESULTS:
+                status.add(int(result == last["status"]), operation_type=last["operation_type"],
+                           status=result)
+            out.append(status)
+            if self.last_task_at is not None:
+                out.append(gauge("last_task_timestamp_seconds", "When the last CBR task ended")
+                           .add(self.last_task_at))
         return out
 
 

@@ -273,6 +273,14 @@ def execute(cp: Any, ctx: Context, task: dict[str, Any], owner: str) -> None:
     body.setdefault("result", {})["seconds"] = round(time.monotonic() - started, 3)
     outbox.report_result(ctx.settings().state_dir, agent_id, task_id, body)
     ctx.record(
-        {"task": None, "last_task": {"id": task_id, "operation_type": kind, "status": body["status"]}}
+        {
+            "task": None,
+            "last_task": {
+                "id": task_id,
+                "operation_type": kind,
+                "status": body["status"],
+                "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        }
     )
     log.info("task %s: %s %s", task_id, kind, body["status"])

@@ -58,6 +58,9 @@ class BackupSummary:
     others: int = 0
     bytes_read: int = 0
     bytes_total: int = 0
+    bytes_new: int = 0            # size of the new files, of the changed ones, of the unchanged ones
+    bytes_changed: int = 0
+    bytes_unchanged: int = 0
     bytes_added: int = 0
     bytes_stored: int = 0
     blobs_new: int = 0
@@ -314,6 +317,9 @@ def _fill(summary: BackupSummary, stats: BackupStats, writer: Any, dry_run: bool
     summary.others = stats.others
     summary.bytes_read = stats.bytes_read
     summary.bytes_total = stats.bytes_total
+    summary.bytes_new = stats.bytes_new
+    summary.bytes_changed = stats.bytes_changed
+    summary.bytes_unchanged = max(0, stats.bytes_total - stats.bytes_new - stats.bytes_changed)
     summary.warnings = list(stats.warnings)
     if dry_run:
         summary.bytes_added = writer.bytes_new

@@ -104,8 +104,10 @@ def read_file(saver: FileSaver, state: RunState, delta: BackupStats, item: FileI
         state.warn(f"{path}: cannot read extended attributes: {saved.xattr_error}")
     if existed:
         delta.files_changed += 1
+        delta.bytes_changed += saved.size
     else:
         delta.files_new += 1
+        delta.bytes_new += saved.size
     delta.bytes_read += saved.bytes_read
     delta.bytes_total += saved.size
     delta.bytes_done += saved.size

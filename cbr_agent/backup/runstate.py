@@ -18,6 +18,8 @@ class BackupStats:
     others: int = 0
     bytes_read: int = 0
     bytes_total: int = 0      # size of every regular file in the snapshot
+    bytes_new: int = 0        # ... of the new files among them
+    bytes_changed: int = 0    # ... of the changed ones (the rest is unchanged)
     bytes_done: int = 0       # size of the files handled so far (read or reused)
     warnings: list[str] = field(default_factory=list)
 
@@ -60,4 +62,6 @@ class RunState:
             s.others += delta.others
             s.bytes_read += delta.bytes_read
             s.bytes_total += delta.bytes_total
+            s.bytes_new += delta.bytes_new
+            s.bytes_changed += delta.bytes_changed
             s.bytes_done += delta.bytes_done

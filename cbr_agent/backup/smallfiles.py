@@ -162,11 +162,13 @@ class SmallFiles:
                 (sealed if len(blob) == 4 else plain).append(blob)
             if outcome.xattr_error:
                 warn(f"{path}: cannot read extended attributes: {outcome.xattr_error}")
+            n = node["size"]
             if existed:
                 delta.files_changed += 1
+                delta.bytes_changed += n
             else:
                 delta.files_new += 1
-            n = node["size"]
+                delta.bytes_new += n
             delta.bytes_read += n
             delta.bytes_total += n
             delta.bytes_done += n

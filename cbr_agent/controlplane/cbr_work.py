@@ -243,10 +243,14 @@ def list_backups(store: AgentStore, project_id: str, pairs: list[tuple[str, str]
     single = dict(pairs)
     limit, offset = c.page_args(single)
     where, args = ["project_id = ?"], [project_id]
-    for key in ("checkpoint_id", "resource_id", "vault_id", "name", "resource_name"):
+    for key in ("checkpoint_id", "vault_id", "name", "resource_name"):
         if single.get(key):
             where.append(f"{key} = ?")
             args.append(single[key])
+    resources = [v for k, v in pairs if k == "resource_id" and v]  # extension: several, as for status
+    if resources:
+        where.append(f"resource_id IN ({','.join('?' * len(resources))})")
+        args += resources
     statuses = [v for k, v in pairs if k == "status" and v]
     if statuses:
         where.append(f"status IN ({','.join('?' * len(statuses))})")
@@ -264,21 +268,39 @@ def list_backups(store: AgentStore, project_id: str, pairs: list[tuple[str, str]
         key, _, direction = part.strip().partition(":")
         if key not in _SORT_KEYS or direction.lower() not in ("", "asc", "desc"):
             raise bad_request(f"sort: {part!r} is not KEY[:asc|desc] with KEY one of {', '.join(_SORT_KEYS)}")
-        order.append(f"{'created_at' if key == 'protected_at' else key} {direction.upper() or 'DESC'}")
+        column = "created_at" if key == "protected_at" else key
+        if resources and column in ("created_at", "updated_at"):
+            # "+ 0": not the indexed column, so SQLite finds one agent's few rows by the resource
+            # index and sorts them, rather than walking the whole project's time index
+            column += " + 0"
+        order.append(f"{column} {direction.upper() or 'DESC'}")
     cond = " AND ".join(where)
+    counted = f"backups WHERE {cond}"
+    latest = single.get("latest_per_resource", "").lower() == "true"
+    if latest:
+        # extension (the console's "last backup" and "bytes protected"): the newest match of each
+        # resource only, and the sum of their sizes; the window carries as few columns as it can
+        window = "ROW_NUMBER() OVER (PARTITION BY resource_id ORDER BY created_at + 0 DESC, id DESC) AS nth"
+        counted = f"(SELECT size_bytes, {window} FROM backups WHERE {cond}) AS newest WHERE nth = 1"
+        cond = f"id IN (SELECT id FROM (SELECT id, {window} FROM backups WHERE {cond}) AS ids WHERE nth = 1)"
     with store._transaction("BEGIN") as conn:
-        count = conn.execute(f"SELECT COUNT(*) FROM backups WHERE {cond}", args).fetchone()[0]
+        count, total = conn.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM {counted}", args
+        ).fetchone()
         rows = conn.execute(
             f"SELECT {_BACKUP_COLUMNS} FROM backups WHERE {cond} ORDER BY {', '.join(order)}, "
             "id LIMIT ? OFFSET ?",
             (*args, limit, offset),
         ).fetchall()
-    return {
+    answer = {
         "backups": [backup_wire(project_id, dict(zip(_BNAMES, r, strict=True))) for r in rows],
         "count": count,
         "limit": limit,
         "offset": offset,
     }
+    if latest:
+        answer["size_bytes_total"] = total
+    return answer
 
 
 def show_backup(store: AgentStore, project_id: str, backup_id: str) -> dict[str, Any]:

@@ -9,9 +9,8 @@ address of their own (so ``/metrics`` is never exposed where the API is).
   ``route`` is the route *template* (``/v3/{project_id}/agents/{agent_id}``), never the raw path, and
   ``unmatched`` for a path no route has, so the number of series stays bounded whatever clients send.
 
-Tasks, dispatch latency and backups per vault belong to the CBR backup flow: its collectors register on
-:attr:`ServerMetrics.registry` (see :meth:`ServerMetrics.register`); none is exported before that flow
-exists.
+Tasks by type and status, dispatch latency and backups and bytes per vault come from the CBR flow's
+collector (:mod:`cbr_agent.controlplane.cbr_metrics`), added through :meth:`ServerMetrics.register`.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cbr_agent.api.models import AGENT_STATUSES
+from cbr_agent.controlplane.cbr_metrics import CbrCollector
 from cbr_agent.controlplane.store import AgentStore
 
 PREFIX = "cbr_controlplane_"
@@ -74,6 +74,7 @@ class ServerMetrics:
         for result in ("ok", "error"):
             self.heartbeats.labels(result)  # exported at 0 from the start, so rate() works
         self.registry.register(_AgentsCollector(store))
+        self.register(CbrCollector(store))
 
     def register(self, collector: Any) -> None:
         """Add a collector (the CBR flow's tasks, dispatch and backups per vault)."""

@@ -6,7 +6,8 @@ one or two backup paths and excludes; a tenth of them silent for an hour, so ``a
 uninstalled), starts a real ``cbr-agent server`` on loopback, signs in to the console with a token and
 requests each scenario ``--repeat`` times: the first page, a status filter, a search that matches one
 host, a search that matches a tenth of them, a page deep in the list, 200 per page, the overview and
-an agent's page. It prints the time each request took inside the server (from the server's own
+an agent's page. ``--backups-per-agent`` backups of each agent (default 5) feed the "last backup"
+column and the overview. It prints the time each request took inside the server (from the server's own
 request log, which times the whole ASGI call: session, API calls, template) and as the client saw it.
 
     python3 tests/bench/bench_console.py --agents 10000 --repeat 20
@@ -18,6 +19,7 @@ import argparse
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -37,6 +39,24 @@ from cbr_agent.controlplane.validation import parse_add_path, parse_register  # 
 
 PROJECT = "bench-project"
 LOG_LINE = re.compile(r"GET (\S+) (\d{3}) ([\d.]+)ms")
+
+
+def fill_backups(db: Path, count: int, per_agent: int) -> None:
+    """``per_agent`` backups of every agent, a day apart (rows as an agent's reports make them)."""
+    import sqlite3
+    import uuid
+
+    now_ms = int(time.time() * 1000)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.executemany(
+            "INSERT INTO backups (project_id, id, name, checkpoint_id, vault_id, resource_id, resource_name, "
+            "status, snapshot_id, size_bytes, added_bytes, created_at, updated_at) "
+            "VALUES (?, ?, ?, '', 'bench-vault', ?, ?, 'available', ?, ?, ?, ?, ?)",
+            ((PROJECT, str(uuid.uuid4()), f"b{n}", f"agent-{i:05d}", f"host-{i:05d}", f"{i:05d}{n:059d}",
+              10**9, 10**7, now_ms - n * 86_400_000, now_ms - n * 86_400_000)
+             for i in range(count) for n in range(per_agent)))
+    conn.close()
 
 
 def fill(db: Path, count: int) -> None:
@@ -71,15 +91,25 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--backups-per-agent", type=int, default=5)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-console-"))
+    try:
+        return run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
     token = secrets.token_urlsafe(24)
     creds = work / "creds.toml"
     creds.write_text(f'[[tokens]]\ntoken = "{token}"\nproject_id = "{PROJECT}"\n')
     creds.chmod(0o600)
     started = time.perf_counter()
     fill(work / "cp.db", args.agents)
-    print(f"filled {args.agents} agents in {time.perf_counter() - started:.1f} s")
+    fill_backups(work / "cp.db", args.agents, args.backups_per_agent)
+    print(f"filled {args.agents} agents and {args.agents * args.backups_per_agent} backups in "
+          f"{time.perf_counter() - started:.1f} s")
     port = free_port()
     log_path = work / "server.log"
     with open(log_path, "wb") as log:
@@ -108,7 +138,7 @@ def main() -> int:
             "search path + status": "/console/?q=user7&status=normal",
             f"last page ({last_page})": f"/console/?page={last_page}",
             "200 per page, page 20": "/console/?size=200&page=20",
-            "overview (4 counts)": "/console/overview",
+            "overview (counts, chart)": "/console/overview",
             "one agent": "/console/agents/agent-04242",
         }
         client_ms: dict[str, list[float]] = {}

@@ -32,5 +32,13 @@ def create_console(api: ASGIApp, credentials: Credentials, *, secure_cookies: bo
         Route("/console/agents/{agent_id}", guarded(console.agent), methods=["GET"]),
         Route("/console/agents/{agent_id}/uninstall", guarded(console.mark_uninstalled, post=True),
               methods=["POST"]),
+        Route("/console/agents/{agent_id}/backup", guarded(console.cbr.back_up_now, post=True),
+              methods=["POST"]),
+        Route("/console/backups/{backup_id}/restore", guarded(console.cbr.restore, post=True),
+              methods=["POST"]),
+        Route("/console/vaults", guarded(console.cbr.vaults), methods=["GET"]),
+        Route("/console/backups", guarded(console.cbr.backups), methods=["GET"]),
+        Route("/console/tasks", guarded(console.cbr.tasks), methods=["GET"]),
+        Route("/console/tasks/rows", guarded(console.cbr.task_rows), methods=["GET"]),
     ]
     return Starlette(routes=routes)

@@ -17,12 +17,14 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp
 
 from cbr_agent import __version__
 from cbr_agent.api.models import AGENT_STATUSES
+from cbr_agent.controlplane.console import cbr_pages
 from cbr_agent.controlplane.console.client import ApiClient, ConsoleApiError
 from cbr_agent.controlplane.console.sessions import (
     COOKIE,
@@ -41,7 +43,9 @@ STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; char
                 ".svg": "image/svg+xml"}
 #: the navigation bar: (key, label, URL); a page of a later API family (vaults, backups, tasks) adds
 #: its entry here, its route in ``create_console`` and its calls in ``ApiClient``
-NAV = (("overview", "Overview", "/console/overview"), ("agents", "Agents", "/console/"))
+NAV = (("overview", "Overview", "/console/overview"), ("agents", "Agents", "/console/"),
+       ("vaults", "Vaults & policies", "/console/vaults"), ("backups", "Backups", "/console/backups"),
+       ("tasks", "Tasks", "/console/tasks"))
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
 MAX_FORM_BYTES = 64 * 1024
@@ -86,6 +90,8 @@ def _environment() -> Environment:
     env.filters["ago"] = ago
     env.filters["when"] = when
     env.filters["q"] = lambda text: quote(str(text), safe="")
+    env.filters["wtime"] = cbr_pages.wire_time
+    env.filters["bytes"] = cbr_pages.human_bytes
     env.globals["version"] = __version__
     env.globals["nav_items"] = NAV
     return env
@@ -106,6 +112,7 @@ class Console:
         self.secure = secure_cookies
         self.sessions = sessions or SessionStore()
         self.env = _environment()
+        self.cbr = cbr_pages.CbrPages(self)
 
     # -- plumbing ------------------------------------------------------------------------------------
 
@@ -237,6 +244,8 @@ class Console:
         page = await self.client(session).list_agents(status=status, search=search, limit=size,
                                                       offset=(page_no - 1) * size)
         pages = max(1, math.ceil(page.count / size))
+        # the page's agents' newest backups in one API call (never one per row)
+        last = await self.client(session).last_backups([a.agent_id for a in page.agents])
         filters = {"status": status or "", "q": search or "", "size": str(size)}
 
         def link(**changes: Any) -> str:
@@ -248,16 +257,24 @@ class Console:
 
         return self.render("agents.html", session=session, page=page, page_no=page_no, pages=pages,
                            size=size, sizes=PAGE_SIZES, status=status, search=search or "", link=link,
+                           last=last,
                            statuses=AGENT_STATUSES, now=datetime.now(timezone.utc), nav="agents")
 
     async def overview(self, request: Request, session: Session) -> Response:
-        counts = await self.client(session).status_counts()
-        return self.render("overview.html", session=session, counts=counts, nav="overview")
+        client = self.client(session)
+        counts = await client.status_counts()
+        now = datetime.now(timezone.utc)
+        protection = await cbr_pages.protection(client, counts.total - counts.uninstall, now)
+        return self.render("overview.html", session=session, counts=counts, protection=protection,
+                           chart=Markup(cbr_pages.chart_svg(protection.days)), nav="overview")
 
     async def agent(self, request: Request, session: Session) -> Response:
-        agent = await self.client(session).show_agent(request.path_params["agent_id"])
+        client = self.client(session)
+        agent = await client.show_agent(request.path_params["agent_id"])
+        cbr = await self.cbr.agent_cbr(client, agent.agent_id)
         return self.render("agent.html", session=session, agent=agent, now=datetime.now(timezone.utc),
-                           done=request.query_params.get("done"), nav="agents")
+                           done=request.query_params.get("done"), why=request.query_params.get("why", ""),
+                           nav="agents", **cbr)
 
     async def mark_uninstalled(self, request: Request, session: Session) -> Response:
         agent_id = request.path_params["agent_id"]

@@ -1,6 +1,10 @@
 """The console in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright, against
 a real ``cbr-agent server`` with agents registered over the API and one real daemon heartbeating.
 
+The second test puts a real daemon in a vault, clicks "back up now", follows the task to success on the
+tasks page (refreshed in place by console.js), sees the backup on the agent's page, restores it through
+the form to a fresh directory and checks the files on disk.
+
 Screenshots of every page are kept under the test's tmp dir (``screenshots/``), as test artifacts; with
 ``UPDATE_CONSOLE_SCREENSHOTS=1`` the agents page also replaces ``docs/console-agents.png`` (the one the
 README shows). Playwright never downloads a browser here: it launches ``/usr/bin/chromium``.
@@ -169,3 +173,98 @@ def test_console_in_a_real_browser(daemon_host: tuple[Any, AgentHost], browser: 
     if os.environ.get("UPDATE_CONSOLE_SCREENSHOTS") == "1":
         DOCS_SHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(shots / "03-agents.png", DOCS_SHOT)
+
+
+CBR_ENV = {"CBR_AGENT_TASK_LEASE_SECONDS": "5", "CBR_AGENT_TASK_PROGRESS_SECONDS": "0.5",
+           "CBR_AGENT_PASSWORD": "console-browser-password"}
+
+
+@pytest.fixture
+def vault_host(cp_server_factory: Any, tmp_path: Path) -> Iterator[tuple[Any, AgentHost, str, Path]]:
+    """A real daemon (60 s heartbeat: work reaches it by the long poll) in a vault of a real server."""
+    from tests.integration.controlplane.test_console_cbr_http import api
+
+    server = cp_server_factory()
+    host = AgentHost(tmp_path / "cbr-host", {**server_env(server, heartbeat=60), **CBR_ENV})
+    data = tmp_path / "cbr-data"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.txt").write_text("alpha\n")
+    (data / "sub" / "b.bin").write_bytes(bytes(range(256)) * 64)
+    for args in (("init",), ("register",), ("path", "add", str(data))):
+        done = host.cli(*args)
+        assert done.returncode == 0, done.stderr
+    agent_id = host.agent_id()
+    api(server, "POST", "/vaults", {"vault": {"name": "console-vault", "billing": {
+        "object_type": "file", "size": 10}, "resources": [{"id": agent_id, "type": "OS::Native::Server"}]}})
+    host.start()
+    try:
+        wait_for(lambda: (host.state / "cbr-config.json").exists(), 10, "the agent saw its vault")
+        yield server, host, agent_id, data
+    finally:
+        host.stop()
+        host.kill()
+
+
+def test_back_up_now_and_restore_in_a_real_browser(vault_host: tuple[Any, AgentHost, str, Path],
+                                                    browser: Any, tmp_path: Path) -> None:
+    server, _host, agent_id, data = vault_host
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(server.url + f"/console/agents/{agent_id}")
+    page.fill("input[name=token]", server.token)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(rf"/console/agents/{agent_id}$"))
+    assert "console-vault" in page.locator("#vault").inner_text()
+    assert "No backup yet" in page.locator("#agent-backups").inner_text()
+
+    # back up now -> the tasks page follows the task to success without a reload
+    page.click("#back-up-now")
+    page.wait_for_url(re.compile(r"done=backup"))
+    page.click("#done a")  # "the tasks page" link of the notice
+    page.wait_for_url(re.compile(r"/console/tasks\?agent="))
+    page.evaluate("window.notReloaded = true")
+    page.wait_for_selector("#tasks tr[data-status=success]", timeout=30_000)
+    assert page.evaluate("window.notReloaded") is True  # the rows were refreshed in place
+    row = page.locator("#tasks tr[data-status=success]")
+    assert "backup" in row.inner_text() and "100%" in row.inner_text() and "snapshot" in row.inner_text()
+    page.screenshot(path=shots / "11-tasks.png", full_page=True)
+
+    # the backup on the agent's page; restore it to a fresh directory through the form
+    page.goto(server.url + f"/console/agents/{agent_id}")
+    backups = page.locator("#agent-backups tr[data-backup-id]")
+    assert backups.count() == 1 and "available" in backups.inner_text()
+    page.screenshot(path=shots / "12-agent-with-backup.png", full_page=True)
+    target = tmp_path / "restored"
+    backups.locator("input[name=destination]").fill(str(target))
+    backups.locator("button.restore-button").click()
+    page.wait_for_url(re.compile(r"done=restore"))
+    assert "Restore requested" in page.locator("#done").inner_text()
+    page.wait_for_selector("#agent-tasks tr[data-status=success] >> text=restore", timeout=30_000)
+    restored = target / str(data).lstrip("/")
+    assert (restored / "a.txt").read_text() == "alpha\n"
+    assert (restored / "sub" / "b.bin").read_bytes() == (data / "sub" / "b.bin").read_bytes()
+    page.screenshot(path=shots / "13-agent-restored.png", full_page=True)
+
+    # the other new pages: backups, vaults and policies, the overview's chart, the agents' last backup
+    page.click("nav >> text=Backups")
+    page.wait_for_url(re.compile(r"/console/backups$"))
+    assert page.locator("#backups tr[data-backup-id]").count() == 1
+    page.screenshot(path=shots / "14-backups.png", full_page=True)
+    page.click("nav >> text=Vaults & policies")
+    page.wait_for_url(re.compile(r"/console/vaults$"))
+    vault_row = page.locator("#vaults tr[data-vault-id]")
+    assert "console-vault" in vault_row.inner_text()
+    assert f"/console/agents/{agent_id}" in vault_row.inner_html()
+    page.screenshot(path=shots / "15-vaults.png", full_page=True)
+    page.click("nav >> text=Overview")
+    page.wait_for_url(re.compile(r"/console/overview$"))
+    assert page.locator("#without-backup").inner_text() == "0"
+    assert page.locator("#chart svg rect.ok").count() == 14
+    page.screenshot(path=shots / "16-overview.png", full_page=True)
+    page.click("nav >> text=Agents")
+    assert "ago" in page.locator(f"tr[data-agent-id='{agent_id}'] td.last-backup").inner_text()
+    page.screenshot(path=shots / "17-agents-last-backup.png", full_page=True)
+    context.close()
+    assert all(p.stat().st_size > 5000 for p in shots.iterdir())

@@ -123,3 +123,53 @@ def test_bad_or_busy_metrics_address_is_one_line(tmp_path: Path) -> None:
         out = run_server(tmp_path, "--metrics-address", f"127.0.0.1:{taken}")
     assert out.returncode != 0 and f"cannot listen on 127.0.0.1:{taken}" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_cbr_metrics_tasks_dispatch_and_vaults(cp_server_factory: Any) -> None:
+    """Tasks by type and status, dispatch latency (created -> claimed) and backups and bytes per vault,
+    after a checkpoint whose task an agent claims 0.3 s later and ends with a backup."""
+    import requests
+
+    port = free_port()
+    server = cp_server_factory(extra_args=["--metrics-address", f"127.0.0.1:{port}"])
+    project = server.project_id
+    agent_id = str(uuid.uuid4())
+    with server.client(max_attempts=1) as client:
+        client.register_agent(reg(agent_id))
+
+    def api(method: str, path: str, body: Any = None) -> Any:
+        answer = requests.request(method, f"{server.url}/v3/{project}{path}", json=body, timeout=10,
+                                  headers={"X-Auth-Token": server.token})
+        assert answer.status_code < 300, answer.text
+        return answer.json() if answer.content else None
+
+    vault = api("POST", "/vaults", {"vault": {"name": "metrics-vault", "billing": {
+        "object_type": "file", "size": 10}, "resources": [{"id": agent_id, "type": "OS::Native::Server"}]}})
+    vault_id = vault["vault"]["id"]
+    before = scrape(port)
+    assert before[("cbr_controlplane_vault_backups", (("project_id", project), ("vault_id", vault_id),
+                                                      ("vault_name", "metrics-vault")))] == 0
+    api("POST", "/checkpoints", {"checkpoint": {"vault_id": vault_id}})
+    task = api("GET", "/operation-logs?status=waiting")["operation_logs"][0]
+    waiting = scrape(port)
+    labels = (("operation_type", "backup"), ("project_id", project), ("status", "waiting"))
+    assert waiting[("cbr_controlplane_tasks", labels)] == 1
+    time.sleep(0.3)
+    path = f"/agents/{agent_id}/tasks/{task['id']}"
+    api("POST", path + "/claim", {"owner": "t", "lease_seconds": 30})
+    backup = {"snapshot_id": "cd" * 32, "size_bytes": 4096, "added_bytes": 1024}
+    api("POST", path + "/result", {"owner": "t", "status": "success", "result": {}, "backup": backup})
+    after = scrape(port)
+    assert after[("cbr_controlplane_tasks", labels)] == 0
+    assert after[("cbr_controlplane_tasks", (("operation_type", "backup"), ("project_id", project),
+                                             ("status", "success")))] == 1
+    op = ("operation_type", "backup")
+    count = ("cbr_controlplane_task_dispatch_seconds_count", (op,))
+    assert after[count] == before[count] + 1
+    bucket = ("cbr_controlplane_task_dispatch_seconds_bucket", (("le", "0.25"), op))
+    assert after[bucket] == before[bucket]  # it waited 0.3 s: above the 0.25 s bucket
+    assert after[("cbr_controlplane_task_dispatch_seconds_sum", (("operation_type", "backup"),))] >= 0.3
+    vault_labels = (("project_id", project), ("vault_id", vault_id), ("vault_name", "metrics-vault"))
+    assert after[("cbr_controlplane_vault_backups", vault_labels)] == 1
+    assert after[("cbr_controlplane_vault_backup_bytes", (("kind", "size"), *vault_labels))] == 4096
+    assert after[("cbr_controlplane_vault_backup_bytes", (("kind", "added"), *vault_labels))] == 1024

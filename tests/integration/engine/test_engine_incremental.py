@@ -142,3 +142,25 @@ def test_change_deep_inside_an_unchanged_listing(engine, tmp_path: Path) -> None
     third = backup(engine, src)
     assert third.files_unchanged == 14 and third.bytes_read == 0
     restore_and_compare(engine, src, tmp_path, third.snapshot_id)
+
+
+def test_bytes_are_split_by_new_changed_and_unchanged_files(engine, tmp_path: Path) -> None:
+    """Small files (batched) and big ones (chunked) alike: the summary's bytes by kind of file."""
+    src = tmp_path / "src"
+    big, small = 700_000, 3_000
+    write(src / "big-kept.bin", random_bytes(big, 1))
+    write(src / "big-changed.bin", random_bytes(big, 2))
+    write(src / "small-kept.txt", random_bytes(small, 3))
+    write(src / "small-changed.txt", random_bytes(small, 4))
+    first = backup(engine, src)
+    assert (first.bytes_new, first.bytes_changed, first.bytes_unchanged) == (2 * big + 2 * small, 0, 0)
+    write(src / "big-changed.bin", random_bytes(big + 10, 5))
+    write(src / "small-changed.txt", random_bytes(small + 10, 6))
+    write(src / "big-new.bin", random_bytes(big, 7))
+    write(src / "small-new.txt", random_bytes(small, 8))
+    second = backup(engine, src)
+    assert (second.files_new, second.files_changed, second.files_unchanged) == (2, 2, 2)
+    assert second.bytes_new == big + small
+    assert second.bytes_changed == big + small + 20
+    assert second.bytes_unchanged == big + small
+    assert second.bytes_new + second.bytes_changed + second.bytes_unchanged == second.bytes_total

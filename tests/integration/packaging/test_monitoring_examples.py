@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from cbr_agent.agent.metrics import AgentMetrics
+from cbr_agent.controlplane import cbr_vaults, cbr_work
 from cbr_agent.controlplane.metrics import ServerMetrics
 from cbr_agent.controlplane.store import AgentStore
 from cbr_agent.controlplane.validation import parse_register
@@ -48,6 +49,12 @@ def exported(tmp_path: Path) -> dict[str, set[str]]:
     try:
         store.register("p", parse_register({"agent": {"agent_id": "a", "host_name": "h", "host_ip": "1.2.3.4",
                                                       "host_os": "linux"}}))
+        # a vault with the agent and a checkpoint: the CBR flow's series (tasks, vaults) exist too
+        billing = {"object_type": "file", "size": 10}
+        resources = [{"id": "a", "type": "OS::Native::Server"}]
+        vault = cbr_vaults.create_vault(store, "p", {"vault": {"name": "v", "billing": billing,
+                                                               "resources": resources}})
+        cbr_work.create_checkpoint(store, "p", {"checkpoint": {"vault_id": vault["vault"]["id"]}})
         server = ServerMetrics(store)
         server.observe("GET", "/x", 200, 0.01)
         for family in server.registry.collect():

@@ -86,6 +86,52 @@ def test_failures_in_row_count_until_a_success_and_survive_a_restart() -> None:
     assert value(render(again), "cbr_agent_backup_failures_in_row") == 0
 
 
+def test_bytes_by_kind_of_file_when_the_summary_has_them() -> None:
+    metrics = AgentMetrics("a", "s3://elsewhere")
+    metrics.observe({"last_backup": OK_BACKUP})  # a summary of an older engine: no split
+    names = {labels for name, labels in samples(render(metrics)) if name == "cbr_agent_last_backup_bytes"}
+    assert {dict(labels)["kind"] for labels in names} == {"total", "read", "added", "stored"}
+    split = {**OK_BACKUP["summary"], "bytes_new": 1000, "bytes_changed": 24, "bytes_unchanged": 3072}
+    metrics.observe({"last_backup": {**OK_BACKUP, "summary": split}})
+    text = render(metrics)
+    assert value(text, "cbr_agent_last_backup_bytes", kind="new") == 1000
+    assert value(text, "cbr_agent_last_backup_bytes", kind="changed") == 24
+    assert value(text, "cbr_agent_last_backup_bytes", kind="unchanged") == 3072
+
+
+def test_cbr_task_running_progress_and_last_result_survive_a_restart() -> None:
+    metrics = AgentMetrics("a", "s3://elsewhere", clock=lambda: 1796378000.0)
+    text = render(metrics)
+    assert value(text, "cbr_agent_task_running", operation_type="backup") == 0
+    assert value(text, "cbr_agent_tasks_total", operation_type="restore", status="failed") == 0
+    assert not any(name == "cbr_agent_last_task_status" for name, _ in samples(text))
+    metrics.observe({"task": {"id": "t1", "operation_type": "restore", "progress": 0}})
+    metrics.observe({"task": {"id": "t1", "operation_type": "restore", "progress": 40}})
+    text = render(metrics)
+    assert value(text, "cbr_agent_task_running", operation_type="restore") == 1
+    assert value(text, "cbr_agent_task_running", operation_type="backup") == 0
+    assert value(text, "cbr_agent_task_progress_percent") == 40
+    last = {"id": "t1", "operation_type": "restore", "status": "failed",
+            "ended_at": "2026-12-04T10:00:00+0000"}
+    metrics.observe({"task": None, "last_task": last})
+    metrics.observe({"task": None, "last_task": {**last, "id": "t2", "operation_type": "backup",
+                                                 "status": "success", "ended_at": None}})
+    text = render(metrics)
+    assert value(text, "cbr_agent_task_running", operation_type="restore") == 0
+    assert value(text, "cbr_agent_task_progress_percent") == 0
+    assert value(text, "cbr_agent_tasks_total", operation_type="restore", status="failed") == 1
+    assert value(text, "cbr_agent_tasks_total", operation_type="backup", status="success") == 1
+    assert value(text, "cbr_agent_last_task_status", operation_type="backup", status="success") == 1
+    assert value(text, "cbr_agent_last_task_status", operation_type="backup", status="failed") == 0
+    assert value(text, "cbr_agent_last_task_timestamp_seconds") == 1796378000.0  # no end time: the clock
+    again = AgentMetrics("a", "s3://elsewhere")
+    again.load({"last_task": last})
+    text = render(again)
+    assert value(text, "cbr_agent_last_task_status", operation_type="restore", status="failed") == 1
+    assert value(text, "cbr_agent_last_task_timestamp_seconds") == 1796378400.0
+    assert value(text, "cbr_agent_tasks_total", operation_type="restore", status="failed") == 0  # a counter
+
+
 def test_without_prometheus_client_the_same_text_is_written(monkeypatch: pytest.MonkeyPatch) -> None:
     metrics = AgentMetrics("a", "/nonexistent/repo")
     metrics.observe({"last_backup": OK_BACKUP, "control_plane": "refused"})
