@@ -355,10 +355,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
     from cbr_agent.cli.output import print_json
+    from cbr_agent.repository.check import run_check
 
     repo = _open(_settings(args))
     with repo.lock(exclusive=False):
-        report = repo.check(read_data=args.read_data)
+        report = run_check(repo, read_data=args.read_data)
     if args.json:
         print_json(report.to_dict())
     else:
@@ -378,6 +379,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from cbr_agent.backup.retention import Policy, select
     from cbr_agent.cli.output import print_json
     from cbr_agent.errors import UsageError
+    from cbr_agent.repository.prune import prune
 
     policy = Policy(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
     if min(policy.last, policy.daily, policy.weekly, policy.monthly) < 0:
@@ -392,7 +394,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
             for snap in forget:
                 repo.forget_snapshot(snap.id)
             if args.prune:
-                prune_report = repo.prune()
+                prune_report = prune(repo)
     if args.json:
         print_json({"keep": [s.id for s in keep], "forget": [s.id for s in forget],
                     "dry_run": args.dry_run,
@@ -415,9 +417,10 @@ def _print_prune(report: Any) -> None:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from cbr_agent.cli.output import print_json
+    from cbr_agent.repository.prune import prune
 
     repo = _open(_settings(args))
-    report = repo.prune()
+    report = prune(repo)
     if args.json:
         print_json(report.to_dict())
     else:

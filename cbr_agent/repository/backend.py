@@ -63,7 +63,7 @@ def path_from_url(url: str) -> Path:
     if "://" in url:
         scheme = url.split("://", 1)[0]
         raise RepositoryError(
-            f"repository URL scheme {scheme!r} is not supported (use a path or file:///...)"
+            f"repository URL scheme {scheme!r} is not supported (use a path, file:///... or s3://BUCKET/PREFIX)"
         )
     if not url:
         raise RepositoryError("repository location is empty", hint="set 'repository' in the configuration")

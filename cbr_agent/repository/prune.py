@@ -57,6 +57,14 @@ class PruneReport:
 Hook = Callable[[str], None]
 
 
+def prune(repo: Repository, **options: Any) -> PruneReport:
+    """:func:`run_prune` under an exclusive lock (the caller's, when it holds one already: forget --prune)."""
+    if repo.holds_exclusive_lock():
+        return run_prune(repo, **options)
+    with repo.lock(exclusive=True):
+        return run_prune(repo, **options)
+
+
 def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = None) -> PruneReport:
     """``max_unused``: a partly used pack is rewritten when more than this fraction of it is unused
     (0.0 = rewrite every partly used pack). ``hook(stage)`` is called between stages (tests use it)."""

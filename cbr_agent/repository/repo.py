@@ -28,7 +28,8 @@ from cbr_agent.errors import (
     RepositoryNotFound,
     WrongPassword,
 )
-from cbr_agent.repository.backend import Backend, open_backend
+from cbr_agent.repository.backend import Backend
+from cbr_agent.repository.backends import BackendOptions, open_backend
 from cbr_agent.repository.index import BlobLocation, MasterIndex, decode_index, encode_index
 from cbr_agent.repository.lock import RepositoryLock
 from cbr_agent.repository.objects import (
@@ -70,17 +71,18 @@ class Repository:
     @classmethod
     def init(
         cls,
-        url: str,
+        url: str | Backend,
         password: str,
         *,
         chunker: ChunkerParams | None = None,
         kdf: KdfParams | None = None,
+        options: BackendOptions | None = None,
     ) -> Repository:
-        """Create a new repository at ``url`` (RepositoryExists if one is there or the directory is not
-        empty)."""
+        """Create a new repository at ``url`` (or in a backend object) (RepositoryExists if one is there or
+        the location is not empty)."""
         if not password:
             raise RepositoryError("refusing to create a repository with an empty password")
-        backend = open_backend(url)
+        backend = _backend(url, options)
         backend.create()
         key = MasterKey.generate()
         config: dict[str, Any] = {
@@ -103,9 +105,9 @@ class Repository:
         return cls(backend, key, config)
 
     @classmethod
-    def open(cls, url: str, password: str) -> Repository:
+    def open(cls, url: str | Backend, password: str, *, options: BackendOptions | None = None) -> Repository:
         """Open an existing repository: RepositoryNotFound, WrongPassword, IntegrityError, RepositoryError."""
-        backend = open_backend(url)
+        backend = _backend(url, options)
         head = _read_config_head(backend)
         key = _unlock(backend, password)
         try:
@@ -336,19 +338,9 @@ class Repository:
         with self._locks_mutex:
             return any(lock.exclusive for lock in self._held_locks)
 
-    # ---------------------------------------------------------------- maintenance
-    def check(self, *, read_data: bool = False) -> Any:
-        from cbr_agent.repository.check import run_check
 
-        return run_check(self, read_data=read_data)
-
-    def prune(self, **options: Any) -> Any:
-        from cbr_agent.repository.prune import run_prune
-
-        if self.holds_exclusive_lock():
-            return run_prune(self, **options)
-        with self.lock(exclusive=True):
-            return run_prune(self, **options)
+def _backend(url: str | Backend, options: BackendOptions | None) -> Backend:
+    return open_backend(url, options) if isinstance(url, str) else url
 
 
 def _aware(t: datetime) -> datetime:
