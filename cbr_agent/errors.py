@@ -18,6 +18,8 @@ code in :mod:`cbr_agent.cli.exitcodes`; nothing else in the package knows about 
     │   ├── RepositoryExists
     │   ├── WrongPassword
     │   ├── RepositoryLocked
+    │   ├── RepositoryAccessDenied the storage refused the credentials or the action (append-only)
+    │   ├── RepositoryUnavailable  the storage did not answer usefully (after retries)
     │   └── IntegrityError         an object failed authentication or its hash
     ├── BackupError                a backup stopped (no snapshot was written)
     ├── RestoreError               a restore could not complete
@@ -122,6 +124,15 @@ class WrongPassword(RepositoryError):
 
 class RepositoryLocked(RepositoryError):
     hint = "another backup or prune is running; a lock of a crashed run expires by itself"
+
+
+class RepositoryAccessDenied(RepositoryError):
+    hint = ("check the storage credentials; append-only credentials may back up and restore but not "
+            "forget or prune")
+
+
+class RepositoryUnavailable(RepositoryError):
+    hint = "check the storage endpoint and the network; what was uploaded is reused by the next backup"
 
 
 class IntegrityError(RepositoryError):

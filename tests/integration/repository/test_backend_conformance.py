@@ -101,7 +101,7 @@ def test_parallel_puts_are_all_visible(any_backend) -> None:
 
 def test_large_object_roundtrip(any_backend) -> None:
     """Larger than the S3 backend's single-put size in these tests: multipart, then ranged reads."""
-    blob = bytes(range(256)) * (3 * 4096 + 77)  # about 3 MiB
+    blob = bytes(range(256)) * (11 * 4096 + 77)  # about 11 MiB: three parts of at least 5 MiB
     any_backend.put("data/" + PACK_B, [blob[:1000], blob[1000:]])
     assert any_backend.size("data/" + PACK_B) == len(blob)
     assert any_backend.get("data/" + PACK_B) == blob
