@@ -114,21 +114,24 @@ def open_repository(settings: Settings, *, create_default: bool = False) -> Any:
     ``cbr-agent run --once`` works on a fresh machine. A missing repository elsewhere is an error,
     never silently re-created (a NAS that is not mounted must not get a new empty repository)."""
     from cbr_agent.repository import Repository
+    from cbr_agent.repository.backends import BackendOptions
+
+    options = BackendOptions.from_settings(settings)
 
     if create_default and _default_repository(settings):
         password = resolve_password(settings)
         try:
             if password is None:
                 raise RepositoryNotFound("no password yet")
-            return Repository.open(settings.repository, password)
+            return Repository.open(settings.repository, password, options=options)
         except RepositoryNotFound:
             if password is None:
                 password, _ = generate_password_file(settings)
             with contextlib.suppress(RepositoryNotFound):
-                return Repository.open(settings.repository, password)
+                return Repository.open(settings.repository, password, options=options)
             log.warning("creating the repository %s", settings.repository)
-            return Repository.init(settings.repository, password)
-    return Repository.open(settings.repository, require_password(settings))
+            return Repository.init(settings.repository, password, options=options)
+    return Repository.open(settings.repository, require_password(settings), options=options)
 
 
 def normalize_roots(paths: Sequence[Any]) -> list[tuple[str, tuple[str, ...]]]:

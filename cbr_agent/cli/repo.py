@@ -14,12 +14,20 @@ from typing import Any
 from cbr_agent.cli.exitcodes import WARNINGS
 
 
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit-upload", type=float, metavar="KiB/s",
+                   help="limit repository uploads to this many KiB/s (config limit_upload)")
+    p.add_argument("--limit-download", type=float, metavar="KiB/s",
+                   help="limit repository downloads to this many KiB/s (config limit_download)")
+
+
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("init", parents=[common], help="create the backup repository",
                               description="Create the repository and record its location in the config "
                               "file. With no password configured, a random one is generated into "
                               "repository.password next to the config file: keep a copy elsewhere.")
-    p.add_argument("--repository", metavar="URL", help="path or file:///... (default: the configured one)")
+    p.add_argument("--repository", metavar="URL",
+                   help="path, file:///... or s3://BUCKET/PREFIX (default: the configured one)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_init)
 
@@ -30,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("paths", nargs="*", metavar="PATH", help="paths to back up (default: configured paths)")
     p.add_argument("--json", action="store_true", help="print one summary object")
     p.add_argument("--dry-run", action="store_true", help="read and hash everything, store nothing")
+    _add_limits(p)
     p.set_defaults(func=cmd_backup)
 
     p = subparsers.add_parser("snapshots", parents=[common], help="list snapshots, oldest first")
@@ -56,11 +65,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="what to do with files that exist (default always)")
     p.add_argument("--dry-run", action="store_true", help="say what would be restored, write nothing")
     p.add_argument("--json", action="store_true", help="print a summary object")
+    _add_limits(p)
     p.set_defaults(func=cmd_restore)
 
     p = subparsers.add_parser("check", parents=[common], help="verify the repository")
     p.add_argument("--read-data", action="store_true", help="also decrypt and verify every blob")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_limits(p)
     p.set_defaults(func=cmd_check)
 
     p = subparsers.add_parser("forget", parents=[common], help="remove snapshots by a retention policy",
@@ -71,10 +82,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--prune", action="store_true", help="prune right after")
     p.add_argument("--dry-run", action="store_true", help="only say what would be forgotten")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_limits(p)
     p.set_defaults(func=cmd_forget)
 
     p = subparsers.add_parser("prune", parents=[common], help="remove data no snapshot references")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_limits(p)
     p.set_defaults(func=cmd_prune)
 
 
@@ -82,6 +95,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
     from cbr_agent.cli.context import settings_from_args
 
+    for name in ("limit_upload", "limit_download"):
+        overrides.setdefault(name, getattr(args, name, None))
     return settings_from_args(args, **overrides)
 
 
@@ -90,8 +105,10 @@ def _open(settings: Any) -> Any:
     # whole backup pipeline (about a third of the start-up time of snapshots/ls/restore/check)
     from cbr_agent.backup.password import require_password
     from cbr_agent.repository import Repository
+    from cbr_agent.repository.backends import BackendOptions
 
-    return Repository.open(settings.repository, require_password(settings))
+    return Repository.open(settings.repository, require_password(settings),
+                           options=BackendOptions.from_settings(settings))
 
 
 def printable(text: str) -> str:
@@ -128,13 +145,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     from cbr_agent.backup.password import generate_password_file, resolve_password
     from cbr_agent.cli.output import print_json
     from cbr_agent.repository import Repository
+    from cbr_agent.repository.backends import BackendOptions
 
     settings = _settings(args, repository=args.repository)
     password = resolve_password(settings)
     generated = None
     if password is None:
         password, generated = generate_password_file(settings)
-    repo = Repository.init(settings.repository, password)
+    repo = Repository.init(settings.repository, password, options=BackendOptions.from_settings(settings))
     if args.repository:
         from cbr_agent.agent.configfile import persist_registration
 

@@ -4,6 +4,11 @@ A lock is a sealed object ``locks/<random>`` holding host, pid, the process star
 last refresh time. The holder refreshes it every :data:`REFRESH_INTERVAL` seconds (a new object, then the
 old one removed); a lock not refreshed for :data:`STALE_AFTER` seconds, or whose process on this host is
 gone, is stale and is removed by the next run, so a crash never blocks the next backup for long.
+
+Append-only storage (credentials that may add objects but not delete them) needs no deletion for a
+shared lock: where a delete is refused, the lock is left behind and a tombstone ``locks/<name>-released``
+says it is released, so no other run waits for it; runs with full credentials clear both. An exclusive
+lock is for deleting (forget, prune), so taking one first checks that deletes are allowed.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ from typing import Any
 import psutil
 
 from cbr_agent.crypto import AuthenticationFailed, Sealer
-from cbr_agent.errors import RepositoryError, RepositoryLocked
+from cbr_agent.errors import RepositoryAccessDenied, RepositoryError, RepositoryLocked
 from cbr_agent.repository.backend import Backend
 from cbr_agent.repository.objects import AAD_LOCK
 
 log = logging.getLogger(__name__)
 
 STALE_AFTER = 30 * 60.0
+RELEASED = "-released"  # suffix of a tombstone: the lock of that name is released
 REFRESH_INTERVAL = 5 * 60.0
 Clock = Callable[[], float]
 
@@ -81,6 +87,35 @@ def write_lock(backend: Backend, sealer: Sealer, info: LockInfo) -> str:
     return name
 
 
+def delete_or_tombstone(backend: Backend, sealer: Sealer, name: str) -> None:
+    """Remove a lock we held; where deletes are refused (append-only), say it is released instead."""
+    try:
+        backend.delete(name)
+    except RepositoryAccessDenied:
+        log.debug("may not delete %s (append-only storage); leaving a tombstone", name)
+        backend.put(name + RELEASED, sealer.seal(json.dumps({"released": name}).encode(), AAD_LOCK))
+
+
+def _try_delete(backend: Backend, name: str) -> None:
+    try:
+        backend.delete(name)
+    except RepositoryAccessDenied:
+        log.debug("may not delete %s (append-only storage); left for a run with full credentials", name)
+
+
+def check_delete_allowed(backend: Backend, sealer: Sealer) -> None:
+    """RepositoryAccessDenied, with what to do, when the storage refuses deletes (append-only)."""
+    probe = "locks/" + secrets.token_hex(16) + RELEASED  # a tombstone of nothing: harmless if it stays
+    backend.put(probe, sealer.seal(json.dumps({"released": None}).encode(), AAD_LOCK))
+    try:
+        backend.delete(probe)
+    except RepositoryAccessDenied:
+        raise RepositoryAccessDenied(
+            f"the storage of {backend.location} refuses deletes with these credentials (append-only): "
+            "forget and prune need credentials that may delete objects",
+            hint="run forget/prune where the full credentials are, e.g. on a management host") from None
+
+
 def read_lock(backend: Backend, sealer: Sealer, name: str) -> LockInfo | None:
     """The lock's owner, or None when it vanished or cannot be read (damaged locks count as stale)."""
     try:
@@ -120,11 +155,13 @@ class RepositoryLock:
         return LockInfo(self._host, self._pid, self._pid_start, self.exclusive, self._clock())
 
     def acquire(self) -> None:
+        if self.exclusive:
+            check_delete_allowed(self._backend, self._sealer)
         self._name = write_lock(self._backend, self._sealer, self._info())
         try:
             self._check_others()
         except BaseException:
-            self._backend.delete(self._name)
+            delete_or_tombstone(self._backend, self._sealer, self._name)
             self._name = None
             raise
         self._thread = threading.Thread(target=self._refresh_loop, name="repo-lock-refresh", daemon=True)
@@ -132,15 +169,20 @@ class RepositoryLock:
 
     def _check_others(self) -> None:
         now = self._clock()
-        for base, _size in list(self._backend.list("locks")):
-            name = "locks/" + base
+        names = ["locks/" + base for base, _size in self._backend.list("locks")]
+        released = {n[: -len(RELEASED)] for n in names if n.endswith(RELEASED)}
+        for name in names:
             if name == self._name:
+                continue
+            if name.endswith(RELEASED) or name in released:
+                if self.exclusive:  # tidy up after append-only runs (we may delete: checked above)
+                    _try_delete(self._backend, name)
                 continue
             info = read_lock(self._backend, self._sealer, name)
             if info is None or is_stale(info, now, self._host):
                 if info is not None:
                     log.info("removing stale repository %s", info.describe())
-                self._backend.delete(name)
+                _try_delete(self._backend, name)
                 continue
             if self.exclusive or info.exclusive:
                 raise RepositoryLocked(f"repository is locked: {info.describe()}")
@@ -158,7 +200,7 @@ class RepositoryLock:
                 return
             old = self._name
             self._name = write_lock(self._backend, self._sealer, self._info())
-            self._backend.delete(old)
+            delete_or_tombstone(self._backend, self._sealer, old)
 
     def release(self) -> None:
         self._stop.set()
@@ -167,6 +209,6 @@ class RepositoryLock:
         with self._mutex:
             if self._name is not None:
                 try:
-                    self._backend.delete(self._name)
+                    delete_or_tombstone(self._backend, self._sealer, self._name)
                 finally:
                     self._name = None

@@ -58,7 +58,9 @@ def test_every_key_is_read_from_its_environment_variable(key, tmp_path: Path) ->
     samples = {"endpoint": "https://cbr.example.test", "agent_id": "489654f2-363b-4ebf-966a-bdf079d97114",
                "backup_schedule": "6h", "agent_type": "cloud", "log_level": "debug",
                "log_format": "json", "tls_verify": "false", "one_file_system": "false",
-               "request_timeout": "5", "heartbeat_interval": "5", "backup_processes": "2"}
+               "request_timeout": "5", "heartbeat_interval": "5", "backup_processes": "2",
+               "s3_endpoint": "https://obs.example.test", "s3_path_style": "true", "s3_connections": "8",
+               "s3_retries": "2", "s3_tls_verify": "false", "limit_upload": "512", "limit_download": "1024"}
     value = samples.get(key.name, "some-value")
     env = {ENV_PREFIX + key.name.upper(): value, ENV_PREFIX + "STATE_DIR": str(tmp_path)}
     for name in ("credentials_file", "sk_file", "token_file", "password_file"):
