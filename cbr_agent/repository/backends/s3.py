@@ -19,6 +19,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import os
 import random
 import re
 import time
@@ -114,6 +115,8 @@ class S3Backend:
         self.part_size = part_size  # S3 wants at least 5 MiB for every part but the last
         self.page_size = page_size
         self._sleep = sleep
+        # test knob: tests of the CLI shorten the backoff (in-process tests inject ``sleep`` instead)
+        self.backoff_base = float(os.environ.get("CBR_AGENT_TEST_S3_BACKOFF") or BACKOFF_BASE)
         self._exc: Any = None
         self.client = self._make_client()
 
@@ -165,7 +168,7 @@ class S3Backend:
                 if kind == "missing" and missing_ok:
                     raise FileNotFoundError(what) from None
                 if kind == "retry" and attempt < self.retries:
-                    delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+                    delay = random.uniform(0, min(BACKOFF_CAP, self.backoff_base * 2**attempt))
                     log.info("S3 %s failed (%s); retry %d of %d in %.1f s", what, _short(exc), attempt,
                              self.retries - 1, delay)
                     self._sleep(delay)
@@ -202,7 +205,14 @@ class S3Backend:
                                      hint="create it with 'cbr-agent init', or check the URL and "
                                      "s3_endpoint") from None
         if kind == "denied":
-            raise RepositoryAccessDenied(f"S3 refused {what} in {where}: {_code(exc)}") from None
+            code = _code(exc)
+            hint = None
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"):
+                hint = ("check s3_access_key_id and s3_secret_access_key (credentials file) or "
+                        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+            elif code == "403":
+                code = "403 Forbidden"
+            raise RepositoryAccessDenied(f"S3 refused {what} in {where}: {code}", hint=hint) from None
         if kind == "tls":
             raise RepositoryUnavailable(
                 f"TLS verification of the S3 endpoint {self.endpoint} failed",
@@ -223,8 +233,10 @@ class S3Backend:
     # ------------------------------------------------------------------ lifecycle
     def _bucket_exists(self) -> bool:
         try:
-            self._call("checking the bucket", lambda: self.client.head_bucket(Bucket=self.bucket),
-                       missing_ok=True)
+            # a listing rather than HEAD: its error has a body (InvalidAccessKeyId, NoSuchBucket, ...)
+            self._call("checking the bucket", lambda: self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "", MaxKeys=1),
+                missing_ok=True)
         except FileNotFoundError:
             return False
         except RepositoryNotFound:

@@ -6,11 +6,14 @@ port, in a thread of the test process; subprocesses (the CLI) reach it over TCP 
 :class:`FaultProxy` forwards HTTP/1.1 requests to it and misbehaves on demand, as an unreliable endpoint
 or a restrictive bucket policy would (the honest fake of what is outside the project):
 
-- ``down``: every connection is closed without an answer (an endpoint that went away)
-- ``slowdown(n)``: the next ``n`` requests get ``503 SlowDown`` (a throttling storm)
-- ``cut_puts(n)``: the next ``n`` PUTs with a body are forwarded with only half their body, then the
-  connection is dropped (an upload cut short)
-- ``deny_delete``: every DELETE gets ``403 AccessDenied`` (append-only credentials)
+``proxy.add(action, method=None, match="", skip=0, count=None)`` adds a rule: the requests of that method
+whose path contains ``match``, after the first ``skip`` of them, ``count`` of them (None: all) get
+
+- ``down``: the connection is closed without an answer (an endpoint that went away)
+- ``slowdown``: ``503 SlowDown`` (a throttling storm)
+- ``cut``: (PUT) forwarded with only half its body, then both connections dropped (an upload cut short)
+- ``deny``: ``403 AccessDenied`` (a bucket policy that refuses, e.g. DELETE for append-only credentials)
+- ``badkey``: ``403 InvalidAccessKeyId`` (credentials the endpoint does not know)
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import contextlib
 import http.client
 import socket
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from moto.server import ThreadedMotoServer
@@ -44,14 +48,41 @@ def _error_body(code: str, message: str) -> bytes:
             f"<Message>{message}</Message></Error>").encode()
 
 
+@dataclass
+class Rule:
+    action: str
+    method: str | None = None
+    match: str = ""
+    skip: int = 0
+    count: int | None = None
+    hits: int = 0
+
+    def take(self, method: str, path: str) -> bool:
+        if (self.method and method != self.method) or self.match not in path:
+            return False
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        if self.count is not None:
+            if self.count <= 0:
+                return False
+            self.count -= 1
+        self.hits += 1
+        return True
+
+
+ANSWERS = {
+    "slowdown": (503, "SlowDown", "Please reduce your request rate."),
+    "deny": (403, "AccessDenied", "Access Denied"),
+    "badkey": (403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist."),
+}
+
+
 class FaultProxy:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.down = False
-        self.deny_delete = False
-        self._slowdown = 0
-        self._cut_puts = 0
-        self.requests: list[tuple[str, str, int]] = []  # (method, path, status answered)
+        self.rules: list[Rule] = []
+        self.requests: list[tuple[str, str, int]] = []  # (method, path, status answered; 0 = none)
         self.lock = threading.Lock()
         proxy = self
 
@@ -62,42 +93,41 @@ class FaultProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def _record(self, status: int) -> None:
+                with proxy.lock:
+                    proxy.requests.append((self.command, self.path, status))
+
             def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
-                with proxy.lock:
-                    proxy.requests.append((self.command, self.path, status))
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+                self._record(status)
+
+            def _hang_up(self) -> None:
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                self._record(0)
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                with proxy.lock:
-                    down = proxy.down
-                    slow = proxy._slowdown > 0
-                    if slow:
-                        proxy._slowdown -= 1
-                    cut = not slow and self.command == "PUT" and length > 0 and proxy._cut_puts > 0
-                    if cut:
-                        proxy._cut_puts -= 1
-                    deny = proxy.deny_delete and self.command == "DELETE"
-                if down:
-                    self.close_connection = True
-                    with contextlib.suppress(OSError):
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                if slow:
-                    self._answer(503, _error_body("SlowDown", "Please reduce your request rate."))
-                    return
-                if deny:
-                    self._answer(403, _error_body("AccessDenied", "Access Denied"))
-                    return
-                if cut:
+                action = proxy._action(self.command, self.path)
+                if action == "down":
+                    self._hang_up()
+                elif action in ANSWERS:
+                    status, code, message = ANSWERS[action]
+                    self._answer(status, _error_body(code, message), {"Content-Type": "application/xml"})
+                elif action == "cut" and body:
                     self._forward_cut(body)
-                    return
+                else:
+                    self._forward(body)
+
+            def _forward(self, body: bytes) -> None:
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
@@ -107,7 +137,15 @@ class FaultProxy:
                     out = {k: v for k, v in answer.getheaders()
                            if k.lower() not in ("content-length", "transfer-encoding", "connection",
                                                 "date", "server")}
-                    self._answer(answer.status, data if self.command != "HEAD" else b"", out)
+                    if self.command == "HEAD":
+                        out["Content-Length"] = answer.getheader("Content-Length") or "0"
+                        self.send_response(answer.status)
+                        for k, v in out.items():
+                            self.send_header(k, v)
+                        self.end_headers()
+                        self._record(answer.status)
+                        return
+                    self._answer(answer.status, data, out)
                 finally:
                     conn.close()
 
@@ -117,14 +155,11 @@ class FaultProxy:
                 try:
                     lines = [f"{self.command} {self.path} HTTP/1.1"]
                     lines += [f"{k}: {v}" for k, v in self.headers.items()]
-                    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body[: len(body) // 2])
+                    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+                    sock.sendall(head + body[: len(body) // 2])
                 finally:
                     sock.close()
-                with proxy.lock:
-                    proxy.requests.append((self.command, self.path, 0))
-                self.close_connection = True
-                with contextlib.suppress(OSError):
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                self._hang_up()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
@@ -135,17 +170,30 @@ class FaultProxy:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def slowdown(self, n: int) -> None:
+    def add(self, action: str, *, method: str | None = None, match: str = "", skip: int = 0,
+            count: int | None = None) -> Rule:
+        if action not in ("down", "cut", *ANSWERS):
+            raise ValueError(action)
+        rule = Rule(action, method, match, skip, count)
         with self.lock:
-            self._slowdown = n
+            self.rules.append(rule)
+        return rule
 
-    def cut_puts(self, n: int) -> None:
+    def clear(self) -> None:
         with self.lock:
-            self._cut_puts = n
+            self.rules.clear()
 
-    def count(self, method: str, status: int | None = None) -> int:
+    def _action(self, method: str, path: str) -> str | None:
         with self.lock:
-            return sum(1 for m, _p, s in self.requests if m == method and (status is None or s == status))
+            for rule in self.rules:
+                if rule.take(method, path):
+                    return rule.action
+        return None
+
+    def count(self, method: str, status: int | None = None, match: str = "") -> int:
+        with self.lock:
+            return sum(1 for m, p, s in self.requests
+                       if m == method and (status is None or s == status) and match in p)
 
     def stop(self) -> None:
         self.server.shutdown()
