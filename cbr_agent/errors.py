@@ -132,7 +132,7 @@ class RepositoryAccessDenied(RepositoryError):
 
 
 class RepositoryUnavailable(RepositoryError):
-    hint = "check the storage endpoint and the network; what was uploaded is reused by the next backup"
+    hint = "check the storage endpoint and the network, then try again; a backup reuses what it uploaded"
 
 
 class IntegrityError(RepositoryError):

@@ -329,10 +329,17 @@ class Repository:
             self._held_locks.append(held)
         try:
             yield
-        finally:
+        except BaseException:
             with self._locks_mutex:
                 self._held_locks.remove(held)
-            held.release()
+            try:
+                held.release()
+            except RepositoryError as exc:  # the storage that failed the run often fails this too
+                log.warning("could not release the repository lock: %s", exc)
+            raise
+        with self._locks_mutex:
+            self._held_locks.remove(held)
+        held.release()
 
     def holds_exclusive_lock(self) -> bool:
         with self._locks_mutex:

@@ -315,6 +315,9 @@ class BlobWriter:
     def close(self) -> None:
         try:
             self.flush()
+        except BaseException:
+            self.abort()  # index the packs that did reach the storage, so the next run reuses them
+            raise
         finally:
             self._stop_threads()
 

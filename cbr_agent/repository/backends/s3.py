@@ -169,8 +169,8 @@ class S3Backend:
                     raise FileNotFoundError(what) from None
                 if kind == "retry" and attempt < self.retries:
                     delay = random.uniform(0, min(BACKOFF_CAP, self.backoff_base * 2**attempt))
-                    log.info("S3 %s failed (%s); retry %d of %d in %.1f s", what, _short(exc), attempt,
-                             self.retries - 1, delay)
+                    log.debug("S3 %s failed (%s); retry %d of %d in %.1f s", what, self._short(exc),
+                              attempt, self.retries - 1, delay)
                     self._sleep(delay)
                     continue
                 self._raise(what, exc, kind, attempt)
@@ -225,10 +225,25 @@ class S3Backend:
         if kind == "retry":
             tries = f" after {attempts} attempts" if attempts > 1 else ""
             raise RepositoryUnavailable(
-                f"S3 {what} in {where} failed{tries}: {_short(exc)}") from None
+                f"S3 {what} in {where} failed{tries}: {self._short(exc)}") from None
         if kind in ("other", "missing"):
-            raise RepositoryError(f"S3 {what} in {where} failed: {_short(exc)}") from None
+            raise RepositoryError(f"S3 {what} in {where} failed: {self._short(exc)}") from None
         raise exc
+
+    def _short(self, exc: Exception) -> str:
+        e = self._exc
+        if isinstance(exc, e.ClientError):
+            return _code(exc)
+        for cls, words in ((e.ConnectTimeoutError, "connecting timed out"),
+                           (e.ReadTimeoutError, "no answer in time"),
+                           (e.EndpointConnectionError, "could not connect"),
+                           (e.ConnectionClosedError, "the connection was closed"),
+                           (e.ConnectionError, "the connection failed"),
+                           (e.HTTPClientError, "the connection failed"),
+                           (e.IncompleteReadError, "the answer was cut short")):
+            if isinstance(exc, cls):
+                return words
+        return _short_text(exc)
 
     # ------------------------------------------------------------------ lifecycle
     def _bucket_exists(self) -> bool:
@@ -398,7 +413,7 @@ def _status(exc: Any) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
 
 
-def _short(exc: Exception) -> str:
+def _short_text(exc: Exception) -> str:
     """The error in a few words (botocore's messages can carry a whole URL; no secrets are in them)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."

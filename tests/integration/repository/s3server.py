@@ -14,12 +14,14 @@ whose path contains ``match``, after the first ``skip`` of them, ``count`` of th
 - ``cut``: (PUT) forwarded with only half its body, then both connections dropped (an upload cut short)
 - ``deny``: ``403 AccessDenied`` (a bucket policy that refuses, e.g. DELETE for append-only credentials)
 - ``badkey``: ``403 InvalidAccessKeyId`` (credentials the endpoint does not know)
+- ``kill``: this request and every later one are hung up (the endpoint went down for good)
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
 import socket
 import threading
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ SECRET_KEY = "moto-test-secret-key-not-a-real-one"
 
 class MotoS3:
     def __init__(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.server.start()
         host, port = self.server.get_host_and_port()
@@ -82,6 +85,7 @@ class FaultProxy:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.rules: list[Rule] = []
+        self.down = False  # set by a "kill" rule: every request is hung up
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status answered; 0 = none)
         self.lock = threading.Lock()
         proxy = self
@@ -172,7 +176,7 @@ class FaultProxy:
 
     def add(self, action: str, *, method: str | None = None, match: str = "", skip: int = 0,
             count: int | None = None) -> Rule:
-        if action not in ("down", "cut", *ANSWERS):
+        if action not in ("down", "cut", "kill", *ANSWERS):
             raise ValueError(action)
         rule = Rule(action, method, match, skip, count)
         with self.lock:
@@ -180,13 +184,20 @@ class FaultProxy:
         return rule
 
     def clear(self) -> None:
+        """No more faults: the endpoint is back."""
         with self.lock:
             self.rules.clear()
+            self.down = False
 
     def _action(self, method: str, path: str) -> str | None:
         with self.lock:
+            if self.down:
+                return "down"
             for rule in self.rules:
                 if rule.take(method, path):
+                    if rule.action == "kill":
+                        self.down = True
+                        return "down"
                     return rule.action
         return None
 
