@@ -202,3 +202,4 @@ def test_limit_upload_holds_the_rate(moto_s3, bucket_name, tmp_path) -> None:
     summary = cli.json("backup", str(src), "--limit-upload", "1024")
     elapsed = time.monotonic() - started
     assert elapsed >= (summary["bytes_stored"] - 1024 * 1024) / (1024 * 1024)  # one second of burst
+
