@@ -203,3 +203,14 @@ def test_limit_upload_holds_the_rate(moto_s3, bucket_name, tmp_path) -> None:
     elapsed = time.monotonic() - started
     assert elapsed >= (summary["bytes_stored"] - 1024 * 1024) / (1024 * 1024)  # one second of burst
 
+
+
+def test_the_daemon_backs_up_its_configured_paths_to_s3(moto_s3, bucket_name, tmp_path) -> None:
+    cli = S3Cli(tmp_path, moto_s3.url, bucket_name)
+    src = tmp_path / "srv"
+    write(src / "app.conf", b"listen 80\n")
+    for args in (("init",), ("register",), ("path", "add", str(src)), ("run", "--once")):
+        done = cli.run(*args)
+        assert done.returncode == 0, (args, done.stderr)
+    snaps = cli.json("snapshots")
+    assert len(snaps) == 1 and snaps[0]["paths"] == [str(src)]
