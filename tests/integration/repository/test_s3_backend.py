@@ -135,3 +135,21 @@ def test_open_backend_chooses_s3_and_wraps_limits(moto_s3, bucket_name) -> None:
     assert isinstance(backend, LimitedBackend) and isinstance(backend.inner, S3Backend)
     assert backend.upload_parallelism == 4
     assert "secret" not in repr(options).lower() or "s3_secret_access_key" not in repr(options)
+
+
+def test_timeouts_and_dropped_connections_are_retried_other_errors_are_not() -> None:
+    import botocore.exceptions as e
+
+    backend = S3Backend("bucket", "x", s3_options("http://127.0.0.1:9"))
+    url = "http://127.0.0.1:9/bucket"
+    for exc in (e.ReadTimeoutError(endpoint_url=url), e.ConnectTimeoutError(endpoint_url=url),
+                e.ConnectionClosedError(endpoint_url=url), e.EndpointConnectionError(endpoint_url=url)):
+        assert backend._classify(exc) == "retry", exc
+    slow = e.ClientError({"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
+                         "PutObject")
+    assert backend._classify(slow) == "retry"
+    denied = e.ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+                           "DeleteObject")
+    assert backend._classify(denied) == "denied"
+    assert backend._classify(e.SSLError(endpoint_url=url, error="bad cert")) == "tls"
+    assert backend._classify(e.NoCredentialsError()) == "no-credentials"

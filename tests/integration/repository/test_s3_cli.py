@@ -74,6 +74,7 @@ def big_tree(root: Path, files: int = 4, size: int = 5 * MiB) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_lifecycle_init_backup_restore_check_forget_prune(moto_s3, bucket_name, tmp_path) -> None:
     cli = S3Cli(tmp_path, moto_s3.url, bucket_name)
     created = cli.json("init")  # the bucket does not exist yet: init creates it
@@ -130,6 +131,7 @@ def test_outage_storm_and_cut_uploads_are_ridden_out(moto_s3, fault_proxy, bucke
     assert cli.json("check", "--read-data")["ok"]
 
 
+@pytest.mark.slow
 def test_endpoint_down_mid_backup_fails_cleanly(moto_s3, fault_proxy, bucket_name, tmp_path) -> None:
     cli = S3Cli(tmp_path, moto_s3.url, bucket_name)
     assert cli.run("init").returncode == 0
@@ -147,6 +149,7 @@ def test_endpoint_down_mid_backup_fails_cleanly(moto_s3, fault_proxy, bucket_nam
     assert cli.json("check", "--read-data")["ok"]
 
 
+@pytest.mark.slow
 def test_storm_longer_than_the_retries_fails_cleanly_and_the_next_backup_reuses(
         moto_s3, fault_proxy, bucket_name, tmp_path) -> None:
     cli = S3Cli(tmp_path, moto_s3.url, bucket_name)
@@ -167,6 +170,7 @@ def test_storm_longer_than_the_retries_fails_cleanly_and_the_next_backup_reuses(
     assert cli.json("check", "--read-data")["ok"]
 
 
+@pytest.mark.slow
 def test_append_only_credentials_back_up_and_restore_but_not_forget(moto_s3, fault_proxy, bucket_name,
                                                                      tmp_path) -> None:
     cli = S3Cli(tmp_path, moto_s3.url, bucket_name)
