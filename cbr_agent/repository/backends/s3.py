@@ -388,6 +388,25 @@ class S3Backend:
         except FileNotFoundError:
             return
 
+    def remove_stale_temp_files(self, older_than: float) -> int:
+        """Abort multipart uploads under the prefix started more than ``older_than`` seconds ago (what
+        a writer killed in the middle of one leaves; the storage bills their parts). Prune calls this
+        under its exclusive lock, as it clears the directory backend's temp files."""
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        cutoff = time.time() - older_than
+        removed = 0
+        page = self._call("listing unfinished uploads", lambda: self.client.list_multipart_uploads(
+            Bucket=self.bucket, Prefix=prefix))
+        for upload in page.get("Uploads", ()):
+            started = upload.get("Initiated")
+            if started is not None and started.timestamp() > cutoff:
+                continue
+            key, upload_id = upload["Key"], upload["UploadId"]
+            self._call(f"aborting the upload of {key}", lambda k=key, u=upload_id:
+                       self.client.abort_multipart_upload(Bucket=self.bucket, Key=k, UploadId=u))
+            removed += 1
+        return removed
+
     def _head(self, name: str) -> dict[str, Any]:
         key = self._key(name)
         return self._call(f"checking {name}", lambda: self.client.head_object(Bucket=self.bucket, Key=key),
