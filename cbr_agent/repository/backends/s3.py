@@ -395,13 +395,20 @@ class S3Backend:
         prefix = f"{self.prefix}/" if self.prefix else ""
         cutoff = time.time() - older_than
         removed = 0
-        page = self._call("listing unfinished uploads", lambda: self.client.list_multipart_uploads(
-            Bucket=self.bucket, Prefix=prefix))
-        for upload in page.get("Uploads", ()):
-            started = upload.get("Initiated")
-            if started is not None and started.timestamp() > cutoff:
-                continue
-            key, upload_id = upload["Key"], upload["UploadId"]
+        stale: list[tuple[str, str]] = []
+        markers: dict[str, str] = {}
+        while True:
+            page = self._call("listing unfinished uploads", lambda m=markers:
+                              self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix, **m))
+            for upload in page.get("Uploads", ()):
+                started = upload.get("Initiated")
+                if started is None or started.timestamp() <= cutoff:
+                    stale.append((upload["Key"], upload["UploadId"]))
+            if not page.get("IsTruncated"):
+                break
+            markers = {"KeyMarker": page.get("NextKeyMarker", ""),
+                       "UploadIdMarker": page.get("NextUploadIdMarker", "")}
+        for key, upload_id in stale:
             self._call(f"aborting the upload of {key}", lambda k=key, u=upload_id:
                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=k, UploadId=u))
             removed += 1
