@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cbr_agent.errors import RepositoryExists
 from cbr_agent.repository.backend import TYPES
@@ -106,3 +108,14 @@ def test_large_object_roundtrip(any_backend) -> None:
     assert any_backend.size("data/" + PACK_B) == len(blob)
     assert any_backend.get("data/" + PACK_B) == blob
     assert any_backend.get("data/" + PACK_B, len(blob) - 5000, 4000) == blob[-5000:-1000]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(min_size=1, max_size=5000), data=st.data())
+def test_any_range_reads_what_was_written(any_backend, blob: bytes, data) -> None:
+    name = "index/r" + str(len(blob))
+    any_backend.put(name, blob)
+    offset = data.draw(st.integers(0, len(blob)), label="offset")
+    length = data.draw(st.none() | st.integers(0, len(blob) - offset), label="length")
+    assert any_backend.get(name, offset, length) == (blob[offset:] if length is None
+                                                      else blob[offset : offset + length])

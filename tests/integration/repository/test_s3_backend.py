@@ -164,3 +164,9 @@ def test_prune_helper_aborts_unfinished_multipart_uploads(moto_s3, bucket_name) 
     assert backend.remove_stale_temp_files(3600) == 1  # ours only, not another prefix's
     left = backend.client.list_multipart_uploads(Bucket=bucket_name).get("Uploads", [])
     assert [u["Key"] for u in left] == ["elsewhere/data/" + PACK]
+
+
+def test_init_without_the_right_to_create_the_bucket_says_so(moto_s3, fault_proxy, bucket_name) -> None:
+    fault_proxy.add("deny", method="PUT", count=1)  # the first PUT of an init is CreateBucket
+    with pytest.raises(RepositoryAccessDenied, match=r"does not exist .* may not create it"):
+        Repository.init(f"s3://{bucket_name}/x", "pw", kdf=CHEAP_KDF, options=s3_options(fault_proxy.url))
