@@ -406,7 +406,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         raise UsageError("no --keep-* option given; refusing to forget every snapshot")
     repo = _open(_settings(args))
     prune_report = None
-    with repo.lock(exclusive=True):
+    with repo.lock(exclusive=not args.dry_run):  # a dry run deletes nothing (append-only is enough)
         keep, forget = select(repo.list_snapshots(), policy)
         if not args.dry_run:
             for snap in forget:

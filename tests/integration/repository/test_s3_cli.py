@@ -187,6 +187,7 @@ def test_append_only_credentials_back_up_and_restore_but_not_forget(moto_s3, fau
     assert restored.returncode == 0, restored.stderr
     assert (tmp_path / "out" / src.relative_to("/") / "a.txt").read_bytes() == b"first\n"
     assert cli.json("check", "--read-data")["ok"]
+    assert cli.json("forget", "--keep-last", "1", "--dry-run")["forget"] == [first["snapshot_id"]]
     for args in (("forget", "--keep-last", "1"), ("prune",)):
         done = cli.run(*args)
         assert done.returncode == 5
