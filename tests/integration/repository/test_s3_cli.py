@@ -199,7 +199,7 @@ def test_append_only_credentials_back_up_and_restore_but_not_forget(moto_s3, fau
 
 
 @pytest.mark.slow
-def test_limit_upload_holds_the_rate(moto_s3, bucket_name, tmp_path) -> None:
+def test_limit_upload_and_download_hold_the_rate(moto_s3, bucket_name, tmp_path) -> None:
     cli = S3Cli(tmp_path, moto_s3.url, bucket_name)
     assert cli.run("init").returncode == 0
     src = big_tree(tmp_path / "src", files=1, size=3 * MiB)
@@ -207,6 +207,10 @@ def test_limit_upload_holds_the_rate(moto_s3, bucket_name, tmp_path) -> None:
     summary = cli.json("backup", str(src), "--limit-upload", "1024")
     elapsed = time.monotonic() - started
     assert elapsed >= (summary["bytes_stored"] - 1024 * 1024) / (1024 * 1024)  # one second of burst
+    started = time.monotonic()
+    done = cli.run("restore", "latest", "--target", str(tmp_path / "out"), "--limit-download", "1024")
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started >= (summary["bytes_stored"] - 1024 * 1024) / (1024 * 1024)
 
 
 
