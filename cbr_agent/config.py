@@ -8,6 +8,7 @@ Secrets (``sk``, ``token``, ``password``) come from a file or the environment, n
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -23,10 +24,27 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 ENV_PREFIX = "CBR_AGENT_"
+MAX_BACKUP_PROCESSES = 256
+#: a schedule interval the daemon can still add to today's date (datetime ends in year 9999)
+MAX_SCHEDULE_INTERVAL = 1_000_000 * 86400.0
+
+
+def _shown(value: Any) -> str:
+    """A value quoted for an error message, cut short: a hostile value must not flood the log."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _positive_float(value: Any) -> float:
-    number = float(value)
+    # bool is an int in Python, but 'true' seconds is a mistake; TOML dates and arrays are no numbers
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{_shown(value)} is not a number")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{_shown(value)} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{_shown(value)} is not a finite number")
     if number <= 0:
         raise ValueError("must be greater than 0")
     return number
@@ -71,6 +89,8 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string")
+    if "\x00" in value:  # no path, URL or name can hold one; it would fail later, far from here
+        raise ValueError("contains a NUL character")
     return value
 
 
@@ -94,15 +114,18 @@ def _uuid(value: Any) -> str:
     try:
         return str(uuid.UUID(_text(value).strip()))
     except ValueError:
-        raise ValueError(f"{value!r} is not a UUID") from None
+        raise ValueError(f"{_shown(value)} is not a UUID") from None
 
 
 def _processes(value: Any) -> int | str:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
-    if isinstance(value, bool) or not str(value).strip().isdigit() or int(str(value).strip()) < 1:
-        raise ValueError(f"{value!r} is neither 'auto' nor a whole number of at least 1")
-    return int(str(value).strip())
+    text = str(value).strip()
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ValueError(f"{_shown(value)} is neither 'auto' nor a whole number of at least 1")
+    if int(text) > MAX_BACKUP_PROCESSES:  # each is a process: a typo must not fork thousands
+        raise ValueError(f"{_shown(value)} is more than {MAX_BACKUP_PROCESSES} processes")
+    return int(text)
 
 
 def _schedule(value: Any) -> str:
@@ -110,7 +133,15 @@ def _schedule(value: Any) -> str:
     from cbr_agent.agent.schedule import parse_schedule
 
     text = _text(value).strip()
-    parse_schedule(text)
+    if len(text) > 100:
+        raise ValueError(f"{_shown(text)} is too long")
+    try:
+        schedule = parse_schedule(text)
+    except ArithmeticError:  # an interval of hundreds of digits
+        raise ValueError(f"{_shown(text)} is too long an interval") from None
+    if schedule.interval is not None and schedule.interval > MAX_SCHEDULE_INTERVAL:
+        # the daemon adds it to a datetime: 10**40 days would overflow there, long after start
+        raise ValueError(f"{_shown(text)} is longer than 1000000 days")
     return text
 
 
@@ -150,6 +181,8 @@ KEYS: tuple[Key, ...] = (
         "native or cloud"),
     Key("host_nickname", _text, "", "host alias reported at registration"),
     Key("agent_id", _uuid, None, "pin the agent id instead of the generated one", "a UUID"),
+    Key("allow_reload_identity_change", _boolean, False, "let a SIGHUP reload change endpoint, project_id "
+        "or agent_id (set it in the new file); without it such a reload is refused", "true or false"),
     # local state and logging
     Key("state_dir", _text, None, "state directory (default /var/lib/cbr-agent as root, "
         "~/.local/share/cbr-agent otherwise)"),
@@ -236,6 +269,7 @@ class Settings:
     agent_type: str
     host_nickname: str
     agent_id: str | None
+    allow_reload_identity_change: bool
     state_dir: Path
     log_level: str
     log_format: str
@@ -270,10 +304,13 @@ class Settings:
 
 
 def _parse(key: Key, value: Any, origin: str) -> Any:
+    """One key's value, or a one-line ConfigError naming the origin (file, variable or option), the
+    key and what is expected; whatever the value (tests/unit/test_config_values.py)."""
     try:
         return key.parse(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{origin}: key '{key.name}': {exc}; expected {key.expected}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"{origin}: key '{key.name}': {reason}; expected {key.expected}") from None
 
 
 def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
@@ -298,7 +335,19 @@ def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown key '{name}'",
                               hint="see the README's table of configuration keys")
         values[name] = _parse(key, value, str(path))
+    _refuse_readable_secrets(path, values, "config file")
     return values
+
+
+def _refuse_readable_secrets(path: Path, values: Mapping[str, Any], what: str) -> None:
+    """A file holding a secret must be private to its owner, as the server's credentials file."""
+    if any(values.get(name) for name in SECRET_KEYS):
+        from cbr_agent.privatefile import check_private
+
+        try:
+            check_private(path, what)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
 def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -348,6 +397,7 @@ def read_credentials_file(path: Path) -> dict[str, str]:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{path}: key '{name}': expected a non-empty string")
         out[name] = value
+    _refuse_readable_secrets(path, out, "credentials file")
     return out
 
 
@@ -382,17 +432,20 @@ def load_settings(
     config_file: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    config_must_exist: bool = True,
 ) -> Settings:
     """Resolve defaults < file < environment < ``overrides`` (the command-line flags).
 
     ``overrides`` with a ``None`` value are ignored, so argparse defaults can be passed as they are.
+    A config file named explicitly must exist, unless ``config_must_exist`` is false (commands that
+    write it, such as ``init``).
     """
     env = os.environ if environ is None else environ
     chosen = config_file or env.get(ENV_PREFIX + "CONFIG")
     path = Path(chosen) if chosen else default_config_file()
     values: dict[str, Any] = {k.name: k.default for k in KEYS}
     origins: dict[str, str] = {}  # where each set value came from, for error messages
-    from_file = read_config_file(path, required=bool(chosen))
+    from_file = read_config_file(path, required=bool(chosen) and config_must_exist)
     values.update(from_file)
     origins.update(dict.fromkeys(from_file, str(path)))
     from_env = read_environment(env)

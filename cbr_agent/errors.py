@@ -16,6 +16,7 @@ code in :mod:`cbr_agent.cli.exitcodes`; nothing else in the package knows about 
     ├── RepositoryError            the data plane: repository missing, damaged or unusable
     │   ├── RepositoryNotFound
     │   ├── RepositoryExists
+    │   ├── UnsupportedLocation    a repository URL of a kind this build cannot use (also a UsageError)
     │   ├── WrongPassword
     │   ├── RepositoryLocked
     │   ├── RepositoryAccessDenied the storage refused the credentials or the action (append-only)
@@ -116,6 +117,13 @@ class RepositoryNotFound(RepositoryError):
 
 class RepositoryExists(RepositoryError):
     hint = "choose another location, or use the existing repository"
+
+
+class UnsupportedLocation(RepositoryError, UsageError):
+    """A repository URL whose scheme this build has no backend for: a usage error (exit 2), the
+    same whether it came from a flag or from the config."""
+
+    hint = "use a path, file:///... or s3://BUCKET/PREFIX"
 
 
 class WrongPassword(RepositoryError):

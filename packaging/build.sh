@@ -69,8 +69,9 @@ for v in $python_versions; do
     set -- --disable-pip-version-check "$@"
     # one directory per Python: the markers of each set are completed for that Python alone
     mkdir -p "$stage/py$v"
-    # with the s3 extra: hosts that back up to object storage need nothing more than the package
-    { python3 -m pip download "$@" --dest "$stage/py$v" "$wheel[s3]" pip \
+    # the server extra too: one venv serves every role (agent, CLI, and `cbr-agent server`); and the s3
+    # extra: hosts that back up to object storage need nothing more than the package
+    { python3 -m pip download "$@" --dest "$stage/py$v" "$wheel[server,s3]" pip \
         && python3 "$here/wheelhouse.py" --python-version "$v" --machine "$machine" --dir "$stage/py$v" -- "$@"
     } >"$stage/pip.log" 2>&1 || { cat "$stage/pip.log" >&2; die "could not download the wheels for CPython $v"; }
     for file in "$stage/py$v"/*.whl; do
@@ -81,6 +82,14 @@ done
 cp -R "$here/examples" "$stage/examples"
 find "$stage/examples" -type d -exec chmod 0755 {} +
 find "$stage/examples" -type f -exec chmod 0644 {} +
+# shell completions and the man page, generated from the parser (standard library only: no deps needed)
+mkdir -p "$stage/completions" "$stage/man"
+for what in bash zsh man; do
+    PYTHONPATH="$repo" python3 -m cbr_agent generate "$what" > "$stage/completions/$what" \
+        || die "cbr-agent generate $what failed"
+done
+gzip -9n < "$stage/completions/man" > "$stage/man/cbr-agent.1.gz"
+chmod 0644 "$stage/completions/bash" "$stage/completions/zsh" "$stage/man/cbr-agent.1.gz"
 echo "$version" > "$stage/VERSION"
 echo "$python_versions" > "$stage/python-versions"
 

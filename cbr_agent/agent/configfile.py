@@ -46,8 +46,8 @@ def _read_raw(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot update config file {path}: {exc}") from None
 
 
-def _write_toml(path: Path, data: Mapping[str, Any], mode: int) -> None:
-    header = "# written by 'cbr-agent register'; every key is described in the README\n"
+def _write_toml(path: Path, data: Mapping[str, Any], mode: int, by: str = "register") -> None:
+    header = f"# written by 'cbr-agent {by}'; every key is described in the README\n"
     try:
         write_bytes_atomic(path, (header + tomli_w.dumps(dict(data))).encode("utf-8"), mode=mode)
     except Exception as exc:
@@ -70,14 +70,15 @@ def environment_secrets(environ: Mapping[str, str] | None = None) -> dict[str, s
 
 
 def persist_registration(settings: Settings, flags: Mapping[str, Any], *,
-                         environ: Mapping[str, str] | None = None) -> Written:
-    """Write ``flags`` (config keys given on the command line) and the environment's secrets."""
+                         environ: Mapping[str, str] | None = None, by: str = "register") -> Written:
+    """Write ``flags`` (config keys given on the command line) and the environment's secrets;
+    ``by`` names the command in the file's header comment."""
     secrets = environment_secrets(environ)
     cred_written: Path | None = None
     values = {k: v for k, v in flags.items() if v is not None and k not in SECRET_KEYS}
     if secrets:
         cred_path = Path(settings.credentials_file or settings.config_file.parent / CREDENTIALS_NAME)
-        if _update_credentials(cred_path.expanduser(), secrets):
+        if _update_credentials(cred_path.expanduser(), secrets, by):
             cred_written = cred_path
         values["credentials_file"] = str(cred_path)
     for key in ("heartbeat_interval",):
@@ -89,11 +90,11 @@ def persist_registration(settings: Settings, flags: Mapping[str, Any], *,
     if merged == current and path.exists():
         return Written(False, cred_written)
     mode = 0o600 if any(k in merged for k in SECRET_KEYS) else _secret_mode(path)
-    _write_toml(path, merged, mode)
+    _write_toml(path, merged, mode, by)
     return Written(True, cred_written)
 
 
-def _update_credentials(path: Path, secrets: Mapping[str, str]) -> bool:
+def _update_credentials(path: Path, secrets: Mapping[str, str], by: str) -> bool:
     current = read_credentials_file(path) if path.exists() else {}
     merged = {**current, **secrets}
     if "token" in secrets and "sk" not in secrets:  # a new kind of credential replaces the old one
@@ -101,5 +102,5 @@ def _update_credentials(path: Path, secrets: Mapping[str, str]) -> bool:
         merged.update(secrets)
     if merged == current and stat.S_IMODE(path.stat().st_mode) == 0o600:
         return False
-    _write_toml(path, merged, 0o600)
+    _write_toml(path, merged, 0o600, by)
     return True

@@ -24,10 +24,13 @@ from typing import Any
 
 from cbr_agent.agent import hostfacts
 from cbr_agent.agent.backoff import failure_delay, heartbeat_delay
+from cbr_agent.agent.cbrlink import CbrWork
 from cbr_agent.agent.connect import describe_endpoint, open_control_plane
 from cbr_agent.agent.heartbeat import ControlPlaneFactory, Syncer, SyncResult, registration_record
 from cbr_agent.agent.identity import Identity, load_identity
 from cbr_agent.agent.notify import Notifier
+from cbr_agent.agent.reloadguard import identity_changes
+from cbr_agent.agent.reloadguard import refusal as reload_refusal
 from cbr_agent.agent.scheduler import BackupScheduler, JobFunction, default_job, parse_time
 from cbr_agent.agent.state import (
     PidLock,
@@ -135,8 +138,12 @@ class Daemon:
         cache = load_paths_or_recover(state_dir)
         if cache is not None and cache.agent_id == identity.agent_id:
             self._paths = cache.paths
-        known_created = parse_wire_time(previous.get("created_at")) \
-            if previous.get("agent_id") == identity.agent_id else None
+        # the creation time of our agent on *this* control plane: a change of it means the agent was
+        # deleted there and registered again; one learned from another control plane means nothing
+        same_place = previous.get("agent_id") == identity.agent_id \
+            and previous.get("endpoint") == describe_endpoint(self.settings) \
+            and previous.get("project_id") == self.settings.project_id
+        known_created = parse_wire_time(previous.get("created_at")) if same_place else None
         self.syncer = Syncer(self.settings, identity.agent_id, open_cp=self._open_cp,
                              facts=self._facts, known_created_at=known_created)
         self._record({"agent_id": identity.agent_id, "endpoint": describe_endpoint(self.settings),
@@ -149,14 +156,17 @@ class Daemon:
                  identity.agent_id, describe_endpoint(self.settings), self.settings.heartbeat_interval)
         self.notifier.status("registering with the control plane")
         last_backup = previous.get("last_backup") or {}
+        self.cbr = CbrWork(self)  # CBR tasks, the cached policy, backup reports (issue 12)
         self.scheduler = BackupScheduler(
-            settings=self._for_job(self.settings), job=self._job, paths=lambda: self._paths,
+            settings=self._for_job(self.settings), job=self.cbr.reporting_job(self._job),
+            paths=lambda: self._paths,
             record=self._record, last_end=parse_time(last_backup.get("finished_at")))
         sync_thread = threading.Thread(target=self._sync_loop, name="heartbeat", daemon=True)
         restore = self._install_signals()
         try:
             sync_thread.start()
             self.scheduler.start()
+            self.cbr.start()
             code = self._main_loop(sync_thread)
         finally:
             restore()
@@ -172,6 +182,7 @@ class Daemon:
         if not self.scheduler.join(max(0.0, deadline - time.monotonic())):
             log.warning("the running backup did not stop within %gs; exiting anyway (an unfinished "
                         "backup leaves no snapshot, and the next one reuses what it stored)", STOP_BUDGET)
+        self.cbr.join(max(0.0, deadline - time.monotonic() - SYNC_STOP_WAIT))
         # a heartbeat stuck on a silent network holds nothing worth waiting for
         sync_thread.join(min(SYNC_STOP_WAIT, max(0.0, deadline - time.monotonic())))
         with contextlib.suppress(CbrAgentError):
@@ -236,6 +247,16 @@ class Daemon:
             log.error("configuration reload failed, keeping the running configuration: %s", exc)
             self.notifier.ready(self._status_line())
             return
+        refused = reload_refusal(self.settings, new, self.agent_id)
+        if refused is not None:
+            log.error("CONFIGURATION RELOAD REFUSED, the daemon keeps running on the previous "
+                      "configuration (control plane %s, project %s): %s", describe_endpoint(self.settings),
+                      self.settings.project_id, refused)
+            self._record({"last_reload": {"status": "refused", "reason": refused, "at": utc_now()}})
+            self.notifier.ready(self._status_line())
+            return
+        for change in identity_changes(self.settings, new, self.agent_id):
+            log.warning("configuration reload changes %s (allowed by allow_reload_identity_change)", change)
         if new.state_dir != self.settings.state_dir:
             log.warning("state_dir changed to %s; that takes effect at the next start", new.state_dir)
             new = dataclasses.replace(new, state_dir=self.settings.state_dir)
@@ -245,7 +266,8 @@ class Daemon:
         self._pending = new
         self.scheduler.reconfigure(self._for_job(new))
         self._record({"endpoint": describe_endpoint(new), "project_id": new.project_id,
-                      "backup_schedule": new.backup_schedule})
+                      "backup_schedule": new.backup_schedule,
+                      "last_reload": {"status": "ok", "at": utc_now()}})
         log.info("configuration reloaded from %s", new.config_file)
         self._sync_wake.set()
         self.notifier.ready(self._status_line())

@@ -59,8 +59,11 @@ class Syncer:
         return self._cp
 
     def reconfigure(self, settings: Settings) -> None:
-        """Use new settings; the control plane is reopened at the next call."""
+        """Use new settings; the control plane is reopened at the next call. Another control plane (or
+        project) has its own creation time for our agent: not a sign that it was deleted."""
         self.close()
+        if (settings.endpoint, settings.project_id) != (self.settings.endpoint, self.settings.project_id):
+            self.created_at = None
         self.settings = settings
 
     def close(self) -> None:

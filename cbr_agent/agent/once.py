@@ -30,7 +30,7 @@ from cbr_agent.agent.state import (
 from cbr_agent.api.models import AgentPath
 from cbr_agent.api.models import parse_time as parse_wire_time
 from cbr_agent.config import Settings
-from cbr_agent.errors import BackupError, Cancelled, ControlPlaneUnavailable
+from cbr_agent.errors import BackupError, Cancelled, ControlPlaneUnavailable, RepositoryLocked
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,12 @@ def run_once(settings: Settings, *, job: Callable[[], JobFunction] = default_job
             return OnceResult(identity.agent_id, paths, None)
         job_settings = dataclasses.replace(settings, agent_id=identity.agent_id)
         outcome = _backup_with_signals(job, job_settings, paths)
+        locked = outcome.pop("locked", False)
         update_agent_state(settings.state_dir, {"last_backup": outcome})
     if outcome["status"] == "cancelled":
         raise Cancelled("backup interrupted; no snapshot was written")
+    if outcome["status"] == "failed" and locked:
+        raise RepositoryLocked(f"backup failed: {outcome.get('error')}")
     if outcome["status"] == "failed":
         raise BackupError(f"backup failed: {outcome.get('error')}")
     return OnceResult(identity.agent_id, paths, outcome, offline, synced_at)

@@ -16,9 +16,14 @@ from typing import Any, Protocol
 from cbr_agent.agent.schedule import Schedule, parse_schedule
 from cbr_agent.api.models import AgentPath
 from cbr_agent.config import Settings
-from cbr_agent.errors import Cancelled, CbrAgentError
+from cbr_agent.errors import Cancelled, CbrAgentError, RepositoryLocked
 
 log = logging.getLogger(__name__)
+
+#: a backup that finds the repository locked (a prune, a check, a backup from another host) tries
+#: again after this many seconds, doubled each time up to LOCK_RETRY_MAX, until the next scheduled run
+LOCK_RETRY_FIRST = 0.5
+LOCK_RETRY_MAX = 60.0
 
 
 class Summary(Protocol):
@@ -56,6 +61,8 @@ def run_job(job: JobFunction, settings: Settings, paths: Sequence[AgentPath],
         summary = job(settings, list(paths), cancel=cancel)
     except Cancelled:
         record.update(status="cancelled", error="stopped before it finished")
+    except RepositoryLocked as exc:  # the scheduler tries again (see BackupScheduler._wait_for_lock)
+        record.update(status="failed", error=str(exc), locked=True)
     except CbrAgentError as exc:
         record.update(status="failed", error=str(exc))
     except Exception as exc:  # a bug in the engine must not take the daemon down
@@ -155,7 +162,10 @@ class BackupScheduler:
         self._record({"backup_running": True})
         try:
             job = self._job()
+            started = self._clock()
             outcome = run_job(job, settings, paths, self.cancel, self._clock)
+            if outcome.get("locked"):
+                outcome = self._wait_for_lock(job, settings, paths, outcome, started)
         except CbrAgentError as exc:
             outcome = {"status": "failed", "error": str(exc),
                        "finished_at": self._clock().isoformat(timespec="seconds")}
@@ -164,6 +174,41 @@ class BackupScheduler:
         self.last_end = self._clock()
         _log_outcome(outcome)
         self._record({"last_backup": outcome, "backup_running": False})
+
+
+    def _next_run(self, started: datetime) -> datetime:
+        with self._lock:
+            schedule = self._schedule
+        if schedule is None:
+            return started
+        return schedule.next_after(started, started)
+
+    def _wait_for_lock(self, job: JobFunction, settings: Settings, paths: Sequence[AgentPath],
+                       outcome: dict[str, Any], started: datetime) -> dict[str, Any]:
+        """Try the backup again with backoff while the repository is locked, until the next scheduled
+        run (said once); a stop ends the wait. The outcome counts from the first attempt."""
+        until = self._next_run(started)
+        log.warning("scheduled backup is waiting: %s; trying again until %s", outcome.get("error"),
+                    until.isoformat(timespec="seconds"))
+        self._record({"backup_waiting": outcome.get("error")})
+        pause = LOCK_RETRY_FIRST
+        try:
+            while outcome.get("locked"):
+                left = (until - self._clock()).total_seconds()
+                if left <= 0:
+                    outcome["error"] = f"{outcome.get('error')}; still locked at the next scheduled run"
+                    break
+                if self._stop.wait(min(pause, left)):
+                    outcome.update(status="cancelled", error="stopped while waiting for the repository lock")
+                    break
+                pause = min(pause * 2, LOCK_RETRY_MAX)
+                outcome = run_job(job, settings, paths, self.cancel, self._clock)
+        finally:
+            self._record({"backup_waiting": None})
+        outcome.pop("locked", None)
+        outcome["started_at"] = started.isoformat(timespec="seconds")
+        outcome["seconds"] = round((self._clock() - started).total_seconds(), 3)
+        return outcome
 
 
 def _schedule_of(settings: Settings) -> Schedule | None:

@@ -32,6 +32,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         else describe_endpoint(settings),
         "project_id": settings.project_id,
         "config_file": str(settings.config_file),
+        "config_file_present": settings.config_file.is_file(),
         "state_dir": str(state_dir),
         "daemon": {"running": pid is not None, "pid": pid if pid and pid > 0 else None},
         "registered": bool(same_agent and state.get("registered")),
@@ -44,8 +45,14 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "paths_note": cache_note,
         "backup_schedule": schedule,
         "backup_running": bool(running and state.get("backup_running")),
+        "backup_waiting": state.get("backup_waiting") if running else None,
+        "last_reload": state.get("last_reload") if running else None,
         "last_backup": state.get("last_backup"),
         "next_backup": state.get("next_backup") if running and schedule else None,
+        # CBR work (issue 12): the task running now, the last one, the cached policy's next run
+        "task": state.get("task") if running else None,
+        "last_task": state.get("last_task") if same_agent else None,
+        "next_policy_backup": state.get("next_policy_backup") if running else None,
     }
 
 
@@ -64,14 +71,22 @@ def print_status(report: dict[str, Any]) -> None:
     error = report["last_error"]
     if error:
         rows.append(("last error", f"{error.get('message')} (at {error.get('at')})"))
-    rows.append(("config file", report["config_file"]))
+    reload = report["last_reload"]
+    if reload and reload.get("status") == "refused":
+        rows.append(("config reload", f"REFUSED at {reload.get('at')}: {reload.get('reason')}"))
+    present = report.get("config_file_present", True)
+    rows.append(("config file", report["config_file"] + ("" if present else " (not present: defaults "
+                                                                            "and environment only)")))
     rows.append(("state dir", report["state_dir"]))
     rows.append(("backup schedule", report["backup_schedule"] or "none (backups run on demand)"))
     rows.append(("last backup", _describe_backup(report["last_backup"])))
-    if report["backup_running"]:
+    if report["backup_waiting"]:
+        rows.append(("backup", f"waiting: {report['backup_waiting']}"))
+    elif report["backup_running"]:
         rows.append(("backup", "running now"))
     if report["next_backup"]:
         rows.append(("next backup", report["next_backup"]))
+    rows += _task_rows(report)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name + ':':<{width + 1}} {value}")
@@ -85,12 +100,26 @@ def print_status(report: dict[str, Any]) -> None:
         print(f"note: {report['paths_note']}")
 
 
+def _task_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    task = report.get("task")
+    if task:
+        rows.append(("task", f"{task.get('operation_type', 'task')} {task.get('id')} running, "
+                             f"{task.get('progress', 0)}% (since {task.get('started_at')})"))
+    last = report.get("last_task")
+    if last:
+        rows.append(("last task", f"{last.get('operation_type')} {last.get('id')}: {last.get('status')}"))
+    if report.get("next_policy_backup"):
+        rows.append(("next policy backup", report["next_policy_backup"]))
+    return rows
+
+
 def _describe_backup(backup: dict[str, Any] | None) -> str:
     if not backup:
         return "never"
     text = f"{backup.get('status')} at {backup.get('finished_at')}"
-    if backup.get("snapshot_id"):
-        text += f", snapshot {backup['snapshot_id']}"
+    if backup.get("snapshot_id"):  # people see the short form (cli.output.short_id); --json the full id
+        text += f", snapshot {str(backup['snapshot_id'])[:8]}"
     if backup.get("error"):
         text += f": {backup['error']}"
     return text

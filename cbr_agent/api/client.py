@@ -178,6 +178,24 @@ class HttpControlPlane:
     def remove_agent(self, agent_id: str) -> None:
         self._call("DELETE", ["agents", agent_id], idempotent=True, gone_is_done=True)
 
+    # --- the CBR calls (vaults, policies, backups, tasks) and the agent-facing extensions --------
+
+    def cbr_call(
+        self,
+        method: str,
+        segments: Sequence[str],
+        *,
+        query: Iterable[tuple[str, str]] = (),
+        payload: Any = None,
+        idempotent: bool = True,
+        read_timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """``method /v3/{project_id}/{segments}``: the JSON answer (``{}`` for 202/204). The same
+        call on :class:`~cbr_agent.controlplane.embedded.EmbeddedControlPlane` answers alike;
+        ``read_timeout`` is for the long poll, which holds the answer longer than a usual call."""
+        return self._call(method, segments, query=query, payload=payload, idempotent=idempotent,
+                          read_timeout=read_timeout)
+
     # --- lifecycle ----------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -204,6 +222,7 @@ class HttpControlPlane:
         payload: Any = None,
         idempotent: bool,
         gone_is_done: bool = False,
+        read_timeout: float | None = None,
     ) -> dict[str, Any]:
         """Send ``method`` to ``/v3/{project_id}/{segments}``; the parsed JSON object of a 2xx answer.
 
@@ -219,7 +238,7 @@ class HttpControlPlane:
         for attempt in range(1, attempts + 1):
             headers = self._auth.headers(method, path, pairs, base, body)  # re-signed every attempt
             try:
-                response = self._send(method, url, headers, body)
+                response = self._send(method, url, headers, body, read_timeout)
             except requests.RequestException as exc:
                 failure = classify_failure(exc)
                 repeatable = failure.retryable and (idempotent or not failure.maybe_processed)
@@ -245,13 +264,15 @@ class HttpControlPlane:
             raise error
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _send(self, method: str, url: str, headers: dict[str, str], body: bytes) -> requests.Response:
+    def _send(self, method: str, url: str, headers: dict[str, str], body: bytes,
+              read_timeout: float | None = None) -> requests.Response:
         session = self._session
         prepared = session.prepare_request(requests.Request(method, url, headers=headers, data=body or None))
         # requests "requotes" a URL (it would turn an encoded %2E back into "."); send ours untouched
         prepared.url = url
         settings = session.merge_environment_settings(url, {}, None, self._verify, None)
-        return session.send(prepared, timeout=self._timeouts, allow_redirects=False, **settings)
+        timeouts = self._timeouts if read_timeout is None else (self._timeouts[0], read_timeout)
+        return session.send(prepared, timeout=timeouts, allow_redirects=False, **settings)
 
     def _path(self, segments: Sequence[str]) -> str:
         return "/".join([self._base_path, "v3", path_segment(self.project_id),

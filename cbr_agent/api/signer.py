@@ -151,4 +151,6 @@ def verify(
     The caller checks separately that ``host`` and ``x-sdk-date`` are among the signed headers and
     that the date is fresh."""
     to_sign = string_to_sign(method, path, pairs, headers, auth.signed_headers, body)
-    return hmac.compare_digest(signature(secret_key, to_sign), auth.signature)
+    # as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500 on the server)
+    return hmac.compare_digest(signature(secret_key, to_sign).encode("ascii"),
+                               auth.signature.encode("utf-8", "surrogatepass"))

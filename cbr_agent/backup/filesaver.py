@@ -1,8 +1,14 @@
 """Reading one regular file: open without following links, chunk, hash, hand new chunks to the writer.
 
-File-side failures (the file vanished, cannot be read, changed type) raise :class:`FileProblem`, a
-per-file warning. Everything that comes from the repository (hashing, ``has_blob``, ``add``) is left
-to propagate: those errors stop the backup.
+A file is opened by name and everything recorded of it comes from ``fstat`` of the open descriptor, so
+what is read is always the file that was opened: when the name now points to another inode (an editor,
+a database or a config manager saved it by write-then-rename after the directory was listed), that
+newer version is read. A version renamed over while it is read was complete when it was replaced, so
+that does not count as a change while reading.
+
+File-side failures (the file vanished, cannot be read, is no longer a regular file) raise
+:class:`FileProblem`, a per-file warning. Everything that comes from the repository (hashing,
+``has_blob``, ``add``) is left to propagate: those errors stop the backup.
 """
 
 from __future__ import annotations
@@ -29,6 +35,13 @@ _SEEK_HOLE = getattr(os, "SEEK_HOLE", None)
 
 class FileProblem(Exception):
     """A per-file problem (tier 1): the backup goes on without this file."""
+
+
+class TypeChanged(FileProblem):
+    """The name no longer is a regular file (a symlink, FIFO, directory ... now): worth a look again."""
+
+    def __init__(self) -> None:
+        super().__init__("changed type during backup")
 
 
 @dataclass
@@ -68,7 +81,7 @@ def open_or_problem(path: str) -> int:
         return open_file(short(path))
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENXIO):
-            raise FileProblem("changed type during backup") from None
+            raise TypeChanged() from None
         raise FileProblem(describe(exc)) from None
 
 
@@ -77,6 +90,23 @@ def fstat_or_problem(fd: int) -> os.stat_result:
         return os.fstat(fd)
     except OSError as exc:
         raise FileProblem(describe(exc)) from None
+
+
+def fstat_regular(fd: int) -> os.stat_result:
+    """The open file's stat; TypeChanged unless it is a regular file (whatever inode it is)."""
+    st = fstat_or_problem(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise TypeChanged()
+    return st
+
+
+def unchanged_while_read(before: os.stat_result, after: os.stat_result) -> bool:
+    """Size, mtime and ctime as before. A ctime that moved only because the file was unlinked (renamed
+    over by a newer version: no links left) still means a whole version: writers that save by rename
+    never write to the old inode again."""
+    if after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
+        return False
+    return after.st_ctime_ns == before.st_ctime_ns or after.st_nlink == 0
 
 
 class _RangeReader:
@@ -155,20 +185,16 @@ class FileSaver:
             yield hexid
             length -= n
 
-    def save(self, path: str, expect: os.stat_result) -> SavedFile:
+    def save(self, path: str) -> SavedFile:
+        """The file now at ``path`` (see the module docstring); ``changed`` if it changed while read."""
         fd = open_or_problem(path)
         try:
-            return self._save_fd(fd, expect)
+            return self._save_fd(fd)
         finally:
             os.close(fd)
 
-    def _save_fd(self, fd: int, expect: os.stat_result) -> SavedFile:
-        try:
-            before = os.fstat(fd)
-        except OSError as exc:
-            raise FileProblem(describe(exc)) from None
-        if not stat.S_ISREG(before.st_mode) or before.st_ino != expect.st_ino:
-            raise FileProblem("changed type during backup")
+    def _save_fd(self, fd: int) -> SavedFile:
+        before = fstat_regular(fd)
         content: list[str] = []
         if before.st_size <= self.min_size:
             read = length = self._save_small(fd, before, content)
@@ -176,16 +202,8 @@ class FileSaver:
             read, length = self._save_sparse(fd, before, content)
         else:
             read = length = self._save_stream(fd, 0, None, content, before.st_size > POOL_THRESHOLD)
-        try:
-            after = os.fstat(fd)
-        except OSError as exc:
-            raise FileProblem(describe(exc)) from None
-        changed = (
-            after.st_size != before.st_size
-            or after.st_mtime_ns != before.st_mtime_ns
-            or after.st_ctime_ns != before.st_ctime_ns
-        )
-        saved = SavedFile(content, length, read, before, changed)
+        after = fstat_or_problem(fd)
+        saved = SavedFile(content, length, read, before, not unchanged_while_read(before, after))
         try:
             saved.xattrs = read_xattrs(fd)
         except OSError as exc:

@@ -21,12 +21,14 @@ from typing import Any
 
 from cbr_agent.backup.filescache import FilesCache
 from cbr_agent.backup.helpers import usable_cpus
-from cbr_agent.backup.password import generate_password_file, require_password, resolve_password
+from cbr_agent.backup.password import Password, find_password, generate_password_file, require_password
 from cbr_agent.backup.pipeline import Archiver, BackupStats, Root
+from cbr_agent.backup.prescan import Prescan
 from cbr_agent.config import Settings
 from cbr_agent.errors import BackupError, RepositoryNotFound, UsageError
 from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude, normalize_path
+from cbr_agent.progress import refresh_seconds
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +71,18 @@ class BackupSummary:
 
 @dataclass
 class ProgressInfo:
-    """Handed to the ``progress`` callback about once a second, and once at the end."""
+    """Handed to the ``progress`` callback every :func:`cbr_agent.progress.refresh_seconds`, and once at
+    the end (``finished``)."""
 
-    files: int
-    bytes_done: int
+    files: int                   # regular files handled so far (read or found unchanged)
+    bytes_done: int              # their bytes
     bytes_read: int
     elapsed: float
-    bytes_expected: int | None   # from the parent snapshot, for an ETA; None on a first backup
+    bytes_expected: int | None   # the pre-scan's total once it is done, else the parent snapshot's size
     finished: bool = False
+    scanned_files: int = 0       # what the pre-scan beside the backup has counted so far ...
+    scanned_bytes: int = 0
+    scan_done: bool = False      # ... and whether that is the total
 
 
 class _DryRunWriter:
@@ -110,27 +116,32 @@ def _default_repository(settings: Settings) -> bool:
 
 def open_repository(settings: Settings, *, create_default: bool = False) -> Any:
     """Open the configured repository. With ``create_default``, a missing repository at the default
-    location is created (generating a password file if no password is configured): that is how
-    ``cbr-agent run --once`` works on a fresh machine. A missing repository elsewhere is an error,
-    never silently re-created (a NAS that is not mounted must not get a new empty repository)."""
+    location is created (generating a password file in the state dir if no password is configured):
+    that is how the daemon's first scheduled backup and ``cbr-agent run --once`` work on a fresh
+    machine. A missing repository elsewhere is an error, never silently re-created (a NAS that is not
+    mounted must not get a new empty repository)."""
     from cbr_agent.repository import Repository
     from cbr_agent.repository.backends import BackendOptions
 
     options = BackendOptions.from_settings(settings)
 
     if create_default and _default_repository(settings):
-        password = resolve_password(settings)
+        found = find_password(settings)
         try:
-            if password is None:
+            if found is None:
                 raise RepositoryNotFound("no password yet")
-            return Repository.open(settings.repository, password, options=options)
+            return Repository.open(settings.repository, found.value, options=options)
         except RepositoryNotFound:
-            if password is None:
-                password, _ = generate_password_file(settings)
+            if found is None:
+                password, path = generate_password_file(settings)
+                found = Password(password, f"password file {path} (generated)", path)
             with contextlib.suppress(RepositoryNotFound):
-                return Repository.open(settings.repository, password, options=options)
-            log.warning("creating the repository %s", settings.repository)
-            return Repository.init(settings.repository, password, options=options)
+                return Repository.open(settings.repository, found.value, options=options)
+            repo = Repository.init(settings.repository, found.value, options=options)
+            log.warning("created the repository %s; its password is the %s: keep a copy of it somewhere "
+                        "else, without it the backups cannot be restored", settings.repository,
+                        found.source)
+            return repo
     return Repository.open(settings.repository, require_password(settings), options=options)
 
 
@@ -190,10 +201,13 @@ def backup_paths(
     dry_run: bool = False,
     agent_id: str | None = None,
     repo: Any = None,
+    lock_wait: float = 0.0,
+    tags: Sequence[str] = (),
 ) -> BackupSummary:
     """Back up ``paths`` (``AgentPath`` objects, ``(path, excludes)`` pairs or strings) into the
     configured repository and return what was done. Per-file problems are in ``.warnings``;
-    repository problems raise (no snapshot written); ``cancel`` stops it promptly (``Cancelled``)."""
+    repository problems raise (no snapshot written); ``cancel`` stops it promptly (``Cancelled``).
+    A repository locked by a prune is waited for up to ``lock_wait`` seconds (RepositoryLocked)."""
     started = time.monotonic()
     start_time = datetime.now(timezone.utc)
     cap_malloc_arenas()
@@ -206,13 +220,14 @@ def backup_paths(
         repo = open_repository(settings, create_default=not dry_run)
     host = socket.gethostname()
     root_paths = [p for p, _ in roots]
-    with repo.lock(exclusive=False):
+    with repo.lock(exclusive=False, wait=lock_wait, cancel=cancel):
         parent = find_parent(repo, host, root_paths)
         cache = None if dry_run else _open_cache(settings, repo.id)
         try:
             return _run(settings, repo, roots, parent, cache, host, start_time, started, missing,
                         cancel=cancel, progress=progress, dry_run=dry_run,
-                        agent_id=agent_id or settings.agent_id or _stored_agent_id(settings))
+                        agent_id=agent_id or settings.agent_id or _stored_agent_id(settings),
+                        tags=tags)
         finally:
             if cache is not None:
                 cache.close()
@@ -222,7 +237,7 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
          cache: FilesCache | None, host: str, start_time: datetime, started: float,
          missing: list[str], *,
          cancel: threading.Event | None, progress: Callable[[ProgressInfo], None] | None,
-         dry_run: bool, agent_id: str | None) -> BackupSummary:
+         dry_run: bool, agent_id: str | None, tags: Sequence[str] = ()) -> BackupSummary:
     from cbr_agent.repository import Snapshot
 
     writer_cm = contextlib.nullcontext(_DryRunWriter(repo)) if dry_run else repo.writer()
@@ -247,13 +262,16 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
             checkpoint=None if dry_run else checkpoint,
             checkpoint_interval=checkpoint_seconds(),
         )
+        walk_roots = [Root(p, ExcludeMatcher(p, ex)) for p, ex in roots if p not in missing]
         if progress is not None:
-            ticker = _Ticker(archiver.stats, progress, started, expected)
+            scan = Prescan([(r.path, r.matcher) for r in walk_roots],
+                           one_file_system=settings.one_file_system)
+            ticker = _Ticker(archiver.stats, progress, started, expected, scan)
             ticker.start()
         for path in missing:
             archiver.warn(f"{path}: does not exist; not backed up")
         try:
-            tree = archiver.run([Root(p, ExcludeMatcher(p, ex)) for p, ex in roots if p not in missing])
+            tree = archiver.run(walk_roots)
         finally:
             if ticker is not None:
                 ticker.stop()
@@ -266,7 +284,7 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
         snapshot = Snapshot(
             time=start_time, host=host, agent_id=agent_id, paths=summary.paths,
             excludes={p: list(ex) for p, ex in roots if ex}, tree=tree,
-            parent=summary.parent, summary=_stored_summary(summary),
+            parent=summary.parent, summary=_stored_summary(summary), tags=list(tags),
         )
         summary.snapshot_id = repo.save_snapshot(snapshot)
         if cache is not None:
@@ -278,7 +296,9 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
     summary.duration = round(time.monotonic() - started, 3)
     if progress is not None:
         progress(ProgressInfo(stats.files_done, stats.bytes_done, stats.bytes_read,
-                              time.monotonic() - started, expected, finished=True))
+                              time.monotonic() - started, stats.bytes_total, finished=True,
+                              scanned_files=stats.files_done, scanned_bytes=stats.bytes_total,
+                              scan_done=True))
     return summary
 
 
@@ -317,26 +337,35 @@ def _stored_summary(summary: BackupSummary) -> dict[str, Any]:
 
 
 class _Ticker:
-    """Calls ``progress`` about once a second from its own thread."""
+    """Calls ``progress`` every refresh_seconds() from its own thread, with the counts of the backup and
+    of the pre-scan running beside it."""
 
     def __init__(self, stats: BackupStats, progress: Callable[[ProgressInfo], None], started: float,
-                 expected: int | None) -> None:
+                 expected: int | None, scan: Prescan) -> None:
         self.stats, self.progress, self.started, self.expected = stats, progress, started, expected
+        self.scan = scan
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
     def start(self) -> None:
+        self.scan.start()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.scan.stop()
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            s = self.stats
+        interval = refresh_seconds()
+        while not self._stop.wait(interval):
+            s, scan = self.stats, self.scan
+            done = scan.done
             try:
                 self.progress(ProgressInfo(s.files_done, s.bytes_done, s.bytes_read,
-                                           time.monotonic() - self.started, self.expected))
+                                           time.monotonic() - self.started,
+                                           scan.bytes if done else self.expected,
+                                           scanned_files=scan.files, scanned_bytes=scan.bytes,
+                                           scan_done=done))
             except Exception:  # a broken progress display must not break the backup
                 log.debug("progress callback failed", exc_info=True)

@@ -1,21 +1,21 @@
 """Reading files that are not small: ``readers`` threads chunk them one by one (FileSaver), and the
-careful path for any file (read again once if it changed while being read)."""
+careful path for any file (looked at again by name if it changed while being read)."""
 
 from __future__ import annotations
 
 import os
 import queue
-import stat
 import threading
 from collections.abc import Callable
 
 from cbr_agent.backup.dirtree import DirTask, TreeAssembler
-from cbr_agent.backup.filesaver import FileProblem, FileSaver, describe
-from cbr_agent.backup.longpath import short
+from cbr_agent.backup.filesaver import FileProblem, FileSaver, TypeChanged
 from cbr_agent.backup.nodes import Node, node_from_stat
 from cbr_agent.backup.runstate import BackupStats, RunState
 
 READ_QUEUE = 64
+#: reads of a file that keeps changing (or is briefly not a regular file) before it is given up on
+READ_ATTEMPTS = 3
 
 #: (task, slot index, path, name, lstat, existed before)
 FileItem = tuple[DirTask, int, str, str, os.stat_result, bool]
@@ -68,12 +68,23 @@ class ReaderThreads:
 
 
 def read_file(saver: FileSaver, state: RunState, delta: BackupStats, item: FileItem) -> Node | None:
-    """One file of any size, read again once if it changed while being read; None if not backed up."""
-    _task, _index, path, name, st, existed = item
+    """One file of any size, None if not backed up. A file that changed while read, or whose name was
+    no longer a regular file, is looked at again by name, up to :data:`READ_ATTEMPTS` times: what is
+    found then is backed up (a newer version saved by rename is the usual case), with a warning only
+    when no attempt read a consistent version."""
+    _task, _index, path, name, _st, existed = item
     saved = None
-    for attempt in (1, 2):
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        last = attempt == READ_ATTEMPTS
         try:
-            saved = saver.save(path, st)
+            saved = saver.save(path)
+        except TypeChanged as problem:
+            if state.should_stop():
+                return None
+            if last:
+                state.warn(f"{path}: not backed up: {problem}")
+                return None
+            continue
         except FileProblem as problem:
             if state.should_stop():
                 return None
@@ -81,16 +92,7 @@ def read_file(saver: FileSaver, state: RunState, delta: BackupStats, item: FileI
             return None
         if not saved.changed:
             break
-        if attempt == 1:
-            try:
-                st = os.lstat(short(path))
-            except OSError as exc:
-                state.warn(f"{path}: not backed up: {describe(exc)}")
-                return None
-            if not stat.S_ISREG(st.st_mode):
-                state.warn(f"{path}: not backed up: changed type during backup")
-                return None
-        else:
+        if last:
             state.warn(f"{path}: changed while being read; the backed-up copy may be inconsistent")
     assert saved is not None
     node = node_from_stat(name, saved.stat_before)

@@ -1,8 +1,11 @@
-"""Which snapshots a ``forget --keep-*`` policy keeps (restic's rules, per host and path set).
+"""Which snapshots a ``forget --keep-*`` policy keeps (restic's rules).
 
-Snapshots are grouped by host and paths; within a group, newest first: ``keep_last`` keeps the N
-newest; ``keep_daily`` keeps the newest snapshot of each of the N most recent days that have one;
-weekly (ISO weeks) and monthly alike. A snapshot kept by any rule is kept.
+Snapshots are grouped (by default by host and path set; ``group_by`` any of host, paths, tags); within
+a group, newest first: ``last`` keeps the N newest; ``hourly`` keeps the newest snapshot of each of the N
+most recent hours that have one; daily, weekly (ISO weeks), monthly and yearly alike; ``within`` keeps
+every snapshot younger than the duration, counted back from the group's newest snapshot (not from now,
+so a host that stopped backing up keeps its last ones); ``tags`` keeps every snapshot that holds all
+the tags of any of the sets. A snapshot kept by any rule is kept. Buckets use local time.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from cbr_agent.timespec import Duration
+
+GROUP_FIELDS = ("host", "paths", "tags")
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -19,34 +26,66 @@ class Policy:
     daily: int = 0
     weekly: int = 0
     monthly: int = 0
+    hourly: int = 0
+    yearly: int = 0
+    within: Duration | None = None
+    tags: tuple[frozenset[str], ...] = ()
 
     def empty(self) -> bool:
-        return not (self.last or self.daily or self.weekly or self.monthly)
+        return not (self.last or self.hourly or self.daily or self.weekly or self.monthly or self.yearly
+                    or self.within or self.tags)
+
+    def counts(self) -> dict[str, int]:
+        return {"last": self.last, "hourly": self.hourly, "daily": self.daily, "weekly": self.weekly,
+                "monthly": self.monthly, "yearly": self.yearly}
 
 
 def _local(t: datetime) -> datetime:
     return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).astimezone()
 
 
-def _buckets(policy: Policy) -> list[tuple[int, Callable[[datetime], Any]]]:
+def _buckets(policy: Policy) -> list[tuple[str, int, Callable[[datetime], Any]]]:
     return [
-        (policy.daily, lambda t: (t.year, t.month, t.day)),
-        (policy.weekly, lambda t: t.isocalendar()[:2]),
-        (policy.monthly, lambda t: (t.year, t.month)),
+        ("hourly", policy.hourly, lambda t: (t.year, t.month, t.day, t.hour)),
+        ("daily", policy.daily, lambda t: (t.year, t.month, t.day)),
+        ("weekly", policy.weekly, lambda t: t.isocalendar()[:2]),
+        ("monthly", policy.monthly, lambda t: (t.year, t.month)),
+        ("yearly", policy.yearly, lambda t: t.year),
     ]
 
 
-def select(snapshots: Sequence[Any], policy: Policy) -> tuple[list[Any], list[Any]]:
-    """``(keep, forget)``, each oldest first."""
-    groups: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
+def group_key(snap: Any, group_by: Sequence[str]) -> tuple[Any, ...]:
+    key: list[Any] = []
+    for part in group_by:
+        if part == "host":
+            key.append(snap.host)
+        elif part == "paths":
+            key.append(tuple(sorted(snap.paths)))
+        elif part == "tags":
+            key.append(tuple(sorted(set(getattr(snap, "tags", ()) or ()))))
+        else:
+            raise ValueError(f"cannot group by {part!r}: use host, paths and/or tags")
+    return tuple(key)
+
+
+def select_with_reasons(snapshots: Sequence[Any], policy: Policy,
+                        group_by: Sequence[str] = ("host", "paths")
+                        ) -> tuple[list[Any], list[Any], dict[int, list[str]]]:
+    """``(keep, forget, reasons)``: each list oldest first; ``reasons[id(snap)]`` says which rules kept a
+    snapshot (``last``, ``daily`` ..., ``within 7d``, ``tag a,b``)."""
+    groups: dict[tuple[Any, ...], list[Any]] = {}
     for snap in snapshots:
-        groups.setdefault((snap.host, tuple(sorted(snap.paths))), []).append(snap)
-    keep_ids: set[int] = set()
+        groups.setdefault(group_key(snap, group_by), []).append(snap)
+    reasons: dict[int, list[str]] = {}
+
+    def keep(snap: Any, why: str) -> None:
+        reasons.setdefault(id(snap), []).append(why)
+
     for group in groups.values():
         newest_first = sorted(group, key=lambda s: (_local(s.time), s.id or ""), reverse=True)
         for snap in newest_first[: policy.last]:
-            keep_ids.add(id(snap))
-        for count, bucket_of in _buckets(policy):
+            keep(snap, "last")
+        for name, count, bucket_of in _buckets(policy):
             seen: set[Any] = set()
             for snap in newest_first:
                 if len(seen) >= count:
@@ -54,8 +93,24 @@ def select(snapshots: Sequence[Any], policy: Policy) -> tuple[list[Any], list[An
                 bucket = bucket_of(_local(snap.time))
                 if bucket not in seen:
                     seen.add(bucket)
-                    keep_ids.add(id(snap))
+                    keep(snap, name)
+        if policy.within and newest_first:
+            cutoff = policy.within.before(_local(newest_first[0].time))
+            for snap in newest_first:
+                if _local(snap.time) > cutoff:
+                    keep(snap, f"within {policy.within}")
+        for tag_set in policy.tags:
+            for snap in newest_first:
+                if tag_set <= set(getattr(snap, "tags", ()) or ()):
+                    keep(snap, "tag " + ",".join(sorted(tag_set)))
     ordered = sorted(snapshots, key=lambda s: (_local(s.time), s.id or ""))
-    keep = [s for s in ordered if id(s) in keep_ids]
-    forget = [s for s in ordered if id(s) not in keep_ids]
-    return keep, forget
+    kept = [s for s in ordered if id(s) in reasons]
+    forgotten = [s for s in ordered if id(s) not in reasons]
+    return kept, forgotten, reasons
+
+
+def select(snapshots: Sequence[Any], policy: Policy,
+           group_by: Sequence[str] = ("host", "paths")) -> tuple[list[Any], list[Any]]:
+    """``(keep, forget)``, each oldest first."""
+    kept, forgotten, _reasons = select_with_reasons(snapshots, policy, group_by)
+    return kept, forgotten

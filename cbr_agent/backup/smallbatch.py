@@ -14,13 +14,19 @@ A batch is a list of ``(path, inode seen by lstat)``; the result has one outcome
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import blake3
 
-from cbr_agent.backup.filesaver import FileProblem, describe, fstat_or_problem, open_or_problem
+from cbr_agent.backup.filesaver import (
+    FileProblem,
+    describe,
+    fstat_or_problem,
+    fstat_regular,
+    open_or_problem,
+    unchanged_while_read,
+)
 from cbr_agent.backup.nodes import Node, node_from_stat, read_xattrs
 from cbr_agent.crypto.aead import Sealer
 from cbr_agent.repository.objects import kind_flag
@@ -49,12 +55,13 @@ Outcome = Ready | str | None
 def read_small(path: str, inode: int, limit: int) -> SmallRead | None:
     """A regular file of at most ``limit`` bytes, read with one pread (the common case of small files,
     kept to the fewest calls). None when it is not that simple (it grew, or changed while read): the
-    caller then takes :meth:`FileSaver.save`, which handles those cases. FileProblem as there."""
+    caller then takes :meth:`FileSaver.save`, which handles those cases. FileProblem as there.
+
+    ``inode`` is what the directory listing saw; another one is a newer version saved by rename since,
+    read as it is (its own stat goes into the node)."""
     fd = open_or_problem(path)
     try:
-        before = fstat_or_problem(fd)
-        if not stat.S_ISREG(before.st_mode) or before.st_ino != inode:
-            raise FileProblem("changed type during backup")
+        before = fstat_regular(fd)
         size = before.st_size
         if size > limit:
             return None
@@ -63,8 +70,7 @@ def read_small(path: str, inode: int, limit: int) -> SmallRead | None:
         except OSError as exc:
             raise FileProblem(f"read error: {describe(exc)}") from None
         after = fstat_or_problem(fd)
-        if len(data) != size or after.st_size != size or after.st_mtime_ns != before.st_mtime_ns \
-                or after.st_ctime_ns != before.st_ctime_ns:
+        if len(data) != size or not unchanged_while_read(before, after):
             return None
         try:
             return SmallRead(data, before, read_xattrs(fd), None)

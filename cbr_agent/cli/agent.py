@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from cbr_agent.cli.durations import add_retry_lock
+
 #: register's flags that are written to the config file, by config key
 _CONFIG_FLAGS = ("endpoint", "project_id", "ak", "agent_id", "agent_type", "host_nickname",
                  "heartbeat_interval", "ca_bundle", "credentials_file", "sk_file", "token_file",
@@ -39,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                      help="register, sync the path list, back up the paths once, then exit")
     _control_plane_flags(run)
     run.add_argument("--heartbeat-interval", metavar="SECONDS", help="seconds between heartbeats")
+    add_retry_lock(run, "with --once: ")
     _refused_secret_flags(run)
     run.set_defaults(func=cmd_run)
 
@@ -52,9 +55,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     uninstall = subparsers.add_parser(
         "uninstall", parents=[common], help="mark the agent uninstalled on the control plane",
         description="Mark this agent 'uninstall' on the control plane; with --remove, delete it there, "
-        "which also deletes all of its backups on the control plane.")
+        "which also deletes all of its backups on the control plane: it asks first on a terminal, "
+        "and needs --yes otherwise.")
     uninstall.add_argument("--remove", action="store_true",
                            help="delete the agent and ALL ITS BACKUPS on the control plane")
+    uninstall.add_argument("--yes", "-y", action="store_true",
+                           help="do not ask before --remove (required when not on a terminal)")
     uninstall.add_argument("--json", action="store_true", help="print the result as JSON")
     uninstall.set_defaults(func=cmd_uninstall)
 
@@ -160,10 +166,24 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                   "heartbeat_interval")}
     settings = settings_from_args(args, **flags)
     if args.once:
-        return _run_once(settings)
+        return _run_once(settings, _waiting_job(args.retry_lock) if args.retry_lock else None)
+    if args.retry_lock:
+        from cbr_agent.errors import UsageError
+
+        raise UsageError("--retry-lock goes with --once; the daemon itself retries a scheduled backup "
+                         "that finds the repository locked, until its next run")
     from cbr_agent.agent.daemon import Daemon
 
     return Daemon(settings, reload=lambda: settings_from_args(args, **flags)).run()
+
+
+def _waiting_job(lock_wait: float) -> Any:
+    """The backup engine's entry point, waiting up to ``lock_wait`` s for a locked repository."""
+    import functools
+
+    from cbr_agent.agent.scheduler import default_job
+
+    return lambda: functools.partial(default_job(), lock_wait=lock_wait)
 
 
 def _run_once(settings: Any, job: Any = None) -> int:
@@ -180,12 +200,14 @@ def _run_once(settings: Any, job: Any = None) -> int:
               "'cbr-agent path add /some/dir' and run 'cbr-agent run --once' again "
               "(or start the daemon with 'cbr-agent run')")
         return 0
+    from cbr_agent.cli.output import plural, short_id
+
     outcome = result.backup
-    print(f"backed up {len(result.paths)} path(s): snapshot {outcome.get('snapshot_id')} "
+    print(f"backed up {plural(len(result.paths), 'path')}: snapshot {short_id(outcome.get('snapshot_id'))} "
           f"in {outcome.get('seconds')}s")
     if outcome.get("status") == "warnings":
-        print(f"{outcome.get('warnings')} warning(s): some files could not be read (see the log above)",
-              file=sys.stderr)
+        print(f"{plural(int(outcome.get('warnings') or 0), 'warning')}: some files could not be read "
+              "(see the log above)", file=sys.stderr)
     if result.offline is not None:
         print(f"error: the control plane is unavailable: {result.offline}; backed up the paths cached at "
               f"{result.synced_at}, but the heartbeat and the path sync did not happen (exit 4)",
@@ -214,6 +236,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 # -- uninstall ----------------------------------------------------------------------------------
 
 
+def _confirm_remove(agent_id: str, endpoint: str) -> None:
+    """Deleting an agent deletes its backups on the control plane: a person on a terminal is asked
+    (default no); a script must say --yes."""
+    from cbr_agent.errors import CbrAgentError, UsageError
+
+    if not sys.stdin.isatty():
+        raise UsageError("uninstall --remove deletes the agent and ALL ITS BACKUPS on the control plane "
+                         "and is not on a terminal to ask", hint="add --yes to confirm")
+    sys.stderr.write(f"Delete agent {agent_id} and ALL ITS BACKUPS on {endpoint}? [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise CbrAgentError(f"not confirmed; agent {agent_id} and its backups were left as they are")
+
+
 def cmd_uninstall(args: argparse.Namespace) -> int:
     from cbr_agent.agent.connect import describe_endpoint, open_control_plane
     from cbr_agent.agent.identity import peek_agent_id
@@ -227,6 +264,8 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     if agent_id is None:
         raise StateError(f"no agent id in {settings.state_dir}: this host was never registered",
                          hint="nothing to uninstall; check --state-dir")
+    if args.remove and not args.yes:
+        _confirm_remove(agent_id, describe_endpoint(settings))
     pid = running_pid(settings.state_dir)
     if pid:
         print(f"warning: the daemon (pid {pid}) is still running; its next heartbeat registers the "

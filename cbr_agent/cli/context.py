@@ -9,10 +9,12 @@ from cbr_agent.config import Settings, load_settings
 from cbr_agent.logs import setup_logging
 
 
-def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Settings:
+def settings_from_args(args: argparse.Namespace, *, config_must_exist: bool = True,
+                       **overrides: Any) -> Settings:
     """Resolve the configuration with the command line on top, and set up logging from it.
 
     ``overrides`` are command-specific flags (``endpoint=args.endpoint`` ...); ``None`` means unset.
+    ``config_must_exist=False``: a ``--config`` file that does not exist yet reads as empty.
     """
     flags: dict[str, Any] = {
         "state_dir": getattr(args, "state_dir", None),
@@ -20,6 +22,7 @@ def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Settings:
         "log_format": getattr(args, "log_format", None),
     }
     flags.update(overrides)
-    settings = load_settings(config_file=getattr(args, "config", None), overrides=flags)
+    settings = load_settings(config_file=getattr(args, "config", None), overrides=flags,
+                             config_must_exist=config_must_exist)
     setup_logging(settings.log_level, settings.log_format)
     return settings

@@ -7,6 +7,7 @@ Every agent registered in the project, with its status, last activity and backup
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -45,11 +46,20 @@ def cmd_agents(args: argparse.Namespace) -> int:
     finally:
         cp.close()
     endpoint = describe_endpoint(settings)
+    found = {a.agent_id for a in agents}
+    missing = [i for i in dict.fromkeys(args.agent_ids) if i not in found]
     if args.json:
         print_json({"endpoint": endpoint, "project_id": settings.project_id, "count": len(agents),
-                    "agents": [agent_json(a) for a in agents]})
-    else:
+                    "agents": [agent_json(a) for a in agents], "not_found": missing})
+    elif agents or not args.agent_ids:
         print_fleet(agents, endpoint, now=datetime.now(timezone.utc))
+    if missing:
+        from cbr_agent.cli.exitcodes import NOT_FOUND
+
+        which = f" with status {args.status}" if args.status else ""
+        print(f"cbr-agent: error: no agent{which} with id {', '.join(missing)} on {endpoint}",
+              file=sys.stderr)
+        return NOT_FOUND
     return 0
 
 

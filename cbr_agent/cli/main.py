@@ -21,9 +21,21 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent",      # register, run, status, uninstall
     "paths",      # path add/remove/list
     "repo",       # init, backup, snapshots, ls, restore, check, forget, prune
+    "repair",     # repair index, repair snapshots
+    "explore",    # find, diff, stats, dump
+    "keys",       # key list/add/remove/passwd
+    "tags",       # tag
+    "copy",       # copy --from-repository
+    "mount",      # mount (FUSE)
     "fleet",      # agents (the fleet view of a control plane)
     "server",     # the control-plane HTTP server
+    "cbr",        # backups, tasks (the CBR view of the control plane)
+    "generate",   # shell completions and the man page
 )
+
+
+#: the namespace attribute that holds the prog of the command being run ("cbr-agent path add")
+COMMAND_PROG = "command_prog"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -33,6 +45,14 @@ class ArgumentParser(argparse.ArgumentParser):
         from cbr_agent.errors import UsageError
 
         raise UsageError(f"{self.prog}: {message}", hint=f"see '{self.prog} --help'")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def,override]
+        parsed, extras = super().parse_known_args(args, namespace)
+        # the innermost (sub)command's parser finishes first: its prog names the command run, so a
+        # usage error found later (an unknown option, a bad value in the handler) points to its --help
+        if not hasattr(parsed, COMMAND_PROG):
+            setattr(parsed, COMMAND_PROG, self.prog)
+        return parsed, extras
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -49,6 +69,8 @@ def common_options() -> argparse.ArgumentParser:
                         help="log line format (default text)")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks and debug logs")
+    common.add_argument("--version", action="version", version=f"cbr-agent {__version__}",
+                        help="print the version and exit")
     return common
 
 
@@ -62,7 +84,6 @@ def build_parser() -> ArgumentParser:
         "4 control plane unreachable, 5 credentials refused, 6 not found, 10 no repository, "
         "11 repository locked, 12 wrong password, 130 interrupted.",
     )
-    parser.add_argument("--version", action="version", version=f"cbr-agent {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"cbr_agent.cli.{name}")
@@ -73,18 +94,24 @@ def build_parser() -> ArgumentParser:
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse and run one command; every error becomes a one-line message and an exit code."""
     from cbr_agent.cli.exitcodes import exit_code_for
-    from cbr_agent.errors import CbrAgentError
+    from cbr_agent.errors import CbrAgentError, UsageError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    prog = "cbr-agent"
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        prog = getattr(args, COMMAND_PROG, prog)
+        if extras:
+            raise UsageError(f"{prog}: unrecognized arguments: {' '.join(extras)}")
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
         return int(args.func(args) or 0)
     except CbrAgentError as exc:
+        if isinstance(exc, UsageError) and "hint" not in vars(exc):  # no hint of its own
+            exc.hint = f"see '{prog} --help'"
         if debug:
             traceback.print_exc()
         print(f"cbr-agent: error: {exc}", file=sys.stderr)

@@ -1,4 +1,8 @@
-"""Human tables and ``--json`` output."""
+"""Human tables and ``--json`` output, and the small wording helpers every command shares.
+
+People see one short form of an id (:func:`short_id`, 8 hex characters as restic shows them); ``--json``
+always carries the full id, and every command that takes a snapshot accepts any unique prefix.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,28 @@ import json
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+#: hex characters of an id shown to people (snapshots, repositories)
+SHORT_ID_CHARS = 8
+
+
+def short_id(full: str | None) -> str:
+    """The form of a snapshot (or repository) id shown in human output."""
+    return (full or "")[:SHORT_ID_CHARS]
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 file``, ``2 files``, ``0 files``; ``many`` for irregular plurals (``entry``/``entries``)."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+def human_bytes(n: float) -> str:
+    """``512 B``, ``1.5 KiB``, ``3.2 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def print_json(value: Any) -> None:

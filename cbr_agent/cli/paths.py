@@ -34,6 +34,25 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     listing = sub.add_parser("list", parents=[common], help="list paths and their excludes")
     listing.add_argument("--json", action="store_true", help="print the list as JSON")
     listing.set_defaults(func=cmd_list)
+    _register_exclude(sub, common)
+
+
+def _register_exclude(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    exclude = sub.add_parser(
+        "exclude", parents=[common], help="add or remove some excludes of a backup path",
+        description="Change the excludes of one backup path without giving the whole list again "
+        "('path add PATH --exclude ...' replaces it). Same exclude syntax as 'path add'.")
+    actions = exclude.add_subparsers(dest="exclude_command", metavar="ACTION", required=True)
+    for name, func, text in (("add", cmd_exclude_add, "add excludes to a backup path"),
+                             ("remove", cmd_exclude_remove, "remove excludes from a backup path")):
+        action = actions.add_parser(
+            name, parents=[common], help=text,
+            description=f"{text.capitalize()}, keeping its other excludes. A relative PATH is taken "
+            "against the current directory; patterns as in 'path add --exclude'.")
+        action.add_argument("path", metavar="PATH", help="a backup path (see 'cbr-agent path list')")
+        action.add_argument("patterns", nargs="+", metavar="PATTERN", help="an exclude")
+        action.add_argument("--json", action="store_true", help="print the result as JSON")
+        action.set_defaults(func=func)
 
 
 def _absolute(raw: str, notes: list[str]) -> str:
@@ -88,8 +107,23 @@ def _session(args: argparse.Namespace, *, create: bool = True) -> tuple[Any, str
     else:
         agent_id = settings.agent_id or peek_agent_id(settings.state_dir)
         if agent_id is None:
+            if settings.endpoint:
+                _reach(settings)
             return settings, None, None
     return settings, agent_id, open_control_plane(settings)
+
+
+def _reach(settings: Any) -> None:
+    """This host has no agent id, so nothing of it is on the control plane; still, an endpoint that
+    cannot be used must not look like an empty list: missing credentials exit 2 (from opening it),
+    refused ones 5, an unreachable endpoint 4."""
+    from cbr_agent.agent.connect import open_control_plane
+
+    cp = open_control_plane(settings)
+    try:
+        cp.list_agents(limit=1)
+    finally:
+        cp.close()
 
 
 def _refresh(settings: Any, agent_id: str, cp: Any) -> None:
@@ -225,8 +259,71 @@ def _print_list(agent_id: str | None, paths: Any, as_json: bool, code: int) -> i
     if as_json:
         print_json({"agent_id": agent_id, "paths": paths_to_json(paths)})
         return code
-    if not paths:
+    if agent_id is None:
+        print("no backup paths: this host is not registered yet (add one with 'cbr-agent path add DIR', "
+              "which registers it)")
+    elif not paths:
         print("no backup paths (add one with 'cbr-agent path add DIR')")
     for path in paths:
         print(f"{path.dir_path}{_excludes_note(list(path.excludes))}")
     return code
+
+
+# -- path exclude add/remove ----------------------------------------------------------------------
+
+
+def cmd_exclude_add(args: argparse.Namespace) -> int:
+    def change(current: list[str], given: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+        new = [e for e in given if e not in current]
+        return current + new, {"added": new, "existed": [e for e in given if e in current]}
+
+    return _change_excludes(args, change)
+
+
+def cmd_exclude_remove(args: argparse.Namespace) -> int:
+    def change(current: list[str], given: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+        return ([e for e in current if e not in given],
+                {"removed": [e for e in given if e in current],
+                 "not_existed": [e for e in given if e not in current]})
+
+    return _change_excludes(args, change)
+
+
+def _change_excludes(args: argparse.Namespace, change: Any) -> int:
+    """Read the path's excludes from the control plane, change them, write the whole list back (the
+    API only replaces a path's list: add-path of an existing path with its new excludes)."""
+    from cbr_agent.cli.output import print_json
+    from cbr_agent.errors import UsageError
+
+    notes: list[str] = []
+    path = _absolute(args.path, notes)
+    given = plan_excludes([path], args.patterns)[path]
+    for note in notes:
+        print(note, file=sys.stderr)
+    settings, agent_id, cp = _session(args, create=False)
+    not_a_path = UsageError(f"{path} is not a backup path of this agent",
+                            hint=f"see 'cbr-agent path list', or add it with 'cbr-agent path add {path} "
+                            "--exclude PATTERN'")
+    if agent_id is None:
+        raise not_a_path
+    try:
+        agent = _not_registered_hint(lambda: cp.show_agent(agent_id), agent_id, settings)
+        entry = next((p for p in agent.paths or () if p.dir_path == path and p.status != "remove"), None)
+        if entry is None:
+            raise not_a_path
+        excludes, result = change(list(entry.excludes), given)
+        if excludes != list(entry.excludes):
+            cp.add_paths(agent_id, [path], {path: excludes})
+        _refresh(settings, agent_id, cp)
+    finally:
+        cp.close()
+    if args.json:
+        print_json({"path": path, **result, "excludes": excludes})
+        return 0
+    labels = {"added": "added", "existed": "already there", "removed": "removed",
+              "not_existed": "not there"}
+    for key, items in result.items():
+        for item in items:
+            print(f"{labels[key]}: {item}")
+    print(f"excludes of {path}: {', '.join(excludes) if excludes else 'none'}")
+    return 0

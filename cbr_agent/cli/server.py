@@ -21,6 +21,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         help="report an agent 'abnormal' after this long without a heartbeat (default 180)")
     parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
+    parser.add_argument("--read-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="close a connection that has not sent a whole request header this long after "
+                        "connecting, or pauses this long inside a body (default 10)")
+    parser.add_argument("--max-connections", type=int, default=2048, metavar="N",
+                        help="answer 503 to requests while more connections are open (default 2048)")
     parser.set_defaults(func=run_server)
 
 
@@ -37,4 +42,6 @@ def run_server(args: argparse.Namespace) -> int:
         stale_after=args.stale_after,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
+        read_timeout=args.read_timeout,
+        max_connections=args.max_connections,
     ))

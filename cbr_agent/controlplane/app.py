@@ -21,12 +21,13 @@ from urllib.parse import parse_qsl
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cbr_agent.api.models import Agent
 from cbr_agent.controlplane import faults, validation
-from cbr_agent.controlplane.auth import authenticate
+from cbr_agent.controlplane.auth import authenticate, check_single_auth_headers
 from cbr_agent.controlplane.credentials import Credentials
 from cbr_agent.controlplane.store import AgentStore
 from cbr_agent.errors import ApiError, CbrAgentError
@@ -82,6 +83,11 @@ class AccessLog:
                 await error_response(faults.bad_request(
                     "a path parameter contains an encoded '/' (%2F); agent_id must be 1 to 64 letters, "
                     "digits, '.', '_' or '-'"))(scope, receive, send_wrapper)
+                return
+            try:
+                check_single_auth_headers(scope["headers"])
+            except ApiError as exc:
+                await error_response(exc)(scope, receive, send_wrapper)
                 return
             await self.app(scope, receive, send_wrapper)
         finally:
@@ -205,6 +211,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         return error_response(faults.bad_request(str(exc)))
 
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        # the client went away (or was closed for sending too slowly) before its body was read:
+        # nobody to answer, nothing was changed, and it is not the server's fault
+        errlog.info("%s %s: the client disconnected before sending its whole body",
+                    request.scope["method"], _raw_path(request.scope))
+        return error_response(faults.bad_request("the request body was not received"))
+
     async def on_internal_error(request: Request, exc: Exception) -> Response:
         # a database that cannot be used, or a bug: details go to the log, not to the caller
         errlog.error("%s %s failed: %s", request.scope["method"], request.scope["path"], exc,
@@ -214,6 +227,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(CbrAgentError, on_internal_error)
     app.add_exception_handler(Exception, on_internal_error)
 
@@ -234,5 +248,8 @@ def create_app(store: AgentStore, credentials: Credentials,
     app.add_route(base + "/{agent_id}", api.remove_agent, methods=["DELETE"])
     app.add_route(base + "/{agent_id}/add-path", api.add_path, methods=["POST"])
     app.add_route(base + "/{agent_id}/remove-path", api.remove_path, methods=["POST"])
+    from cbr_agent.controlplane import cbr_routes  # vaults, policies, backups, tasks (issue 12)
+
+    cbr_routes.install(app, api)
     _install_error_handlers(app)
     return AccessLog(app)

@@ -3,14 +3,20 @@
 A request is authenticated first (401 when it is not), then its credential's project must be the
 project in the URL (403). For AK/SK, ``host`` and ``x-sdk-date`` must be among the signed headers and
 ``X-Sdk-Date`` within 15 minutes of the server's clock, so a captured request cannot be replayed
-later or against another host. Signatures are compared in constant time (:func:`signer.verify`).
+later or against another host. Within those 15 minutes it can: the SDK's scheme has no nonce, so the
+state-changing calls are kept idempotent instead (README, "Replays"). Signatures are compared in
+constant time (:func:`signer.verify`).
 Messages never echo a secret.
+
+A request that carries one of :data:`SINGLE_HEADERS` twice is refused before anything else (401):
+servers, proxies and signers disagree on which copy counts (first, last, or both joined), so a
+request whose meaning depends on that choice is not one to act on.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 
 from cbr_agent.api import signer
@@ -19,6 +25,8 @@ from cbr_agent.controlplane.faults import forbidden, unauthenticated
 
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 REQUIRED_SIGNED = ("host", "x-sdk-date")
+#: headers that decide who is calling, or what was signed: each at most once per request
+SINGLE_HEADERS = frozenset({"authorization", "x-auth-token", "x-sdk-date", "x-security-token", "host"})
 _SDK_DATE = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z\Z")
 
 
@@ -28,6 +36,18 @@ def parse_sdk_date(value: str) -> datetime:
     if match is None:
         raise ValueError(value)
     return datetime(*map(int, match.groups()), tzinfo=timezone.utc)
+
+
+def check_single_auth_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """Raise AuthError (401) when a header of :data:`SINGLE_HEADERS` appears more than once."""
+    seen: set[str] = set()
+    for raw_name, _ in raw_headers:
+        name = raw_name.decode("latin-1").lower()
+        if name in SINGLE_HEADERS:
+            if name in seen:
+                shown = "-".join(part.capitalize() for part in name.split("-"))
+                raise unauthenticated(f"the {shown} header appears more than once; send it once")
+            seen.add(name)
 
 
 def _check_project(credential_project: str, url_project: str) -> None:

@@ -18,22 +18,18 @@ Tokens are kept by their SHA-256 digest, so looking one up takes the same time w
 from __future__ import annotations
 
 import hashlib
-import logging
-import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cbr_agent.errors import ConfigError
+from cbr_agent.privatefile import check_private
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class AccessKey:
@@ -66,16 +62,6 @@ def _text(entry: dict[str, Any], key: str, where: str) -> str:
     if value != value.strip() or any(ch in value for ch in "\r\n\x00"):
         raise ConfigError(f"{where}: '{key}' has surrounding spaces or control characters")
     return value
-
-
-def _check_mode(path: Path) -> None:
-    mode = path.stat().st_mode
-    if mode & stat.S_IRWXO:
-        raise ConfigError(f"credentials file {path} is accessible by other users "
-                          f"(mode {stat.S_IMODE(mode):o}); run 'chmod 600 {path}'")
-    if mode & stat.S_IRWXG:
-        log.warning("credentials file %s is readable by its group (mode %o); 'chmod 600' it unless "
-                    "that group is meant to read it", path, stat.S_IMODE(mode))
 
 
 def _entries(data: dict[str, Any], key: str, path: Path) -> list[dict[str, Any]]:
@@ -113,7 +99,7 @@ def parse_credentials(data: dict[str, Any], path: Path) -> Credentials:
 def load_credentials(path: str | Path) -> Credentials:
     path = Path(path)
     try:
-        _check_mode(path)
+        check_private(path, "credentials file", group_may_read=True)
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:

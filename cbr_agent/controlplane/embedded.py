@@ -86,6 +86,23 @@ class EmbeddedControlPlane:
     def remove_agent(self, agent_id: str) -> None:
         self.store.remove_agent(self.project_id, _agent_id(agent_id))
 
+    def cbr_call(
+        self,
+        method: str,
+        segments: Sequence[str],
+        *,
+        query: Sequence[tuple[str, str]] = (),
+        payload: object = None,
+        idempotent: bool = True,
+        read_timeout: float | None = None,
+    ) -> dict[str, object]:
+        """The CBR routes in-process, through the very handlers the server runs."""
+        from cbr_agent.controlplane.cbr_routes import dispatch
+
+        path = "/" + "/".join(str(s) for s in segments)
+        _status, answer = dispatch(self.store, self.project_id, method, path, list(query), payload)
+        return answer if isinstance(answer, dict) else {}
+
     def close(self) -> None:
         self.store.close()
 

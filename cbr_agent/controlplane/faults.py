@@ -19,8 +19,10 @@ RESOURCE_NOT_FOUND = "BackupService.6302"
 INTERNAL = "BackupService.9910"
 #: the gateway's "API does not exist" (unknown URL or method)
 NO_SUCH_API = "APIGW.0101"
-#: the gateway's "bad request" family: here a body over the size limit
+#: the gateway's "bad request" family: here a body over the size limit, or a request sent too slowly
 REQUEST_TOO_LARGE = "APIGW.0201"
+#: the gateway's "request throttled": here more connections open than --max-connections
+OVERLOADED = "APIGW.0308"
 #: the gateway's "incorrect IAM authentication information" (bad or missing token or signature)
 UNAUTHENTICATED = "APIGW.0301"
 #: the gateway's "the IAM user is not authorized to access the API" (project mismatch)
@@ -66,3 +68,16 @@ def method_not_allowed(method: str, path: str) -> ApiError:
 
 def internal(message: str = "internal error; see the server log") -> ApiError:
     return ApiError(500, INTERNAL, message)
+
+
+def request_timeout(part: str, seconds: float) -> ApiError:
+    return ApiError(408, REQUEST_TOO_LARGE, f"the request {part} was not received within {seconds:g} s; "
+                    "send whole requests without pausing")
+
+
+def overloaded() -> ApiError:
+    return ApiError(503, OVERLOADED, "the server has too many open connections; retry in a moment")
+
+
+def header_too_large(limit: int) -> ApiError:
+    return ApiError(431, REQUEST_TOO_LARGE, f"the request line and headers are larger than {limit} bytes")

@@ -1,8 +1,10 @@
 """``cbr-agent server``: the agents API on uvicorn, until SIGTERM or SIGINT.
 
-The listening socket is bound here, before uvicorn starts, so that a port in use is a one-line error.
-uvicorn stops accepting on SIGTERM, finishes the requests in flight, and returns; then the database is
-closed (WAL checkpointed) and the process exits 0.
+The listening socket is bound here, before uvicorn starts, so that a port in use is a one-line error;
+every other start option (port range, TLS files, database, credentials) is checked before too, each
+failure a :class:`ConfigError` (one line, exit 2). uvicorn stops accepting on SIGTERM, finishes the
+requests in flight, and returns; then the database is closed (WAL checkpointed) and the process exits 0.
+Connections run :mod:`cbr_agent.controlplane.protocol` (read timeouts and a connection cap).
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import signal
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cbr_agent.errors import ConfigError
 
@@ -30,6 +35,10 @@ class ServerOptions:
     stale_after: float = 180.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: seconds a client has to send a request header, and may pause while sending a body
+    read_timeout: float = 10.0
+    #: open connections beyond which requests are answered 503
+    max_connections: int = 2048
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -39,21 +48,86 @@ def bind(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(2048)
-    except OSError as exc:
+    except (OSError, OverflowError, UnicodeError, ValueError) as exc:
+        # OSError: in use, not an address of this host, unknown name; the others: a malformed name
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from None
     sock.set_inheritable(True)
     return sock
 
 
+def _positive(value: float, option: str) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{option} must be a positive number of seconds, got {value}")
+
+
 def check_options(options: ServerOptions) -> None:
-    if options.stale_after <= 0:
-        raise ConfigError(f"--stale-after must be a positive number of seconds, got {options.stale_after}")
+    """Every start option, before anything is opened or bound: one ConfigError each."""
+    if not options.host:
+        raise ConfigError("--host is empty; give an address such as 127.0.0.1 or 0.0.0.0")
+    if not 0 <= options.port <= 65535:
+        raise ConfigError(f"--port must be from 0 to 65535, got {options.port}")
+    _positive(options.stale_after, "--stale-after")
+    _positive(options.read_timeout, "--read-timeout")
+    if options.max_connections < 1:
+        raise ConfigError(f"--max-connections must be at least 1, got {options.max_connections}")
+    for option, path in (("--db", options.db_path), ("--credentials", options.credentials_path)):
+        if str(path) in ("", "."):
+            raise ConfigError(f"{option} is empty; give a file name")
+        if path.is_dir():
+            raise ConfigError(f"{option} {path} is a directory; give a file name")
     if (options.tls_cert is None) != (options.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together; give both or neither")
-    for path in (options.tls_cert, options.tls_key):
-        if path is not None and not path.is_file():
-            raise ConfigError(f"TLS file {path} does not exist")
+    if options.tls_cert is not None and options.tls_key is not None:
+        _check_tls(options.tls_cert, options.tls_key)
+
+
+def _check_tls(cert: Path, key: Path) -> None:
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not path.is_file():
+            raise ConfigError(f"{option} {path} does not exist or is not a file")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"--tls-cert {cert} and --tls-key {key} cannot be used ({exc.reason or exc}); "
+                          "give a PEM certificate and its unencrypted PEM private key") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read --tls-cert {cert} or --tls-key {key}: "
+                          f"{exc.strerror or exc}") from None
+
+
+def _fit_open_files(max_connections: int) -> int:
+    """Raise the soft limit of open files so that ``max_connections`` fit (plus some for the
+    database and logs); when the hard limit is lower, lower the cap instead and say so."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Linux
+        return max_connections
+    spare = 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + spare
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        fitted = max(1, soft - spare)
+        log.warning("the open-file limit is %d: serving at most %d connections instead of "
+                    "--max-connections %d (raise LimitNOFILE)", soft, fitted, max_connections)
+        return fitted
+    return max_connections
+
+
+def _open_store(options: ServerOptions) -> Any:
+    from cbr_agent.controlplane.store import AgentStore
+    from cbr_agent.errors import StateError
+
+    try:
+        return AgentStore(options.db_path, stale_after=options.stale_after)
+    except StateError as exc:
+        raise ConfigError(f"--db: {exc}") from None
 
 
 def _server_class() -> type:
@@ -62,6 +136,12 @@ def _server_class() -> type:
     class Server(uvicorn.Server):
         """uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the process before
         the database is closed; here the signal only asks for the shutdown."""
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            from cbr_agent.controlplane.cbr_routes import STOPPING
+
+            STOPPING.set()  # long polls answer now, so the graceful shutdown does not wait for them
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -80,28 +160,35 @@ def serve(options: ServerOptions) -> int:
         import uvicorn
 
         from cbr_agent.controlplane.app import create_app
+        from cbr_agent.controlplane.protocol import guarded_protocol
     except ImportError as exc:
         raise ConfigError(f"the server needs the 'server' extra ({exc.name} is missing): "
                           "pip install 'cbr-agent[server]'") from None
     from cbr_agent.controlplane.credentials import load_credentials
-    from cbr_agent.controlplane.store import AgentStore
 
     check_options(options)
     credentials = load_credentials(options.credentials_path)
-    store = AgentStore(options.db_path, stale_after=options.stale_after)
+    max_connections = _fit_open_files(options.max_connections)
     sock = bind(options.host, options.port)
+    try:
+        store = _open_store(options)
+    except ConfigError:
+        sock.close()
+        raise
     try:
         config = uvicorn.Config(
             create_app(store, credentials), access_log=False, log_config=None,
             lifespan="off", server_header=False, proxy_headers=False, timeout_graceful_shutdown=10,
+            http=guarded_protocol(options.read_timeout, max_connections), ws="none",
             ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
             ssl_keyfile=str(options.tls_key) if options.tls_key else None,
         )
         scheme = "https" if options.tls_cert else "http"
         host, port = sock.getsockname()[:2]
         log.info("control plane listening on %s://%s:%s (database %s, %d access keys, %d tokens, "
-                 "stale after %gs)", scheme, host, port, options.db_path,
-                 len(credentials.access_keys), len(credentials.tokens), options.stale_after)
+                 "stale after %gs, read timeout %gs, at most %d connections)", scheme, host, port,
+                 options.db_path, len(credentials.access_keys), len(credentials.tokens),
+                 options.stale_after, options.read_timeout, max_connections)
         # everything loaded so far lives as long as the process: keep it out of the garbage
         # collector's full passes (one over the imported modules takes tens of ms, a visible p99 stall)
         gc.collect()

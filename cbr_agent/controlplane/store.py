@@ -35,6 +35,7 @@ from cbr_agent.api.models import (
     AgentRegistration,
     RemovePathResult,
 )
+from cbr_agent.controlplane.cbr_schema import CBR_MIGRATIONS
 from cbr_agent.controlplane.faults import agent_not_found
 from cbr_agent.controlplane.validation import AddPaths, ListQuery
 from cbr_agent.errors import StateError
@@ -72,6 +73,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                 ON DELETE CASCADE
         )""",
     ),
+    *CBR_MIGRATIONS,  # version 2: vaults, policies, checkpoints, backups, tasks (issue 12)
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -336,3 +338,9 @@ class AgentStore:
                                   (project_id, agent_id))
             if cursor.rowcount == 0:
                 raise agent_not_found(agent_id)
+            # its CBR records go with it (issue 12): vault membership, backups, unfinished tasks
+            for table, column in (("vault_resources", "resource_id"), ("backups", "resource_id")):
+                conn.execute(f"DELETE FROM {table} WHERE project_id = ? AND {column} = ?",
+                             (project_id, agent_id))
+            conn.execute("DELETE FROM tasks WHERE project_id = ? AND agent_id = ? AND status IN "
+                         "('waiting', 'running')", (project_id, agent_id))

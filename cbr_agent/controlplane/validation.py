@@ -10,6 +10,7 @@ rejected request changes nothing.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,19 +37,67 @@ def json_type(value: Any) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
+#: longer JSON numbers are refused: no field needs them, and converting one costs time (quadratic
+#: in its length; Python itself refuses integers of more than 4,300 digits with a ValueError)
+MAX_NUMBER_DIGITS = 100
+
+
+class _Refused(Exception):
+    """Raised from the JSON decoder's hooks; becomes a 400."""
+
+
+def _json_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise _Refused(f"a number has {len(text)} digits; at most {MAX_NUMBER_DIGITS} are accepted")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise _Refused(f"a number has {len(text)} characters; at most {MAX_NUMBER_DIGITS} are accepted")
+    number = float(text)
+    if not math.isfinite(number):
+        raise _Refused(f"the number {text} is out of range")
+    return number
+
+
+def _json_constant(name: str) -> Any:
+    # json.loads accepts NaN, Infinity and -Infinity, which are not JSON
+    raise _Refused(f"{name} is not a JSON value")
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        # a key given twice means different things to different parsers (first or last wins)
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Refused(f"the key {key!r} appears twice in one object")
+            seen.add(key)
+    return data
+
+
 def parse_json(body: bytes) -> dict[str, Any]:
-    """The request body as a JSON object."""
+    """The request body as a JSON object. Whatever the bytes, the only error is a 400 naming what is
+    wrong: not UTF-8, not JSON (or NaN/Infinity), a key twice in one object, a number of more than
+    :data:`MAX_NUMBER_DIGITS` digits, nesting too deep, or not an object."""
     if not body.strip():
         raise bad_request("request body is empty; a JSON object is required")
     try:
-        data = json.loads(body.decode("utf-8"))
+        data = json.loads(body.decode("utf-8"), parse_int=_json_int, parse_float=_json_float,
+                          parse_constant=_json_constant, object_pairs_hook=_json_object)
     except UnicodeDecodeError:
         raise bad_request("request body is not valid UTF-8") from None
     except json.JSONDecodeError as exc:
         raise bad_request(f"request body is not valid JSON: {exc.msg} at line {exc.lineno} "
                           f"column {exc.colno}") from None
+    except _Refused as exc:
+        raise bad_request(f"request body is refused: {exc}") from None
     except RecursionError:
         raise bad_request("request body is nested too deeply") from None
+    except ValueError as exc:  # any other conversion the decoder refuses: still the caller's fault
+        raise bad_request(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise bad_request(f"request body must be a JSON object, got {json_type(data)}")
     return data
@@ -214,10 +263,12 @@ class ListQuery:
 def _integer(value: str, name: str, *, low: int, high: int | None = None) -> int:
     text = value.strip()
     if not text.isdigit() or not text.isascii():
-        raise bad_request(f"{name} must be a non-negative integer, got {value!r}")
+        raise bad_request(f"{name} must be a non-negative integer, got {value[:40]!r}")
+    bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+    if len(text) > 20:  # int() of 4,301 digits raises ValueError (a 500), and no bound is that long
+        raise bad_request(f"{name} must be {bound}, got a number of {len(text)} digits")
     number = int(text)
     if number < low or (high is not None and number > high):
-        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
         raise bad_request(f"{name} must be {bound}, got {number}")
     return number
 

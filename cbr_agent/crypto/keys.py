@@ -23,6 +23,7 @@ import blake3
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from cbr_agent.crypto.aead import AuthenticationFailed, Sealer
+from cbr_agent.errors import IntegrityError
 
 TEST_KDF_ENV = "CBR_AGENT_INSECURE_TEST_KDF"
 _WRAP_AAD = b"cbr-agent key file v1"
@@ -86,8 +87,11 @@ class MasterKey:
         return blake3.blake3(data, key=self.id_key, max_threads=1).digest()
 
 
-class KeyFileDamaged(Exception):
-    """The key file is not well-formed or its checksum does not match (not a password problem)."""
+class KeyFileDamaged(IntegrityError):
+    """The key file is not well-formed or its checksum does not match (not a password problem). Callers
+    name the file; the message says what is wrong with it."""
+
+    hint = ""
 
 
 def _b64(data: bytes) -> str:
@@ -136,7 +140,7 @@ def _parse_key_file(raw: bytes) -> tuple[KdfParams, bytes, bytes]:
         )
     except KeyFileDamaged:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
         raise KeyFileDamaged(f"not a valid key file ({type(exc).__name__})") from None
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
-from cbr_agent.errors import RepositoryError
+from cbr_agent.errors import RepositoryError, UnsupportedLocation
 
 TYPES = ("data", "index", "snapshots", "keys", "locks")
 Buffer = bytes | bytearray | memoryview
@@ -62,16 +62,17 @@ def path_from_url(url: str) -> Path:
         return Path(unquote(parsed.path))
     if "://" in url:
         scheme = url.split("://", 1)[0]
-        raise RepositoryError(
-            f"repository URL scheme {scheme!r} is not supported (use a path, file:///... or s3://BUCKET/PREFIX)"
-        )
+        raise UnsupportedLocation(f"repository URL scheme {scheme!r} is not supported")
     if not url:
         raise RepositoryError("repository location is empty", hint="set 'repository' in the configuration")
     return Path(url).expanduser()
 
 
 def open_backend(url: str) -> Backend:
-    return DirectoryBackend(path_from_url(url))
+    """The backend a URL names, with default options (:func:`cbr_agent.repository.backends.open_backend`)."""
+    from cbr_agent.repository.backends import open_backend as open_with_options
+
+    return open_with_options(url)
 
 
 def _os_error(exc: OSError, action: str, path: Path | str) -> RepositoryError:

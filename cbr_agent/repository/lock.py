@@ -5,6 +5,12 @@ last refresh time. The holder refreshes it every :data:`REFRESH_INTERVAL` second
 old one removed); a lock not refreshed for :data:`STALE_AFTER` seconds, or whose process on this host is
 gone, is stale and is removed by the next run, so a crash never blocks the next backup for long.
 
+Taking a lock is write-then-look: write ours, list the others, withdraw ours on a conflict. Two runs
+that do it at the same instant both see a conflict; so a run that meets a conflict withdraws, waits a
+random moment and looks once more: when the other lock's owner is gone too, it was such a contender and
+the run tries again (the one whose wait ends first wins); when the owner is still there, it holds the
+lock. :func:`acquire_waiting` adds waiting for a held lock (``--retry-lock``), with backoff.
+
 Append-only storage (credentials that may add objects but not delete them) needs no deletion for a
 shared lock: where a delete is refused, the lock is left behind and a tombstone ``locks/<name>-released``
 says it is released, so no other run waits for it; runs with full credentials clear both. An exclusive
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import secrets
 import socket
 import threading
@@ -27,7 +34,7 @@ from typing import Any
 import psutil
 
 from cbr_agent.crypto import AuthenticationFailed, Sealer
-from cbr_agent.errors import RepositoryAccessDenied, RepositoryError, RepositoryLocked
+from cbr_agent.errors import Cancelled, RepositoryAccessDenied, RepositoryError, RepositoryLocked
 from cbr_agent.repository.backend import Backend
 from cbr_agent.repository.objects import AAD_LOCK
 
@@ -36,7 +43,15 @@ log = logging.getLogger(__name__)
 STALE_AFTER = 30 * 60.0
 RELEASED = "-released"  # suffix of a tombstone: the lock of that name is released
 REFRESH_INTERVAL = 5 * 60.0
+#: rounds of write-then-look between contenders that started at the same instant before giving up
+CONTENTION_ROUNDS = 5
+#: a contender waits a random moment in [1, 5] times this (times the round) before looking again
+CONTENTION_PAUSE = 0.05
+#: ``acquire_waiting``: first pause between attempts, doubled after each, at most LOCK_RETRY_MAX
+LOCK_RETRY_FIRST = 0.5
+LOCK_RETRY_MAX = 30.0
 Clock = Callable[[], float]
+Sleep = Callable[[float], None]
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,8 @@ class LockInfo:
     pid_start: float | None
     exclusive: bool
     time: float  # last refresh, seconds since the epoch
+    #: random, one per held lock and kept across refreshes (absent in locks of older versions)
+    owner: str | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__, sort_keys=True).encode()
@@ -53,7 +70,13 @@ class LockInfo:
     @classmethod
     def from_json(cls, raw: bytes) -> LockInfo:
         d: dict[str, Any] = json.loads(raw)
-        return cls(str(d["host"]), int(d["pid"]), d.get("pid_start"), bool(d["exclusive"]), float(d["time"]))
+        owner = d.get("owner")
+        return cls(str(d["host"]), int(d["pid"]), d.get("pid_start"), bool(d["exclusive"]), float(d["time"]),
+                   str(owner) if owner else None)
+
+    def holder(self) -> tuple[str, int, str | None]:
+        """Who holds it, the same across its refreshes."""
+        return (self.host, self.pid, self.owner)
 
     def describe(self) -> str:
         kind = "exclusive" if self.exclusive else "shared"
@@ -99,6 +122,8 @@ def delete_or_tombstone(backend: Backend, sealer: Sealer, name: str) -> None:
 def _try_delete(backend: Backend, name: str) -> None:
     try:
         backend.delete(name)
+    except FileNotFoundError:
+        pass  # another run removed it first
     except RepositoryAccessDenied:
         log.debug("may not delete %s (append-only storage); left for a run with full credentials", name)
 
@@ -112,8 +137,8 @@ def check_delete_allowed(backend: Backend, sealer: Sealer) -> None:
     except RepositoryAccessDenied:
         raise RepositoryAccessDenied(
             f"the storage of {backend.location} refuses deletes with these credentials (append-only): "
-            "forget and prune need credentials that may delete objects",
-            hint="run forget/prune where the full credentials are, e.g. on a management host") from None
+            "forget, prune and repair need credentials that may delete objects",
+            hint="run them where the full credentials are, e.g. on a management host") from None
 
 
 def read_lock(backend: Backend, sealer: Sealer, name: str) -> LockInfo | None:
@@ -133,15 +158,19 @@ class RepositoryLock:
     """A held lock; refreshes itself in a daemon thread until released."""
 
     def __init__(
-        self, backend: Backend, sealer: Sealer, *, exclusive: bool, clock: Clock = time.time
+        self, backend: Backend, sealer: Sealer, *, exclusive: bool, clock: Clock = time.time,
+        sleep: Sleep = time.sleep, rng: random.Random | None = None,
     ) -> None:
         self._backend = backend
         self._sealer = sealer
         self.exclusive = exclusive
         self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
         self._host = socket.gethostname()
         self._pid = os.getpid()
         self._pid_start = process_start_time(self._pid)
+        self._owner = secrets.token_hex(8)
         self._name: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -152,23 +181,40 @@ class RepositoryLock:
         return self._name
 
     def _info(self) -> LockInfo:
-        return LockInfo(self._host, self._pid, self._pid_start, self.exclusive, self._clock())
+        return LockInfo(self._host, self._pid, self._pid_start, self.exclusive, self._clock(), self._owner)
 
     def acquire(self) -> None:
-        if self.exclusive:
+        """Take the lock now, or RepositoryLocked naming who holds it (see the module docstring)."""
+        if self.exclusive:  # an exclusive lock is for deleting: say at once when the storage refuses it
             check_delete_allowed(self._backend, self._sealer)
-        self._name = write_lock(self._backend, self._sealer, self._info())
-        try:
-            self._check_others()
-        except BaseException:
-            delete_or_tombstone(self._backend, self._sealer, self._name)
-            self._name = None
-            raise
+        for round_ in range(1, CONTENTION_ROUNDS + 1):
+            self._name = write_lock(self._backend, self._sealer, self._info())
+            try:
+                conflicts = self._conflicts()
+            except BaseException:
+                self._withdraw()
+                raise
+            if not conflicts:
+                break
+            self._withdraw()
+            self._sleep(CONTENTION_PAUSE * round_ * self._rng.uniform(1.0, 5.0))
+            holders = {info.holder() for info in self._conflicts()}
+            staying = [info for info in conflicts if info.holder() in holders]
+            if staying or round_ == CONTENTION_ROUNDS:
+                raise RepositoryLocked(f"repository is locked: {(staying or conflicts)[0].describe()}")
+            log.debug("lock contention with a run that withdrew too; trying again")
         self._thread = threading.Thread(target=self._refresh_loop, name="repo-lock-refresh", daemon=True)
         self._thread.start()
 
-    def _check_others(self) -> None:
+    def _withdraw(self) -> None:
+        name, self._name = self._name, None
+        if name is not None:
+            delete_or_tombstone(self._backend, self._sealer, name)
+
+    def _conflicts(self) -> list[LockInfo]:
+        """Live locks of others that conflict with ours; stale ones are removed on the way."""
         now = self._clock()
+        found: list[LockInfo] = []
         names = ["locks/" + base for base, _size in self._backend.list("locks")]
         released = {n[: -len(RELEASED)] for n in names if n.endswith(RELEASED)}
         for name in names:
@@ -185,7 +231,8 @@ class RepositoryLock:
                 _try_delete(self._backend, name)
                 continue
             if self.exclusive or info.exclusive:
-                raise RepositoryLocked(f"repository is locked: {info.describe()}")
+                found.append(info)
+        return found
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(REFRESH_INTERVAL):
@@ -212,3 +259,33 @@ class RepositoryLock:
                     delete_or_tombstone(self._backend, self._sealer, self._name)
                 finally:
                     self._name = None
+
+
+def acquire_waiting(lock: RepositoryLock, wait: float, *, cancel: threading.Event | None = None,
+                    clock: Clock = time.monotonic) -> None:
+    """``lock.acquire()``, trying again with backoff for up to ``wait`` seconds while it is held
+    (said once in the log); then RepositoryLocked naming the holder. ``cancel`` ends the wait
+    (Cancelled)."""
+    deadline = clock() + wait
+    pause = LOCK_RETRY_FIRST
+    said = False
+    while True:
+        try:
+            lock.acquire()
+            return
+        except RepositoryLocked as exc:
+            left = deadline - clock()
+            if wait <= 0:
+                raise
+            if left <= 0:
+                raise RepositoryLocked(f"{exc.message}; still locked after waiting {wait:g} s") from None
+            if not said:
+                log.warning("%s; waiting up to %g s for it", exc.message, wait)
+                said = True
+        step = min(pause, left)
+        if cancel is not None:
+            if cancel.wait(step):
+                raise Cancelled("stopped while waiting for the repository lock")
+        else:
+            time.sleep(step)
+        pause = min(pause * 2, LOCK_RETRY_MAX)

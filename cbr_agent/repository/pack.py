@@ -14,7 +14,7 @@ from typing import NamedTuple
 import blake3
 
 from cbr_agent.crypto import Sealer
-from cbr_agent.repository.objects import AAD_PACK_HEADER
+from cbr_agent.repository.objects import AAD_PACK_HEADER, FLAG_COMPRESSED, FLAG_TREE
 
 HEADER_MAGIC = b"CBRP\x01"
 ENTRY = struct.Struct("<B32sIII")
@@ -69,14 +69,32 @@ def encode_header(entries: list[PackEntry]) -> bytes:
 
 
 def decode_header(plain: bytes) -> list[PackEntry]:
+    """The entries of a decrypted header; ValueError when malformed."""
     if not plain.startswith(HEADER_MAGIC) or (len(plain) - len(HEADER_MAGIC)) % ENTRY.size:
         raise ValueError("pack header is malformed")
     return [PackEntry._make(fields) for fields in ENTRY.iter_unpack(memoryview(plain)[len(HEADER_MAGIC) :])]
 
 
 def header_range(pack_size: int, tail: bytes) -> tuple[int, int]:
-    """(offset, length) of the sealed header, from the pack size and its last 4 bytes."""
+    """(offset, length) of the sealed header, from the pack size and its last 4 bytes; ValueError when
+    the pack is too short to hold a header (0-3 bytes: the leftover of a crash or a bad copy)."""
+    if pack_size < TAIL.size or len(tail) != TAIL.size:
+        raise ValueError(f"pack is truncated ({pack_size} bytes, too short for a header)")
     (length,) = TAIL.unpack(tail)
     if length + TAIL.size > pack_size or length < 28:
         raise ValueError("pack header length is out of range")
     return pack_size - TAIL.size - length, length
+
+
+def entries_fit(entries: list[PackEntry], header_offset: int) -> str | None:
+    """Why the entries of a header cannot describe the pack's body (overlapping or beyond the header,
+    a bad kind flag), or None. A header that authenticates is normally right; this guards index repair
+    against a header written by a buggy or foreign writer."""
+    end = 0
+    for e in sorted(entries, key=lambda e: e.offset):
+        if e.offset < end or e.offset + e.length > header_offset or e.length < 28:
+            return f"blob {e.blob_id.hex()} at offset {e.offset} does not fit the pack body"
+        if e.flags & ~(FLAG_TREE | FLAG_COMPRESSED):
+            return f"blob {e.blob_id.hex()} has unknown flags {e.flags:#x}"
+        end = e.offset + e.length
+    return None

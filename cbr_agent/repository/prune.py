@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from cbr_agent.crypto import AuthenticationFailed
 from cbr_agent.errors import IntegrityError, RepositoryError
+from cbr_agent.progress import Progress
 from cbr_agent.repository.index import INDEX_MAX_FILE_ENTRIES
 from cbr_agent.repository.lock import STALE_AFTER
 from cbr_agent.repository.pack import PackEntry
@@ -43,6 +44,7 @@ class PruneReport:
     bytes_before: int = 0
     bytes_after: int = 0
     warnings: list[str] = field(default_factory=list)
+    dry_run: bool = False
 
     @property
     def bytes_freed(self) -> int:
@@ -65,11 +67,17 @@ def prune(repo: Repository, **options: Any) -> PruneReport:
         return run_prune(repo, **options)
 
 
-def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = None) -> PruneReport:
+def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = None,
+              progress: Progress | None = None, dry_run: bool = False,
+              ignore_snapshots: frozenset[str] = frozenset()) -> PruneReport:
     """``max_unused``: a partly used pack is rewritten when more than this fraction of it is unused
-    (0.0 = rewrite every partly used pack). ``hook(stage)`` is called between stages (tests use it)."""
+    (0.0 = rewrite every partly used pack). ``hook(stage)`` is called between stages (tests use it).
+    ``progress`` counts snapshots read, then packs rewritten (and their bytes), then packs deleted.
+    ``dry_run``: classify and report what would go and what it would free, change nothing;
+    ``ignore_snapshots``: count these as forgotten already (what ``forget --dry-run --prune`` shows)."""
     step = hook or (lambda _stage: None)
-    report = PruneReport()
+    progress = progress or Progress()
+    report = PruneReport(dry_run=dry_run)
     repo.load_index()
     sizes = dict(repo.backend.list("data"))
     report.bytes_before = sum(sizes.values())
@@ -77,7 +85,7 @@ def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = 
     unindexed = set(sizes) - set(by_pack)
     if repo.damaged_index_files:
         _recover_unindexed(repo, sizes, by_pack, unindexed, report)
-    used = _used_blobs(repo, report)
+    used = _used_blobs(repo, report, progress, ignore_snapshots)
     report.blobs_used = len(used)
 
     # choose one copy of every used blob; classify packs
@@ -93,7 +101,8 @@ def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = 
         raise RepositoryError(
             f"prune stopped, nothing deleted: {len(missing)} blobs that snapshots use are missing "
             f"(e.g. {next(iter(missing)).hex()})",
-            hint="run 'cbr-agent check --read-data' to see which snapshots are damaged",
+            hint="run 'cbr-agent check --read-data' to see which snapshots are damaged, then 'cbr-agent "
+            "repair index' (when check says the index is incomplete) or 'cbr-agent repair snapshots'",
         )
     keep, delete, rewrite = [], [], []
     for pack_id, entries in by_pack.items():
@@ -110,6 +119,8 @@ def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = 
             (rewrite if unused > max_unused * total else keep).append(pack_id)
     report.blobs_removed = sum(1 for p in delete + rewrite for e in by_pack[p] if chosen.get(e.blob_id) != p)
     step("classified")
+    if dry_run:
+        return _estimate(report, sizes, by_pack, chosen, keep, delete, rewrite, unindexed)
     remove_temp = getattr(repo.backend, "remove_stale_temp_files", None)
     if remove_temp is not None:  # temp files of writers that crashed (no live writer: we hold the lock)
         remove_temp(STALE_AFTER)
@@ -125,7 +136,9 @@ def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = 
         return report  # nothing to remove and the index is already one file
 
     # (1) copy used blobs out of the packs being rewritten
-    new_packs, unrewritable = _rewrite(repo, rewrite, by_pack, chosen, report, step)
+    progress.start("rewriting packs", "packs", items_total=len(rewrite),
+                   bytes_total=sum(sizes[p] for p in rewrite))
+    new_packs, unrewritable = _rewrite(repo, rewrite, by_pack, chosen, report, step, progress)
     keep.extend(unrewritable)
     rewritten = [p for p in rewrite if p not in unrewritable]
     report.packs_rewritten = len(rewritten)
@@ -157,10 +170,12 @@ def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = 
         step("index-deleted")
     referenced = set(final)
     delete_set = set(delete)
+    progress.start("deleting packs", "packs", items_total=len(set(sizes) - referenced))
     for pack_id in sorted(sizes):
         if pack_id in referenced:
             continue
         repo.backend.delete("data/" + pack_id)
+        progress.items_done += 1
         if pack_id in unindexed:
             report.unindexed_packs_deleted += 1
         elif pack_id in delete_set:
@@ -193,14 +208,46 @@ def _recover_unindexed(
         unindexed.discard(pack_id)
 
 
-def _used_blobs(repo: Repository, report: PruneReport) -> set[bytes]:
-    try:
-        snapshots = repo.list_snapshots(strict=True)
-    except IntegrityError as exc:
-        raise RepositoryError(f"prune stopped, nothing deleted: {exc}") from None
+def _estimate(report: PruneReport, sizes: dict[str, int], by_pack: dict[str, list[PackEntry]],
+              chosen: dict[bytes, str], keep: list[str], delete: list[str], rewrite: list[str],
+              unindexed: set[str]) -> PruneReport:
+    """What a prune would do: packs deleted whole, the unused blobs of rewritten packs (their headers
+    shrink too, not counted), unindexed packs; nothing is changed."""
+    freed = sum(sizes[p] for p in delete) + sum(sizes[p] for p in unindexed)
+    freed += sum(e.length for p in rewrite for e in by_pack[p] if chosen.get(e.blob_id) != p)
+    report.packs_kept = len(keep)
+    report.packs_deleted = len(delete)
+    report.packs_rewritten = len(rewrite)
+    report.unindexed_packs_deleted = len(unindexed)
+    report.bytes_after = report.bytes_before - freed
+    return report
+
+
+REPAIR_HINT = "run 'cbr-agent repair snapshots' or 'cbr-agent forget {sid}', then prune again"
+
+
+def _used_blobs(repo: Repository, report: PruneReport, progress: Progress,
+                ignore_snapshots: frozenset[str] = frozenset()) -> set[bytes]:
+    # a snapshot that cannot be read might reference any blob: nothing may be deleted until it is
+    # repaired or forgotten
+    snapshots = []
+    for sid in repo.snapshot_ids():
+        if sid in ignore_snapshots:
+            continue
+        try:
+            snapshots.append(repo.load_snapshot(sid))
+        except RepositoryError as exc:
+            prefix = f"snapshot {sid} "
+            what = (exc.message if exc.message.startswith(prefix)
+                    else f"{prefix}cannot be read ({exc.message})")
+            raise RepositoryError(
+                f"prune stopped, nothing deleted: {what}", hint=REPAIR_HINT.format(sid=sid[:8])
+            ) from None
     report.snapshots = len(snapshots)
     used: set[bytes] = set()
+    progress.start("reading snapshots", "snapshots", items_total=len(snapshots))
     for snap in snapshots:
+        progress.items_done += 1
         stack = [snap.tree]
         while stack:
             tree_id = bytes.fromhex(stack.pop())
@@ -211,8 +258,9 @@ def _used_blobs(repo: Repository, report: PruneReport) -> set[bytes]:
                 nodes = decode_tree(repo.load_blob(tree_id))
             except (IntegrityError, ValueError) as exc:
                 raise RepositoryError(
-                    f"prune stopped, nothing deleted: snapshot {snap.id}: tree {tree_id.hex()}: {exc}",
-                    hint="run 'cbr-agent check --read-data'",
+                    f"prune stopped, nothing deleted: snapshot {snap.id}: tree {tree_id.hex()}: "
+                    f"{getattr(exc, 'message', exc)}",
+                    hint=_tree_hint(repo, snap.id or ""),
                 ) from None
             for _name, kind, blob_hex in referenced_blobs(nodes):
                 if kind == "tree":
@@ -222,6 +270,12 @@ def _used_blobs(repo: Repository, report: PruneReport) -> set[bytes]:
     return used
 
 
+def _tree_hint(repo: Repository, sid: str) -> str:
+    if not repo.index_files and any(True for _ in repo.backend.list("data")):
+        return "the index is missing: run 'cbr-agent repair index', then prune again"
+    return "run 'cbr-agent check' to see the damage; " + REPAIR_HINT.format(sid=sid[:8])
+
+
 def _rewrite(
     repo: Repository,
     rewrite: list[str],
@@ -229,6 +283,7 @@ def _rewrite(
     chosen: dict[bytes, str],
     report: PruneReport,
     step: Hook,
+    progress: Progress,
 ) -> tuple[dict[str, list[PackEntry]], list[str]]:
     """Copy the used blobs of ``rewrite`` packs (still sealed, after authenticating them) into new packs."""
     unrewritable: list[str] = []
@@ -241,6 +296,8 @@ def _rewrite(
                 data = repo.backend.get("data/" + pack_id)
             except FileNotFoundError:
                 raise RepositoryError(f"prune stopped: pack {pack_id} vanished") from None
+            progress.items_done += 1
+            progress.bytes_done += len(data)
             mine = [e for e in by_pack[pack_id] if chosen.get(e.blob_id) == pack_id]
             try:
                 sealed = [bytes(memoryview(data)[e.offset : e.offset + e.length]) for e in mine]

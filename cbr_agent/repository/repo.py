@@ -31,7 +31,7 @@ from cbr_agent.errors import (
 from cbr_agent.repository.backend import Backend
 from cbr_agent.repository.backends import BackendOptions, open_backend
 from cbr_agent.repository.index import BlobLocation, MasterIndex, decode_index, encode_index
-from cbr_agent.repository.lock import RepositoryLock
+from cbr_agent.repository.lock import RepositoryLock, acquire_waiting
 from cbr_agent.repository.objects import (
     AAD_CONFIG,
     AAD_INDEX,
@@ -41,7 +41,7 @@ from cbr_agent.repository.objects import (
     content_name,
     open_object,
 )
-from cbr_agent.repository.pack import TAIL, PackEntry, decode_header, header_range
+from cbr_agent.repository.pack import TAIL, PackEntry, decode_header, entries_fit, header_range
 from cbr_agent.repository.snapshot import Snapshot, decode_snapshot, encode_snapshot
 from cbr_agent.repository.writer import BlobWriter
 
@@ -65,7 +65,11 @@ class Repository:
         #: index files that could not be read at open (named by check; prune rebuilds from pack headers)
         self.damaged_index_files: dict[str, str] = {}
         self._held_locks: list[RepositoryLock] = []
+        #: seconds a lock waits for a conflicting one to go (``--retry-lock``); 0 fails at once
+        self.lock_wait = 0.0
         self._locks_mutex = threading.Lock()
+        #: name of the key file the password opened (``keys/<name>``), None when not known
+        self.key_name: str | None = None
 
     # ---------------------------------------------------------------- init / open
     @classmethod
@@ -102,22 +106,35 @@ class Repository:
             "sealed": base64.b64encode(sealed).decode("ascii"),
         }
         backend.put("config", json.dumps(head, indent=1).encode() + b"\n")  # last: marks it complete
-        return cls(backend, key, config)
+        repo = cls(backend, key, config)
+        repo.key_name = content_name(key_file)
+        return repo
 
     @classmethod
     def open(cls, url: str | Backend, password: str, *, options: BackendOptions | None = None) -> Repository:
         """Open an existing repository: RepositoryNotFound, WrongPassword, IntegrityError, RepositoryError."""
         backend = _backend(url, options)
         head = _read_config_head(backend)
-        key = _unlock(backend, password)
+        key, key_name = _unlock(backend, password)
         try:
             sealed = base64.b64decode(head["sealed"], validate=True)
             config = json.loads(key.sealer.open(sealed, AAD_CONFIG))
-        except (AuthenticationFailed, ValueError, KeyError, TypeError):
+        except (AuthenticationFailed, ValueError, KeyError, TypeError, RecursionError):
             raise IntegrityError(f"repository config of {backend.location} is damaged") from None
-        if config.get("id") != head.get("id") or config.get("version") != FORMAT_VERSION:
+        if (
+            not isinstance(config, dict)
+            or config.get("id") != head.get("id")
+            or config.get("version") != FORMAT_VERSION
+        ):
             raise IntegrityError(f"repository config of {backend.location} is damaged (id/version mismatch)")
-        repo = cls(backend, key, config)
+        try:
+            repo = cls(backend, key, config)
+            repo.compression_level  # noqa: B018 - read now so a bad value is named here, not mid-backup
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+            raise IntegrityError(
+                f"repository config of {backend.location} is damaged ({type(exc).__name__}: {exc})"
+            ) from None
+        repo.key_name = key_name
         repo.load_index()
         return repo
 
@@ -240,15 +257,24 @@ class Repository:
 
     def read_pack_header(self, pack_id: str, size: int, data: bytes | None = None) -> list[PackEntry]:
         """The entries a pack's own header lists (from ``data`` when the whole pack is at hand, else two
-        small range reads). IntegrityError/ValueError when damaged, FileNotFoundError when gone."""
+        small range reads). IntegrityError naming the pack when damaged, FileNotFoundError when gone."""
         name = "data/" + pack_id
-        tail = data[-TAIL.size :] if data is not None else self.backend.get(name, max(0, size - TAIL.size))
-        offset, length = header_range(size, tail)
-        sealed = (
-            data[offset : offset + length] if data is not None else self.backend.get(name, offset, length)
-        )
-        plain = open_object(self.key.sealer, sealed, AAD_PACK_HEADER, f"header of pack {pack_id}")
-        return decode_header(plain)
+        what = f"header of pack {pack_id}"
+        try:
+            end = max(0, size - TAIL.size)
+            tail = self.backend.get(name, end) if data is None else data[end:]
+            offset, length = header_range(size, tail)
+            sealed = (
+                data[offset : offset + length] if data is not None else self.backend.get(name, offset, length)
+            )
+            plain = open_object(self.key.sealer, sealed, AAD_PACK_HEADER, what)
+            entries = decode_header(plain)
+            misfit = entries_fit(entries, offset)
+            if misfit:
+                raise ValueError(misfit)
+        except ValueError as exc:
+            raise IntegrityError(f"{what} is damaged: {exc}") from None
+        return entries
 
     # ---------------------------------------------------------------- snapshots
     def save_snapshot(self, snapshot: Snapshot) -> str:
@@ -305,13 +331,18 @@ class Repository:
             if not snaps:
                 raise RepositoryError("the repository has no snapshots yet")
             return snaps[-1]
+        return self.load_snapshot(self.resolve_snapshot_id(ref))
+
+    def resolve_snapshot_id(self, ref: str) -> str:
+        """The full id of the snapshot a full id or unique id prefix names, without reading it (so that a
+        damaged snapshot can still be named, and forgotten)."""
         ref = ref.lower()
         matches = [sid for sid in self.snapshot_ids() if sid.startswith(ref)] if ref else []
         if not matches:
             raise RepositoryError(f"no snapshot matches {ref!r}", hint="list them with 'cbr-agent snapshots'")
         if len(matches) > 1:
             raise RepositoryError(f"snapshot id prefix {ref!r} is ambiguous ({len(matches)} snapshots)")
-        return self.load_snapshot(matches[0])
+        return matches[0]
 
     def forget_snapshot(self, snapshot_id: str) -> None:
         """Remove a snapshot (its data stays until prune)."""
@@ -321,10 +352,12 @@ class Repository:
 
     # ---------------------------------------------------------------- locks
     @contextmanager
-    def lock(self, *, exclusive: bool) -> Iterator[None]:
-        """Shared (backup) or exclusive (prune) lock; RepositoryLocked when another run conflicts."""
+    def lock(self, *, exclusive: bool, wait: float | None = None,
+             cancel: threading.Event | None = None) -> Iterator[None]:
+        """Shared (backup) or exclusive (prune) lock; RepositoryLocked when another run holds a
+        conflicting one after waiting ``wait`` seconds (default :attr:`lock_wait`, 0: fail at once)."""
         held = RepositoryLock(self.backend, self.key.sealer, exclusive=exclusive)
-        held.acquire()
+        acquire_waiting(held, self.lock_wait if wait is None else wait, cancel=cancel)
         with self._locks_mutex:
             self._held_locks.append(held)
         try:
@@ -370,9 +403,10 @@ def _read_config_head(backend: Backend) -> dict[str, Any]:
         head = json.loads(raw)
         if not isinstance(head, dict):
             raise ValueError
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RepositoryError(
-            f"{backend.location} is not a cbr-agent repository (config is not ours)"
+            f"{backend.location} is not a cbr-agent repository, or its config file is damaged "
+            "(config is not JSON)"
         ) from None
     if head.get("format") != FORMAT_MAGIC:
         raise RepositoryError(f"{backend.location} is not a cbr-agent repository (config is not ours)")
@@ -385,7 +419,7 @@ def _read_config_head(backend: Backend) -> dict[str, Any]:
     return head
 
 
-def _unlock(backend: Backend, password: str) -> MasterKey:
+def _unlock(backend: Backend, password: str) -> tuple[MasterKey, str]:
     damaged: list[str] = []
     tried = 0
     for name, _size in sorted(backend.list("keys")):
@@ -400,7 +434,7 @@ def _unlock(backend: Backend, password: str) -> MasterKey:
             damaged.append(f"keys/{name} ({exc})")
             continue
         if key is not None:
-            return key
+            return key, name
     if tried == 0:
         raise RepositoryError(f"repository {backend.location} has no key files", hint="it is damaged")
     if damaged and len(damaged) == tried:

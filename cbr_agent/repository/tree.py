@@ -46,15 +46,37 @@ def decode_tree(data: bytes) -> list[dict[str, Any]]:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:  # escaped lone surrogates (names that are not UTF-8)
             doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not a tree blob: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"not a tree blob: {type(exc).__name__}: {exc}") from None
     if not isinstance(doc, dict) or doc.get("v") != _FORMAT or not isinstance(doc.get("nodes"), list):
         raise ValueError("not a tree blob (format marker missing)")
     nodes = doc["nodes"]
+    ids: list[Any] = []  # the references every walker follows: checked here, so no walker trips over them
     for node in nodes:
         if not isinstance(node, dict) or not isinstance(node.get("name"), str) or "type" not in node:
             raise ValueError("tree node without name or type")
+        content = node.get("content")
+        if content is not None:
+            if not isinstance(content, list):
+                raise ValueError(f"tree node {node['name']!r}: content is not a list")
+            ids += content
+        subtree = node.get("subtree")
+        if subtree is not None:
+            ids.append(subtree)
+    if ids and not _all_blob_ids(ids):
+        raise ValueError("tree refers to a blob by an id that is not 64 hex digits")
     return nodes
+
+
+def _all_blob_ids(ids: list[Any]) -> bool:
+    """Whether every item is a 64-digit hex string: two C-level passes over all of them (a Python call
+    per id made decoding a tree four times slower; now about 0.3 us per node more than no check)."""
+    try:
+        joined = "".join(ids)  # TypeError unless all are strings
+        # fromhex skips white space: count the bytes it made
+        return set(map(len, ids)) == {64} and len(bytes.fromhex(joined)) == 32 * len(ids)
+    except (TypeError, ValueError):
+        return False
 
 
 def referenced_blobs(nodes: list[dict[str, Any]]) -> Iterator[tuple[str, str, str]]:

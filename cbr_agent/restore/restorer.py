@@ -35,7 +35,9 @@ from typing import Any
 from cbr_agent.backup.longpath import close_all, short
 from cbr_agent.errors import IntegrityError, RepositoryError, RestoreError
 from cbr_agent.memtune import cap_malloc_arenas
+from cbr_agent.progress import Progress
 from cbr_agent.restore.metadata import IS_ROOT, FileMeta, apply_path
+from cbr_agent.restore.select import Excluded, Selection, normal_paths
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,8 @@ _META_KEYS = ("mode", "uid", "gid", "user", "group", "mtime_ns", "xattrs")
 
 @dataclass
 class RestoreSummary:
-    files: int = 0
+    files: int = 0          # files restored (with --dry-run: that would be restored)
+    files_failed: int = 0   # files not restored (damaged data, write errors); each is in ``errors``
     dirs: int = 0
     others: int = 0
     hardlinks: int = 0
@@ -110,10 +113,6 @@ def check_name(name: Any) -> str:
     return name
 
 
-def _inside(path: str, prefix: str) -> bool:
-    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
-
-
 def work_items(batch_locs: dict[bytes, Any], refs: dict[bytes, list[tuple[_FileJob, int]]]) -> list[_Item]:
     """The reads for a batch: per pack, blobs by offset, cut at RANGE_BYTES, ITEM_BLOBS and gaps over
     GAP_BYTES; the biggest reads first, so the slowest do not end up last."""
@@ -142,7 +141,7 @@ def work_items(batch_locs: dict[bytes, Any], refs: dict[bytes, list[tuple[_FileJ
 
 class Restorer:
     def __init__(self, repo: Any, target: str, *, overwrite: str = "always", dry_run: bool = False,
-                 threads: int = 0) -> None:
+                 threads: int = 0, progress: Progress | None = None) -> None:
         if overwrite not in OVERWRITE:
             raise ValueError(f"overwrite must be one of {', '.join(OVERWRITE)}")
         self.repo = repo
@@ -151,6 +150,8 @@ class Restorer:
         self.dry_run = dry_run
         self.threads = threads
         self.summary = RestoreSummary(dry_run=dry_run)
+        #: files and bytes of file contents handled so far (restored, failed or left alone)
+        self.progress = progress or Progress()
         self._lock = threading.Lock()
         self._dirs: list[tuple[str, dict[str, Any]]] = []
         self._links: list[tuple[str, tuple[int, int]]] = []
@@ -166,11 +167,16 @@ class Restorer:
         self._pool: ThreadPoolExecutor | None = None
         self._in_flight = 0  # items handed to the threads and not collected yet, at most
         self._pending: deque[Future[None]] = deque()
+        self._planned = (0, 0)  # files and content bytes the walk found so far
 
     # ------------------------------------------------------------------ public
-    def run(self, tree_id: str, includes: Sequence[str] = ()) -> RestoreSummary:
-        includes = [os.path.normpath("/" + p.strip("/")) if p != "/" else "/" for p in includes] or ["/"]
-        missing = self._missing(tree_id, includes)
+    def run(self, tree_id: str, includes: Sequence[str] = (), *, excluded: Excluded | None = None,
+            check_missing: bool = True) -> RestoreSummary:
+        """``excluded(path, name)``: entries left out with everything below them; ``check_missing``:
+        refuse include paths the snapshot does not have (off when they come from a walk of it)."""
+        includes = normal_paths(includes)
+        self._selection = Selection(includes, excluded)
+        missing = self._missing(tree_id, includes) if check_missing else []
         if missing:
             raise RestoreError(f"not in the snapshot: {', '.join(missing)}",
                                hint="list the snapshot with 'cbr-agent ls SNAPSHOT'")
@@ -181,7 +187,11 @@ class Restorer:
                 raise RestoreError(f"cannot create target {self.target}: {exc.strerror}") from None
         try:
             try:
+                self.progress.start("restoring", "files", items_total=self.progress.items_total,
+                                    bytes_total=self.progress.bytes_total)
                 self._walk(tree_id, includes)
+                # every file is planned now: the totals are exact
+                self.progress.items_total, self.progress.bytes_total = self._planned
                 self._hand_over()
             finally:
                 self._drain()
@@ -211,7 +221,7 @@ class Restorer:
         return missing
 
     def _walk(self, tree_id: str, includes: list[str]) -> None:
-        everything = "/" in includes
+        visit = self._selection.visit
         root_gid = self._new_file_gid(self.target)
         # (tree id, path in the snapshot, destination, group of new files there, created by us)
         stack: list[tuple[str, str, str, int, bool]] = [(tree_id, "/", self.target, root_gid, False)]
@@ -232,8 +242,8 @@ class Restorer:
                     self._error(dest_dir, str(exc))
                     continue
                 snap_path = snap_dir.rstrip("/") + "/" + name
-                wanted = everything or any(_inside(snap_path, inc) for inc in includes)
-                if not (wanted or any(_inside(inc, snap_path) for inc in includes)):
+                wanted, walk_in = visit(snap_path, name)
+                if not walk_in:
                     continue
                 dest = dest_dir + "/" + name
                 kind = node.get("type")
@@ -314,6 +324,9 @@ class Restorer:
     def _plan_entry(self, dest: str, node: dict[str, Any], gid: int, fresh: bool) -> None:
         if not fresh and self._skip_existing(dest, node):
             self.summary.skipped += 1
+            if node.get("type") == "file":
+                self._count_planned(int(node.get("size", 0)))
+                self._count_done(int(node.get("size", 0)))
             return
         kind = node.get("type")
         if kind != "file":
@@ -335,7 +348,7 @@ class Restorer:
         job = _FileJob(dest, self._tmp_name(dest), meta, create_mode, int(node.get("size", 0)))
         if links > 1:
             self._first_of_inode[key] = job
-        self.summary.files += 1
+        self._count_planned(job.size)
         batch = self._batch
         batch.files += 1
         offset = 0
@@ -360,8 +373,12 @@ class Restorer:
             for users in batch.refs.values():
                 users[:] = [u for u in users if u[0] is not job]
             job.remaining = 0
-        else:
-            self.summary.bytes_written += offset
+        if self.dry_run:
+            if job.failed:
+                self._failed(job, job.failed)
+            else:
+                self._restored(job)
+            return
         if job.remaining == 0:
             batch.empty.append(job)
         elif job.remaining == 1:
@@ -475,11 +492,34 @@ class Restorer:
             if done:
                 self._finish_file(job)
 
+    def _count_planned(self, size: int) -> None:
+        files, nbytes = self._planned
+        self._planned = (files + 1, nbytes + size)
+
+    def _count_done(self, size: int) -> None:
+        with self._lock:
+            self.progress.items_done += 1
+            self.progress.bytes_done += size
+
+    def _restored(self, job: _FileJob) -> None:
+        with self._lock:  # one lock round trip per file: this runs for every file restored
+            self.summary.files += 1
+            self.summary.bytes_written += job.size
+            self.progress.items_done += 1
+            self.progress.bytes_done += job.size
+
+    def _failed(self, job: _FileJob, reason: str) -> None:
+        self._error(job.final, reason)
+        with self._lock:
+            self.summary.files_failed += 1
+            self.progress.items_done += 1
+            self.progress.bytes_done += job.size
+
     def _finish_file(self, job: _FileJob, fd: int = -1) -> None:
         if job.failed:
             if fd >= 0:
                 os.close(fd)
-            self._error(job.final, f"not restored: {job.failed}")
+            self._failed(job, f"not restored: {job.failed}")
             _unlink_quietly(job.tmp)
             return
         try:
@@ -489,7 +529,7 @@ class Restorer:
                 os.ftruncate(fd, job.size)  # the size, holes at the end included
             problems = job.meta.apply(fd)
         except OSError as exc:
-            self._error(job.final, f"cannot write: {exc.strerror}")
+            self._failed(job, f"cannot write: {exc.strerror}")
             _unlink_quietly(job.tmp)
             return
         finally:
@@ -498,9 +538,10 @@ class Restorer:
         try:
             os.rename(short(job.tmp), short(job.final))
         except OSError as exc:
-            self._error(job.final, f"cannot move into place: {exc.strerror}")
+            self._failed(job, f"cannot move into place: {exc.strerror}")
             _unlink_quietly(job.tmp)
             return
+        self._restored(job)
         if problems:
             self._problems(job.final, problems)
 
@@ -577,8 +618,36 @@ def _unlink_quietly(path: str) -> None:
 
 
 def restore_snapshot(repo: Any, snapshot: Any, target: str, *, paths: Sequence[str] = (),
-                     overwrite: str = "always", dry_run: bool = False, threads: int = 0) -> RestoreSummary:
-    """Restore ``snapshot`` (or ``paths`` inside it) below ``target``; see the module docstring."""
+                     overwrite: str = "always", dry_run: bool = False, threads: int = 0,
+                     progress: Progress | None = None, include: Sequence[str] = (),
+                     exclude: Sequence[str] = ()) -> RestoreSummary:
+    """Restore ``snapshot`` (or ``paths`` inside it) below ``target``; see the module docstring.
+    ``progress`` counts files and bytes as they are done (totals from the snapshot's summary for a
+    whole snapshot, else once the walk has found every file). ``include`` / ``exclude``: patterns (see
+    :mod:`cbr_agent.restore.select`)."""
+    from cbr_agent.restore.select import compile_patterns, exclude_predicate, include_matches
+
     cap_malloc_arenas()
-    restorer = Restorer(repo, target, overwrite=overwrite, dry_run=dry_run, threads=threads)
-    return restorer.run(snapshot.tree, paths)
+    excluded = exclude_predicate(compile_patterns(exclude, "--exclude"), snapshot.paths)
+    whole = not any(p.strip("/") for p in paths) and not include and not exclude
+    if progress is not None and whole:
+        summary = getattr(snapshot, "summary", None) or {}
+        if "bytes_total" in summary:
+            progress.items_total = sum(int(summary.get(k, 0)) for k in
+                                       ("files_new", "files_changed", "files_unchanged"))
+            progress.bytes_total = int(summary["bytes_total"])
+    restorer = Restorer(repo, target, overwrite=overwrite, dry_run=dry_run, threads=threads,
+                        progress=progress)
+    if not include:
+        return restorer.run(snapshot.tree, paths, excluded=excluded)
+    if paths:
+        missing = restorer._missing(snapshot.tree, normal_paths(paths))
+        if missing:
+            raise RestoreError(f"not in the snapshot: {', '.join(missing)}",
+                               hint="list the snapshot with 'cbr-agent ls SNAPSHOT'")
+    matches = include_matches(repo, snapshot.tree, snapshot.paths, compile_patterns(include, "--include"),
+                              paths or ("/",), excluded)
+    if not matches:
+        raise RestoreError("nothing in the snapshot matches the --include patterns",
+                           hint="try them with 'cbr-agent find PATTERN'")
+    return restorer.run(snapshot.tree, matches, excluded=excluded, check_missing=False)

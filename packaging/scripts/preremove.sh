@@ -15,10 +15,14 @@ case "${1:-}" in
     *) exit 0 ;;  # upgrades keep the service running; the new postinst restarts it
 esac
 
-# stop first: a running daemon would heartbeat the agent back to 'normal'
+# stop first: a running daemon would heartbeat the agent back to 'normal'. As %systemd_preun and
+# dh_installsystemd: disable --now where systemd runs, disable (the wants/ link) where it does not.
 if [ -z "$root" ] && command -v systemctl >/dev/null 2>&1; then
-    if [ -d /run/systemd/system ]; then systemctl stop "$unit" || true; fi
-    systemctl disable "$unit" >/dev/null 2>&1 || true
+    if [ -d /run/systemd/system ]; then
+        systemctl --no-reload disable --now "$unit" >/dev/null 2>&1 || true
+    else
+        systemctl --no-reload disable "$unit" >/dev/null 2>&1 || true
+    fi
 fi
 
 # only an agent that has an identity was ever registered

@@ -24,6 +24,7 @@ def not_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)  # files holding secrets must be private (tests/unit/test_privatefile.py)
     return path
 
 
@@ -60,7 +61,8 @@ def test_every_key_is_read_from_its_environment_variable(key, tmp_path: Path) ->
                "log_format": "json", "tls_verify": "false", "one_file_system": "false",
                "request_timeout": "5", "heartbeat_interval": "5", "backup_processes": "2",
                "s3_endpoint": "https://obs.example.test", "s3_path_style": "true", "s3_connections": "8",
-               "s3_retries": "2", "s3_tls_verify": "false", "limit_upload": "512", "limit_download": "1024"}
+               "s3_retries": "2", "s3_tls_verify": "false", "limit_upload": "512", "limit_download": "1024",
+               "allow_reload_identity_change": "true"}
     value = samples.get(key.name, "some-value")
     env = {ENV_PREFIX + key.name.upper(): value, ENV_PREFIX + "STATE_DIR": str(tmp_path)}
     for name in ("credentials_file", "sk_file", "token_file", "password_file"):

@@ -59,7 +59,7 @@ def test_uninstall_then_remove_against_the_server(cp_server, agent_host_factory)
     marked = host.cli("uninstall", "--json")
     assert marked.returncode == 0 and json.loads(marked.stdout)["status"] == "uninstall"
     assert cp_server.client().show_agent(agent_id).status == "uninstall"
-    removed = host.cli("uninstall", "--remove")
+    removed = host.cli("uninstall", "--remove", "--yes")
     assert removed.returncode == 0
     assert "deletes all of its backups" in removed.stderr
     assert cp_server.client().list_agents(agent_ids=[agent_id]).agents == ()

@@ -295,7 +295,7 @@ def test_chunked_body_over_12mb_is_413(wire: Wire) -> None:
 
 
 def test_unknown_route_and_method(wire: Wire) -> None:
-    result = wire.request("GET", f"/v3/{wire.server.project_id}/vaults")
+    result = wire.request("GET", f"/v3/{wire.server.project_id}/replications")
     assert error_of(result[0], result[2])[:2] == (404, "APIGW.0101")
     result = wire.request("PATCH", wire.agents())
     assert error_of(result[0], result[2])[:2] == (405, "APIGW.0101")

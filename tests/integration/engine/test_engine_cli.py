@@ -32,7 +32,8 @@ def test_init_generates_a_password_file_and_records_the_repository(tmp_path: Pat
     repo = tmp_path / "nas" / "repo"
     assert run(["--state-dir", str(tmp_path / "state"), "init", "--repository", str(repo)]) == 0
     captured = capsys.readouterr()
-    password_file = config.parent / "repository.password"
+    password_file = tmp_path / "state" / "repository.password"  # the state dir: writable by the service
+    assert not (config.parent / "repository.password").exists()
     assert "KEEP A COPY" in captured.err and str(password_file) in captured.err
     assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
     password = password_file.read_text().strip()
@@ -64,7 +65,8 @@ def test_backup_of_configured_paths_with_a_fresh_default_repository(tmp_path: Pa
     code, summary = run_json(capsys, "--state-dir", state, "backup", "--json")
     assert code == 0, summary
     assert summary["paths"] == [str(src)] and summary["files_new"] == 1
-    assert (tmp_path / "repository.password").exists()  # generated for the default repository
+    assert (tmp_path / "state" / "repository.password").exists()  # generated for the default repository
+    assert not (tmp_path / "repository.password").exists()
     code, listing = run_json(capsys, "--state-dir", state, "ls", "latest", str(src), "--json")
     assert [e["path"] for e in listing] == [str(src), str(src / "keep.txt")]
 

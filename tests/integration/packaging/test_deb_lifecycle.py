@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import ServerProcess
 from tests.integration.packaging.conftest import Built, DpkgRoot
 
 pytestmark = pytest.mark.slow
@@ -153,3 +154,53 @@ def test_removal_is_never_blocked_by_an_unreachable_control_plane(
     assert elapsed < 30, f"removal took {elapsed:.1f} s"
     assert not (dpkg_root / "opt/cbr-agent").exists()
     assert not shutil.which(str(dpkg_root / "usr/bin/cbr-agent"))
+
+
+def test_purge_keeps_the_repository_with_snapshots_and_its_password(
+        built_packages: Built, dpkg_root: DpkgRoot, tmp_path: Path) -> None:
+    """Purge deletes config, state and cache, but never the backups (issue 9, item 3)."""
+    dpkg_root.install(built_packages.deb)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f.txt").write_text("precious\n")
+    proc = dpkg_root.cli("backup", str(data), env={"CBR_AGENT_INSECURE_TEST_KDF": "1"})
+    assert proc.returncode == 0, proc.stderr
+    repository = dpkg_root.state_dir / "repository"
+    password = dpkg_root.state_dir / "repository.password"
+    assert password.exists() and len(list((repository / "snapshots").iterdir())) == 1
+
+    proc = dpkg_root.dpkg("--purge", "cbr-agent")
+    assert proc.returncode == 0, proc.stderr
+    assert f"kept the repository {repository}: it holds 1 snapshot(s)" in proc.stderr
+    assert f"kept its password {password}" in proc.stderr
+    assert dpkg_root.status() in ("", "not-installed")
+    assert sorted(p.name for p in dpkg_root.state_dir.iterdir()) == ["repository", "repository.password"]
+    assert not (dpkg_root / "etc/cbr-agent").exists() and not (dpkg_root / "var/cache/cbr-agent").exists()
+    # and the backups restore with the kept password, with no package left
+    from cbr_agent.repository import Repository
+
+    repo = Repository.open(str(repository), password.read_text().strip())
+    assert len(repo.list_snapshots()) == 1
+
+
+class PackagedServer(ServerProcess):
+    """``cbr-agent server`` as the package installed it (its venv), not the source tree."""
+
+    def __init__(self, directory: Path, executable: Path) -> None:
+        super().__init__(directory)
+        self.executable = executable
+
+    def command(self) -> list[str]:
+        return [str(self.executable), *super().command()[3:]]
+
+
+def test_the_packaged_venv_runs_the_server(installed_root: DpkgRoot, tmp_path: Path) -> None:
+    """The package ships the server extra: `cbr-agent server` starts from it (issue 9, item 2)."""
+    server = PackagedServer(tmp_path / "server", installed_root / "usr/bin/cbr-agent")
+    assert server.command()[:2] == [str(installed_root / "usr/bin/cbr-agent"), "server"]
+    server.start()
+    try:
+        # it serves the API with its credentials (signed AK/SK calls); the root's agent stays unregistered
+        assert list(server.client().list_agents().agents) == []
+    finally:
+        assert server.stop() == 0, server.log_text()

@@ -48,8 +48,22 @@ def test_cloud_init_runs_install_sh_with_a_root_only_settings_file() -> None:
     assert ["rm", "-f", settings["path"]] in data["runcmd"]
 
 
+def role_tasks() -> list[dict]:
+    return yaml.safe_load((EXAMPLES / "ansible/roles/cbr_agent/tasks/main.yml").read_text())
+
+
+def flat_tasks(tasks: list[dict]) -> list[dict]:
+    """Every task, with the ones inside block/rescue/always."""
+    out = []
+    for task in tasks:
+        out.append(task)
+        for part in ("block", "rescue", "always"):
+            out += flat_tasks(task.get(part) or [])
+    return out
+
+
 def test_ansible_role_calls_install_sh_idempotently_and_hides_secrets() -> None:
-    tasks = yaml.safe_load((EXAMPLES / "ansible/roles/cbr_agent/tasks/main.yml").read_text())
+    tasks = flat_tasks(role_tasks())
     (install,) = [t for t in tasks if "install.sh" in str(t.get("ansible.builtin.command", ""))]
     argv = install["ansible.builtin.command"]["argv"]
     assert {a for a in argv if a.startswith("--")} <= install_options()
@@ -71,3 +85,29 @@ def test_the_playbook_uses_the_role_and_shows_the_fleet() -> None:
     assert "cbr-agent agents" in commands
     assert (EXAMPLES / "ansible/roles" / "cbr_agent").is_dir()
     assert Path(EXAMPLES / "ansible/inventory.ini").read_text().count("cbr_agent_paths=") >= 1
+
+
+def test_ansible_role_removes_the_settings_file_whatever_happens() -> None:
+    """The settings file holds the secret key: like the cloud-init example, the role deletes it once
+    install.sh ran, and does so in an ``always`` section, so a failed install does not leave it."""
+    tasks = role_tasks()
+    (guarded,) = [t for t in tasks if "block" in t]
+    written = [t["ansible.builtin.template"]["dest"] for t in guarded["block"]
+               if "ansible.builtin.template" in t]
+    assert len(written) == 1
+    assert any("install.sh" in str(t.get("ansible.builtin.command", "")) for t in guarded["block"])
+    removed = [t["ansible.builtin.file"] for t in guarded.get("always") or [] if "ansible.builtin.file" in t]
+    assert {"path": written[0], "state": "absent"} in removed
+    # every task that writes or removes the staging file leaves the "changed" verdict to install.sh
+    for task in [*guarded["block"], *guarded["always"]]:
+        if "ansible.builtin.template" in task or "ansible.builtin.file" in task:
+            assert task.get("changed_when") is False, task["name"]
+
+
+def test_ansible_role_registers_only_what_it_uses() -> None:
+    text = (EXAMPLES / "ansible/roles/cbr_agent/tasks/main.yml").read_text()
+    for task in flat_tasks(role_tasks()):
+        name = task.get("register")
+        if name:
+            uses = len(re.findall(rf"\b{name}\b", text)) - 1
+            assert uses >= 1, f"'{task['name']}' registers {name}, which nothing uses"

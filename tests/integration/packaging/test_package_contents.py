@@ -41,6 +41,13 @@ EXPECTED = {
     "/var/lib/cbr-agent": 0o040700,
     "/var/cache/cbr-agent": 0o040700,
     "/usr/share/doc/cbr-agent/README.md": 0o100644,
+    "/usr/share/bash-completion/completions/cbr-agent": 0o100644,
+    "/usr/share/man/man1/cbr-agent.1.gz": 0o100644,
+    # the directories it creates are its own (rpm lists only what it is told)
+    "/opt/cbr-agent": 0o040755,
+    "/opt/cbr-agent/wheels": 0o040755,
+    "/opt/cbr-agent/libexec": 0o040755,
+    "/usr/share/doc/cbr-agent": 0o040755,
 }
 
 
@@ -87,6 +94,8 @@ def test_deb_holds_the_files_with_their_modes(built_packages: Built) -> None:
             assert any(w.startswith(dep + "-") and ("abi3" in w or f"-{tag}-" in w) for w in wheels), \
                 (dep, version)
     assert not any(p.startswith("/opt/cbr-agent/venv") for p in listing), "the venv is built at install"
+    # zsh finds vendor completions here on Debian and Ubuntu
+    assert listing.get("/usr/share/zsh/vendor-completions/_cbr-agent") == 0o100644
 
 
 def test_deb_control_declares_python_and_the_conffile(built_packages: Built) -> None:
@@ -118,6 +127,7 @@ def test_rpm_declares_what_the_deb_does(built_packages: Built) -> None:
     files = info.files
     for path, mode in EXPECTED.items():
         assert path in files and files[path].mode == mode, f"{path}: {files.get(path)}"
+    assert files["/usr/share/zsh/site-functions/_cbr-agent"].mode == 0o100644  # zsh's path on RPM systems
     env_flags = files["/etc/cbr-agent/agent.env"].flags
     assert env_flags & RPMFILE_CONFIG and env_flags & RPMFILE_NOREPLACE
     scripts = REPO / "packaging" / "scripts"
@@ -154,7 +164,8 @@ def test_wheel_installs_with_pip_into_a_fresh_venv(built_packages: Built, instal
     subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", "--without-pip", str(target)], check=True)
     wheels = installed_root / "opt/cbr-agent/wheels"
     pip = next(wheels.glob("pip-*.whl"))
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
+    # without PYTHONPATH: a source tree on it (with its egg-info) would make pip skip the package
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PIP_CONFIG_FILE": os.devnull}
     subprocess.run([str(target / "bin/python"), f"{pip}/pip", "install", "--isolated", "--no-index",
                     "--find-links", str(wheels), "--quiet", str(built_packages.wheel)],
                    check=True, env=env, timeout=300)

@@ -188,7 +188,15 @@ def test_append_only_credentials_back_up_and_restore_but_not_forget(moto_s3, fau
     assert (tmp_path / "out" / src.relative_to("/") / "a.txt").read_bytes() == b"first\n"
     assert cli.json("check", "--read-data")["ok"]
     assert cli.json("forget", "--keep-last", "1", "--dry-run")["forget"] == [first["snapshot_id"]]
-    for args in (("forget", "--keep-last", "1"), ("prune",)):
+    # what only reads (or only says what it would do) works as well, with shared locks
+    assert cli.json("forget", first["snapshot_id"], "--dry-run")["forget"] == [first["snapshot_id"]]
+    assert cli.json("prune", "--dry-run", "--retry-lock", "5s")["dry_run"]
+    assert cli.json("check", "--read-data-subset", "1/2")["ok"]
+    assert [s["snapshot"] for s in cli.json("find", "a.txt")] == [first["snapshot_id"], second["snapshot_id"]]
+    diff = cli.run("diff", first["snapshot_id"], second["snapshot_id"], "--limit-download", "4096")
+    assert diff.returncode == 0 and "a.txt" in diff.stdout, diff.stderr
+    for args in (("forget", "--keep-last", "1"), ("forget", first["snapshot_id"]), ("prune",),
+                 ("repair", "index")):
         done = cli.run(*args)
         assert done.returncode == 5
         assert "need credentials that may delete" in one_line_error(done)

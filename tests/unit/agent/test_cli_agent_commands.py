@@ -212,7 +212,10 @@ def test_uninstall_marks_and_remove_deletes(host: Host) -> None:
     code, out, _ = host("uninstall")
     assert code == 0 and "marked 'uninstall'" in out
     assert host.control_plane().show_agent(agent_id).status == "uninstall"
-    code, out, err = host("uninstall", "--remove")
+    code, _, err = host("uninstall", "--remove")  # not on a terminal: --yes is required
+    assert code == 2 and "--yes" in err and len(err.strip().splitlines()) == 1
+    assert host.control_plane().show_agent(agent_id).status == "uninstall"
+    code, out, err = host("uninstall", "--remove", "--yes")
     assert code == 0 and "deletes all of its backups" in err
     assert host.control_plane().list_agents().agents == ()
     assert json.loads(host("status", "--json")[1])["registered"] is False
@@ -269,7 +272,7 @@ def test_run_once_with_unreadable_files_exits_3(host: Host, tmp_path: Path,
     job = RecordingJob(lambda cancel: Summary("snap-2", ["/x: permission denied"]))
     assert _run_once(host.settings(), job=job.factory) == 3
     out, err = capsys.readouterr()
-    assert "snapshot snap-2" in out and "1 warning(s)" in err
+    assert "snapshot snap-2" in out and "1 warning:" in err
     assert load_agent_state(host.state)["last_backup"]["status"] == "warnings"
 
 
@@ -298,7 +301,7 @@ def test_run_once_with_the_real_engine(host: Host, tmp_path: Path) -> None:
     host("path", "add", str(data), "-e", "*.tmp")
     code, out, err = host("run", "--once")
     assert code == 0, err
-    assert "backed up 1 path(s): snapshot" in out
+    assert "backed up 1 path: snapshot" in out
     last = load_agent_state(host.state)["last_backup"]
     assert last["status"] == "ok" and last["snapshot_id"]
 
@@ -318,7 +321,7 @@ def test_run_once_backs_up_the_cached_paths_while_the_control_plane_is_away(
     monkeypatch.setenv("CBR_AGENT_TOKEN", "not-needed-when-nobody-answers")
     code, out, err = host("run", "--once")
     assert code == 4, err
-    assert "backed up 1 path(s): snapshot" in out and "registered" not in out
+    assert "backed up 1 path: snapshot" in out and "registered" not in out
     assert "control plane is unavailable" in err and "paths cached at" in err
     state = load_agent_state(host.state)
     assert state["last_backup"]["status"] == "ok" and state["last_error"]
@@ -361,3 +364,18 @@ def test_environment_controls_every_command(tmp_path: Path, monkeypatch: pytest.
     assert (tmp_path / "envstate" / "identity.json").exists()
     assert os.path.exists(tmp_path / "envstate" / "controlplane.db")
     capsys.readouterr()
+
+
+def test_status_says_when_its_config_file_is_not_present(host: Host, capsys) -> None:
+    from cbr_agent.config import default_config_file
+
+    code, out, _ = host("status")
+    assert code == 0 and f"config file:     {host.config}\n" in out
+    default = default_config_file()  # used when none is chosen; it need not exist
+    if default.exists():
+        pytest.skip(f"{default} exists on this machine")
+    assert run(["status", "--state-dir", str(host.state)]) == 0
+    assert f"config file:     {default} (not present" in capsys.readouterr().out
+    assert run(["status", "--json", "--state-dir", str(host.state)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config_file"] == str(default) and report["config_file_present"] is False

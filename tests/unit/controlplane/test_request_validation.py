@@ -115,3 +115,65 @@ def test_normalized_paths_are_absolute_and_stable(segments: list[str]) -> None:
     assert path == "/" or not path.endswith("/")
     assert "//" not in path and "/./" not in path + "/" and "/../" not in path + "/"
     assert validation.parse_add_path({"add_path": [path]}).paths == (path,)
+
+
+# -- hostile bodies: whatever the bytes, a 400 and nothing else (issue 10.8) ----------------------
+
+@pytest.mark.parametrize(("body", "words"), [
+    (b'{"agent": ' + b"1" * 4301 + b"}", ["4301 digits"]),  # Python's own limit: a ValueError
+    (b'{"a": ' + b"9" * 101 + b"}", ["101 digits"]),
+    (b'{"a": -' + b"9" * 101 + b"}", ["digits"]),
+    (b'{"a": 1' + b"0" * 200 + b'.5}', ["characters"]),
+    (b'{"a": 1e999}', ["out of range"]),
+    (b'{"a": NaN}', ["NaN is not a JSON value"]),
+    (b'{"a": -Infinity}', ["-Infinity"]),
+    (b'{"agent": {"agent_id": "a", "agent_id": "b"}}', ["'agent_id' appears twice"]),
+])
+def test_parse_json_refuses_hostile_numbers_and_duplicate_keys(body: bytes, words: list[str]) -> None:
+    rejects(lambda: validation.parse_json(body), *words)
+
+
+def test_parse_json_keeps_ordinary_numbers() -> None:
+    assert validation.parse_json(b'{"a": [0, -1, 2.5, 1e3, 12345678901234567890]}') == {
+        "a": [0, -1, 2.5, 1000.0, 12345678901234567890]}
+
+
+def _hostile_literal() -> st.SearchStrategy[str]:
+    digits = st.integers(min_value=1, max_value=6000).map(lambda n: "7" * n)
+    return st.one_of(
+        digits, digits.map(lambda d: "-" + d), digits.map(lambda d: "0." + d), digits.map(lambda d: "1e" + d),
+        st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-0", "0.0e-999", '"\\ud800"', "true",
+                         "null", '"\\u0000"', "[" * 3000, "{" * 3000, '"' + "a" * 70000 + '"']),
+        st.builds(json.dumps, st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+            lambda inner: st.lists(inner, max_size=4)
+            | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+            max_leaves=12)),
+    )
+
+
+BODY_TEMPLATES = ['{"agent": %s}', '{"agent": {"agent_id": %s, "host_name": "h", "host_ip": "i", '
+                  '"host_os": "linux"}}', '{"add_path": [%s]}', '{"add_path": ["/a"], "exclude_path": '
+                  '[{"path_name": "/a", "exclude_path_name": [%s]}]}', '{"remove_path": %s}',
+                  '{"agent": {"status": %s}}', "%s", '{"x": %s, "x": 1}']
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.builds(lambda template, literal: (template % literal).encode("utf-8", "surrogatepass"),
+              st.sampled_from(BODY_TEMPLATES), _hostile_literal()),
+))
+def test_any_body_is_a_dict_or_a_400_in_every_parser(body: bytes) -> None:
+    try:
+        data = validation.parse_json(body)
+    except ApiError as exc:
+        assert (exc.status, exc.error_code) == (400, "BackupService.9900")
+        return
+    assert isinstance(data, dict)
+    for parse in (validation.parse_register, validation.parse_update, validation.parse_add_path,
+                  validation.parse_remove_path):
+        try:
+            parse(data)
+        except ApiError as exc:
+            assert (exc.status, exc.error_code) == (400, "BackupService.9900")

@@ -5,15 +5,17 @@ say they need full credentials; a run with full credentials clears what was left
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 
-from cbr_agent.errors import RepositoryAccessDenied
+from cbr_agent.errors import RepositoryAccessDenied, RepositoryLocked
 from cbr_agent.repository import Repository
 from cbr_agent.repository.backends.faulty import Fault, FaultyBackend
 from cbr_agent.repository.backends.memory import MemoryBackend
 from cbr_agent.repository.check import run_check
-from cbr_agent.repository.lock import RELEASED
+from cbr_agent.repository.lock import RELEASED, RepositoryLock
 from cbr_agent.repository.prune import prune
 from tests.unit.repository.repo_helpers import CHEAP_KDF, SMALL_CHUNKS, read_files, store_files
 
@@ -46,7 +48,7 @@ def test_backup_restore_check_work_and_never_delete(append_only) -> None:
 def test_forget_and_prune_say_they_need_full_credentials(append_only) -> None:
     repo = Repository.open(append_only, "pw")
     sid = store_files(repo, FILES)
-    with pytest.raises(RepositoryAccessDenied, match="forget and prune need credentials that may delete"):
+    with pytest.raises(RepositoryAccessDenied, match="prune and repair need credentials that may delete"):
         prune(repo)
     with pytest.raises(RepositoryAccessDenied, match="append-only"), repo.lock(exclusive=True):
         repo.forget_snapshot(sid)
@@ -62,3 +64,27 @@ def test_full_credentials_clear_what_append_only_runs_left(append_only) -> None:
     report = prune(full)
     assert report.snapshots == 1
     assert list(append_only.inner.list("locks")) == []
+
+
+def test_a_run_that_meets_a_lock_withdraws_with_a_tombstone_and_retry_lock_waits(append_only) -> None:
+    """The same-instant withdraw logic (write, look, withdraw on a conflict) works where deletes are
+    refused: the withdrawn lock gets a tombstone, so it blocks nobody, and --retry-lock's wait ends as
+    soon as the holder (a run with full credentials) is done."""
+    full = Repository.open(append_only.inner, "pw")
+    holder = RepositoryLock(full.backend, full.key.sealer, exclusive=True)  # e.g. a prune elsewhere
+    holder.acquire()
+    repo = Repository.open(append_only, "pw")
+    with pytest.raises(RepositoryLocked, match="exclusive lock"), repo.lock(exclusive=False):
+        pass
+    names = [n for n, _ in append_only.list("locks")]
+    assert len(names) == 3 and sum(n.endswith(RELEASED) for n in names) == 1  # holder's, ours, tombstone
+    timer = threading.Timer(0.3, holder.release)
+    timer.start()
+    try:
+        started = time.monotonic()
+        with repo.lock(exclusive=False, wait=10.0):  # --retry-lock 10s
+            store_files(repo, FILES)
+        assert time.monotonic() - started < 5.0
+    finally:
+        timer.join()
+    assert len(repo.snapshot_ids()) == 1

@@ -18,6 +18,7 @@ from tests.unit.repository.repo_helpers import CHEAP_KDF
 def test_s3_credentials_come_from_the_credentials_file_and_never_show(tmp_path) -> None:
     creds = tmp_path / "credentials.toml"
     creds.write_text('s3_access_key_id = "AKFILE"\ns3_secret_access_key = "very-secret"\n')
+    creds.chmod(0o600)  # a credentials file others may read is refused
     config = tmp_path / "agent.toml"
     config.write_text(f'credentials_file = "{creds}"\nrepository = "s3://bucket/host"\n'
                       's3_endpoint = "https://obs.example.test"\ns3_path_style = true\n')

@@ -5,13 +5,21 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from cbr_agent.errors import RepositoryLocked
+from cbr_agent.errors import Cancelled, RepositoryLocked
 from cbr_agent.repository import Repository
-from cbr_agent.repository.lock import STALE_AFTER, LockInfo, RepositoryLock, read_lock, write_lock
+from cbr_agent.repository.lock import (
+    STALE_AFTER,
+    LockInfo,
+    RepositoryLock,
+    acquire_waiting,
+    read_lock,
+    write_lock,
+)
 
 
 def _locks(repo: Repository) -> list[str]:
@@ -117,4 +125,88 @@ def test_a_held_lock_refreshes_itself(repo: Repository, monkeypatch: pytest.Monk
         while _locks(repo) == first and time.monotonic() < deadline:
             time.sleep(0.02)
         assert _locks(repo) != first and len(_locks(repo)) == 1
+    assert _locks(repo) == []
+
+
+class _InStep:
+    """The repository's own backend, except that the runs of ``parties`` threads take their first lock
+    in step: each has written its lock before any lists the locks, and each has looked at the others
+    before any withdraws its own: two runs that started at the same instant."""
+
+    def __init__(self, backend, parties: int) -> None:
+        self._backend = backend
+        self._barrier = threading.Barrier(parties, timeout=10)
+        self._listed: set[int] = set()
+        self._withdrawn: set[int] = set()
+
+    def list(self, type_: str):
+        me = threading.get_ident()
+        if type_ == "locks" and me not in self._listed:
+            self._listed.add(me)
+            self._barrier.wait()
+        return self._backend.list(type_)
+
+    def delete(self, name: str) -> None:
+        me = threading.get_ident()
+        if name.startswith("locks/") and me in self._listed and me not in self._withdrawn:
+            self._withdrawn.add(me)
+            self._barrier.wait()
+        self._backend.delete(name)
+
+    def __getattr__(self, name: str):
+        return getattr(self._backend, name)
+
+
+@pytest.mark.parametrize("second_exclusive", [True, False])
+def test_two_runs_locking_at_the_same_instant_one_wins(repo: Repository, second_exclusive: bool) -> None:
+    backend = _InStep(repo.backend, 2)
+    locks = [RepositoryLock(backend, repo.key.sealer, exclusive=True),
+             RepositoryLock(backend, repo.key.sealer, exclusive=second_exclusive)]
+    outcomes: dict[int, str] = {}
+
+    def take(i: int) -> None:
+        try:
+            locks[i].acquire()
+            outcomes[i] = "won"
+        except RepositoryLocked as exc:
+            outcomes[i] = str(exc)
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert list(outcomes.values()).count("won") == 1, outcomes
+        lost = [o for o in outcomes.values() if o != "won"]
+        assert len(lost) == 1 and "repository is locked" in lost[0], outcomes
+        assert len(_locks(repo)) == 1  # the loser left nothing behind
+    finally:
+        for held in locks:
+            held.release()
+    assert _locks(repo) == []
+
+
+def test_acquire_waiting_takes_the_lock_once_it_is_released(repo: Repository) -> None:
+    holder = RepositoryLock(repo.backend, repo.key.sealer, exclusive=True)
+    holder.acquire()
+    threading.Timer(0.6, holder.release).start()
+    started = time.monotonic()
+    waiting = RepositoryLock(repo.backend, repo.key.sealer, exclusive=False)
+    acquire_waiting(waiting, 10.0)
+    assert 0.5 < time.monotonic() - started < 5
+    waiting.release()
+
+
+def test_acquire_waiting_gives_up_naming_the_holder(repo: Repository) -> None:
+    with repo.lock(exclusive=True):
+        started = time.monotonic()
+        with pytest.raises(RepositoryLocked, match=r"exclusive lock of pid \d+ .*; still locked after "
+                           r"waiting 0.7 s"), repo.lock(exclusive=False, wait=0.7):
+            pass
+        assert 0.7 <= time.monotonic() - started < 3
+        cancel = threading.Event()
+        threading.Timer(0.2, cancel.set).start()
+        with pytest.raises(Cancelled), repo.lock(exclusive=False, wait=30, cancel=cancel):
+            pass
     assert _locks(repo) == []
