@@ -50,6 +50,21 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not str(value).strip().isdigit() or int(str(value).strip()) < 1:
+        raise ValueError(f"{value!r} is not a whole number of at least 1")
+    return int(str(value).strip())
+
+
+def _non_negative_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    number = float(value)
+    if not number >= 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -169,7 +184,8 @@ KEYS: tuple[Key, ...] = (
     Key("security_token", _text, None, "X-Security-Token of temporary AK/SK credentials "
         "(file or environment only)", secret=True),
     Key("credentials_file", _text, None, "TOML file holding any of ak, sk, token, security_token "
-        "(written 0600 by 'register'); fills in what the config and environment leave unset"),
+        "(written 0600 by 'register'), s3_access_key_id, s3_secret_access_key, s3_session_token; fills in "
+        "what the config and environment leave unset"),
     Key("sk_file", _text, None, "file whose content is the secret key (e.g. a systemd credential)"),
     Key("token_file", _text, None, "file whose content is the IAM token"),
     Key("ca_bundle", _text, None, "CA bundle file for TLS verification of the endpoint"),
@@ -210,6 +226,27 @@ KEYS: tuple[Key, ...] = (
     Key("metrics_textfile", _prom_file, None, "write the daemon's Prometheus metrics to this file for "
         "node_exporter's textfile collector (atomically, at every change); unset = no file",
         "a file name ending in .prom"),
+    # object storage (s3:// repositories) and bandwidth
+    Key("s3_endpoint", _url, None, "S3 endpoint URL of an s3://BUCKET/PREFIX repository (OBS, MinIO, Ceph "
+        "RGW); unset = AWS S3", "an http:// or https:// URL"),
+    Key("s3_region", _text, None, "S3 region (default: AWS_REGION / the AWS config file, else us-east-1)"),
+    Key("s3_path_style", _boolean, False, "path-style S3 URLs (endpoint/bucket/key), as MinIO and Ceph "
+        "usually need; false = virtual-host style", "true or false"),
+    Key("s3_connections", _positive_int, 4, "parallel S3 uploads (each holds one pack of about 8 MiB in "
+        "memory)", "a whole number of at least 1"),
+    Key("s3_retries", _positive_int, 8, "attempts per S3 request on throttling, 5xx and timeouts, with "
+        "exponential backoff and jitter", "a whole number of at least 1"),
+    Key("s3_ca_bundle", _text, None, "CA bundle file for TLS verification of the S3 endpoint"),
+    Key("s3_tls_verify", _boolean, True, "verify the S3 endpoint's TLS certificate", "true or false"),
+    Key("s3_access_key_id", _text, None, "S3 access key id (default: AWS_ACCESS_KEY_ID, ~/.aws/credentials)"),
+    Key("s3_secret_access_key", _text, None, "S3 secret access key (credentials file or environment only; "
+        "default: AWS_SECRET_ACCESS_KEY, ~/.aws/credentials)", secret=True),
+    Key("s3_session_token", _text, None, "S3 session token of temporary credentials (credentials file or "
+        "environment only)", secret=True),
+    Key("limit_upload", _non_negative_float, 0.0, "repository upload limit in KiB/s (0 = none); "
+        "--limit-upload", "a number of KiB/s >= 0"),
+    Key("limit_download", _non_negative_float, 0.0, "repository download limit in KiB/s (0 = none); "
+        "--limit-download", "a number of KiB/s >= 0"),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in KEYS}
@@ -268,6 +305,18 @@ class Settings:
     backup_processes: int | str
     metrics_address: str | None
     metrics_textfile: str | None
+    s3_endpoint: str | None
+    s3_region: str | None
+    s3_path_style: bool
+    s3_connections: int
+    s3_retries: int
+    s3_ca_bundle: str | None
+    s3_tls_verify: bool
+    s3_access_key_id: str | None
+    s3_secret_access_key: str | None
+    s3_session_token: str | None
+    limit_upload: float
+    limit_download: float
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with every secret replaced, for ``status`` and logs."""
@@ -337,7 +386,8 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 #: what a credentials file may hold
-CREDENTIAL_KEYS = ("ak", "sk", "token", "security_token")
+CREDENTIAL_KEYS = ("ak", "sk", "token", "security_token", "s3_access_key_id", "s3_secret_access_key",
+                   "s3_session_token")
 
 
 def _read_secret_text(path: Path, key: str) -> str:

@@ -19,6 +19,8 @@ code in :mod:`cbr_agent.cli.exitcodes`; nothing else in the package knows about 
     │   ├── UnsupportedLocation    a repository URL of a kind this build cannot use (also a UsageError)
     │   ├── WrongPassword
     │   ├── RepositoryLocked
+    │   ├── RepositoryAccessDenied the storage refused the credentials or the action (append-only)
+    │   ├── RepositoryUnavailable  the storage did not answer usefully (after retries)
     │   └── IntegrityError         an object failed authentication or its hash
     ├── BackupError                a backup stopped (no snapshot was written)
     ├── RestoreError               a restore could not complete
@@ -121,7 +123,7 @@ class UnsupportedLocation(RepositoryError, UsageError):
     """A repository URL whose scheme this build has no backend for: a usage error (exit 2), the
     same whether it came from a flag or from the config."""
 
-    hint = "use a path or file:///..."
+    hint = "use a path, file:///... or s3://BUCKET/PREFIX"
 
 
 class WrongPassword(RepositoryError):
@@ -130,6 +132,15 @@ class WrongPassword(RepositoryError):
 
 class RepositoryLocked(RepositoryError):
     hint = "another backup or prune is running; a lock of a crashed run expires by itself"
+
+
+class RepositoryAccessDenied(RepositoryError):
+    hint = ("check the storage credentials; append-only credentials may back up and restore but not "
+            "forget or prune")
+
+
+class RepositoryUnavailable(RepositoryError):
+    hint = "check the storage endpoint and the network, then try again; a backup reuses what it uploaded"
 
 
 class IntegrityError(RepositoryError):

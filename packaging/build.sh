@@ -69,8 +69,9 @@ for v in $python_versions; do
     set -- --disable-pip-version-check "$@"
     # one directory per Python: the markers of each set are completed for that Python alone
     mkdir -p "$stage/py$v"
-    # the server extra too: one venv serves every role (agent, CLI, and `cbr-agent server`)
-    { python3 -m pip download "$@" --dest "$stage/py$v" "$wheel[server]" pip \
+    # the server extra too: one venv serves every role (agent, CLI, and `cbr-agent server`); and the s3
+    # extra: hosts that back up to object storage need nothing more than the package
+    { python3 -m pip download "$@" --dest "$stage/py$v" "$wheel[server,s3]" pip \
         && python3 "$here/wheelhouse.py" --python-version "$v" --machine "$machine" --dir "$stage/py$v" -- "$@"
     } >"$stage/pip.log" 2>&1 || { cat "$stage/pip.log" >&2; die "could not download the wheels for CPython $v"; }
     for file in "$stage/py$v"/*.whl; do

@@ -183,10 +183,11 @@ class PolicyRunner:
             last_prune = _parse(ledger.get("last_prune"))
             if last_prune is None or now - last_prune >= PRUNE_EVERY:
                 from cbr_agent.backup.job import open_repository
+                from cbr_agent.repository.prune import prune
 
                 repo = open_repository(settings)
                 with repo.lock(exclusive=True):
-                    repo.prune()
+                    prune(repo)
                 ledger["last_prune"] = now.isoformat()
         ledger["backups"] = [b for b in ledger["backups"] if b["snapshot_id"] not in set(ids)]
         outbox.report_forgotten(settings.state_dir, self.ctx.agent_id, ids)

@@ -124,25 +124,28 @@ def open_repository(settings: Settings, *, create_default: bool = False) -> Any:
     machine. A missing repository elsewhere is an error, never silently re-created (a NAS that is not
     mounted must not get a new empty repository)."""
     from cbr_agent.repository import Repository
+    from cbr_agent.repository.backends import BackendOptions
+
+    options = BackendOptions.from_settings(settings)
 
     if create_default and _default_repository(settings):
         found = find_password(settings)
         try:
             if found is None:
                 raise RepositoryNotFound("no password yet")
-            return Repository.open(settings.repository, found.value)
+            return Repository.open(settings.repository, found.value, options=options)
         except RepositoryNotFound:
             if found is None:
                 password, path = generate_password_file(settings)
                 found = Password(password, f"password file {path} (generated)", path)
             with contextlib.suppress(RepositoryNotFound):
-                return Repository.open(settings.repository, found.value)
-            repo = Repository.init(settings.repository, found.value)
+                return Repository.open(settings.repository, found.value, options=options)
+            repo = Repository.init(settings.repository, found.value, options=options)
             log.warning("created the repository %s; its password is the %s: keep a copy of it somewhere "
                         "else, without it the backups cannot be restored", settings.repository,
                         found.source)
             return repo
-    return Repository.open(settings.repository, require_password(settings))
+    return Repository.open(settings.repository, require_password(settings), options=options)
 
 
 def normalize_roots(paths: Sequence[Any]) -> list[tuple[str, tuple[str, ...]]]:

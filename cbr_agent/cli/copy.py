@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from cbr_agent.cli.limits import add_limits
 from cbr_agent.cli.snapargs import Status, add_filter_options, resolve_snapshots, snapshot_filter
 
 FROM_PASSWORD_ENV = "CBR_AGENT_FROM_PASSWORD"
@@ -26,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help=f"read the source password from FILE (else {FROM_PASSWORD_ENV})")
     add_filter_options(p, what="copy snapshots")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_limits(p)
     p.set_defaults(func=cmd_copy)
 
 
@@ -48,20 +50,19 @@ def _from_password(args: argparse.Namespace) -> str:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
-    from cbr_agent.backup.password import require_password
     from cbr_agent.cli.context import settings_from_args
+    from cbr_agent.cli.limits import limit_overrides, open_configured
     from cbr_agent.cli.output import print_json
     from cbr_agent.errors import UsageError, WrongPassword
-    from cbr_agent.repository import Repository
     from cbr_agent.repository.copy import copy_snapshots
 
-    settings = settings_from_args(args)
-    try:
-        source = Repository.open(args.from_repository, _from_password(args))
+    settings = settings_from_args(args, **limit_overrides(args))
+    try:  # the source is read with the same storage options (s3_*, limits) as the destination
+        source = open_configured(settings, args.from_repository, _from_password(args))
     except WrongPassword as exc:
         raise WrongPassword(f"source: {exc.message}",
                             hint=f"check {FROM_PASSWORD_ENV} or --from-password-file") from None
-    destination = Repository.open(settings.repository, require_password(settings))
+    destination = open_configured(settings)
     if source.id == destination.id:
         raise UsageError("the source and the destination are the same repository")
     status = Status(not args.json)

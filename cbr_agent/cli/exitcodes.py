@@ -26,6 +26,8 @@ _CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.RepositoryNotFound, REPOSITORY_NOT_FOUND),
     (errors.RepositoryLocked, REPOSITORY_LOCKED),
     (errors.WrongPassword, WRONG_PASSWORD),
+    (errors.RepositoryAccessDenied, AUTH),
+    (errors.RepositoryUnavailable, UNAVAILABLE),
     (errors.Cancelled, INTERRUPTED),
     (KeyboardInterrupt, INTERRUPTED),
 )

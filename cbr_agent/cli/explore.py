@@ -9,6 +9,7 @@ import argparse
 import sys
 from typing import Any
 
+from cbr_agent.cli.limits import add_limits
 from cbr_agent.cli.snapargs import (
     Status,
     add_filter_options,
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--oldest", metavar="TIME", help="only entries modified at or after TIME")
     add_filter_options(p)
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per snapshot")
+    add_limits(p)
     p.set_defaults(func=cmd_find)
 
     p = subparsers.add_parser(
@@ -49,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("new", metavar="SNAPSHOT2", help="the newer snapshot")
     p.add_argument("--metadata", action="store_true", help="also list metadata-only changes (U)")
     p.add_argument("--json", action="store_true", help="print the changes and counts as JSON")
+    add_limits(p)
     p.set_defaults(func=cmd_diff)
 
     p = subparsers.add_parser(
@@ -62,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    default="restore-size", help="what to count (default restore-size)")
     add_filter_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_limits(p)
     p.set_defaults(func=cmd_stats)
 
     p = subparsers.add_parser(
@@ -73,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("path", metavar="PATH", help="path inside the snapshot ('/' for all of it)")
     p.add_argument("--tar", action="store_true", help="a tar stream even for a regular file")
     add_filter_options(p, what="snapshots ('latest' among them)")
+    add_limits(p)
     p.set_defaults(func=cmd_dump)
 
 

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from cbr_agent.cli.limits import add_limits
 from cbr_agent.cli.snapargs import add_filter_options, open_repository, snapshot_filter
 
 
@@ -20,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--allow-other", action="store_true",
                    help="let other users in too (owners and modes of the snapshot are enforced)")
     add_filter_options(p, what="show snapshots")
+    add_limits(p)
     p.set_defaults(func=cmd_mount)
 
 

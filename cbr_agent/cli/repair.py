@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from cbr_agent.cli.exitcodes import WARNINGS
+from cbr_agent.cli.limits import add_limits
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Read the header of every pack (packs are only read), write a new index, then remove "
         "the old index files. Exit 3 when some pack could not be indexed (each is named).")
     index.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_limits(index)
     index.set_defaults(func=cmd_repair_index)
     snaps = sub.add_parser(
         "snapshots", parents=[common], help="remove or rewrite damaged snapshots",
@@ -35,16 +37,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                        help="also read every data blob the snapshots use (finds damaged, not only "
                        "missing, file data)")
     snaps.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_limits(snaps)
     snaps.set_defaults(func=cmd_repair_snapshots)
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from cbr_agent.backup.password import require_password
-    from cbr_agent.cli.context import settings_from_args
-    from cbr_agent.repository import Repository
+    from cbr_agent.cli.snapargs import open_repository
 
-    settings = settings_from_args(args)
-    return Repository.open(settings.repository, require_password(settings))
+    return open_repository(args)
 
 
 def cmd_repair_index(args: argparse.Namespace) -> int:

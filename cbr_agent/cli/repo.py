@@ -15,6 +15,7 @@ from cbr_agent.cli.backup_args import add_backup_options
 from cbr_agent.cli.durations import add_retry_lock
 from cbr_agent.cli.exitcodes import WARNINGS
 from cbr_agent.cli.forget_args import add_forget_options
+from cbr_agent.cli.limits import add_limits, limit_overrides
 from cbr_agent.cli.output import human_bytes, plural, short_id
 from cbr_agent.cli.restore_args import add_restore_options
 from cbr_agent.cli.snapargs import add_filter_options
@@ -30,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                               "next to the config file), and init says which; with none, a random one "
                               "is generated into repository.password in the state dir: keep a copy "
                               "elsewhere.")
-    p.add_argument("--repository", metavar="URL", help="path or file:///... (default: the configured one)")
+    p.add_argument("--repository", metavar="URL",
+                   help="path, file:///... or s3://BUCKET/PREFIX (default: the configured one)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_init)
 
@@ -43,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--dry-run", action="store_true", help="read and hash everything, store nothing")
     add_retry_lock(p)
     add_backup_options(p)
+    add_limits(p)
     p.set_defaults(func=cmd_backup)
 
     p = subparsers.add_parser("snapshots", parents=[common], help="list snapshots, oldest first")
@@ -73,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--dry-run", action="store_true", help="say what would be restored, write nothing")
     p.add_argument("--json", action="store_true", help="print a summary object")
     add_restore_options(p)
+    add_limits(p)
     p.set_defaults(func=cmd_restore)
 
     p = subparsers.add_parser("check", parents=[common], help="verify the repository")
@@ -81,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="read and verify only a slice of the packs: the N-th of M, or P percent at random")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_retry_lock(p)
+    add_limits(p)
     p.set_defaults(func=cmd_check)
 
     p = subparsers.add_parser("forget", parents=[common],
@@ -97,12 +102,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--dry-run", action="store_true", help="only say what would be forgotten")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_retry_lock(p)
+    add_limits(p)
     p.set_defaults(func=cmd_forget)
 
     p = subparsers.add_parser("prune", parents=[common], help="remove data no snapshot references")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--dry-run", action="store_true", help="only say what would go and what it would free")
     add_retry_lock(p)
+    add_limits(p)
     p.set_defaults(func=cmd_prune)
 
 
@@ -110,16 +117,17 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
     from cbr_agent.cli.context import settings_from_args
 
+    for name, value in limit_overrides(args).items():
+        overrides.setdefault(name, value)
     return settings_from_args(args, **overrides)
 
 
 def _open(settings: Any) -> Any:
     # what backup.job.open_repository(settings) does without create_default, minus importing the
     # whole backup pipeline (about a third of the start-up time of snapshots/ls/restore/check)
-    from cbr_agent.backup.password import require_password
-    from cbr_agent.repository import Repository
+    from cbr_agent.cli.limits import open_configured
 
-    return Repository.open(settings.repository, require_password(settings))
+    return open_configured(settings)
 
 
 def printable(text: str) -> str:
@@ -148,11 +156,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     from cbr_agent.backup.password import find_password, generate_password_file
     from cbr_agent.cli.output import print_json
     from cbr_agent.repository import Repository
-    from cbr_agent.repository.backend import open_backend
+    from cbr_agent.repository.backends import BackendOptions, open_backend
 
     # init writes the config file, so one named with --config need not exist yet
     settings = _settings(args, repository=args.repository, config_must_exist=False)
-    open_backend(settings.repository)  # a URL of a kind this build cannot use: before any file is made
+    options = BackendOptions.from_settings(settings)
+    open_backend(settings.repository, options)  # a URL this build cannot use: before any file is made
     found = find_password(settings)
     generated = None
     if found is None:
@@ -160,7 +169,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         source = f"password file {generated} (generated)"
     else:
         password, source = found.value, found.source
-    repo = Repository.init(settings.repository, password)
+    repo = Repository.init(settings.repository, password, options=options)
     # a config file named with --config (or CBR_AGENT_CONFIG) that did not exist is created, as
     # register does; the default one is written only to record --repository
     named = bool(getattr(args, "config", None) or os.environ.get("CBR_AGENT_CONFIG"))
@@ -432,7 +441,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from cbr_agent.cli.output import print_json
     from cbr_agent.errors import UsageError
     from cbr_agent.progress import Progress
-    from cbr_agent.repository.check import PackSubset, check_lock, unlocked_warning
+    from cbr_agent.repository.check import PackSubset, check_lock, run_check, unlocked_warning
 
     try:
         subset = PackSubset(args.read_data_subset) if args.read_data_subset else None
@@ -443,7 +452,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     counts = Progress()
     with check_lock(repo) as no_lock, progress_line.polling(  # read-only: checked without a lock
             lambda t: progress_line.describe(counts, t), enabled=progress_line.wanted(args)):
-        report = repo.check(read_data=args.read_data, progress=counts, subset=subset)
+        report = run_check(repo, read_data=args.read_data, progress=counts, subset=subset)
     if no_lock is not None:
         report.warnings.insert(0, unlocked_warning(no_lock))
     if args.json:
@@ -479,7 +488,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
     repo = _open(_settings(args))
     repo.lock_wait = args.retry_lock
     prune_report = None
-    with repo.lock(exclusive=True):
+    # a dry run deletes nothing: a shared lock will do (append-only credentials may run it)
+    with repo.lock(exclusive=not args.dry_run):
         candidates = snapshot_filter(args).apply(repo.list_snapshots())
         keep, forget, reasons = select_with_reasons(candidates, policy, group_by)
         if not args.dry_run:
@@ -510,11 +520,12 @@ def _forget_ids(args: argparse.Namespace) -> int:
     """``forget ID...``: ids are resolved without reading the snapshots, so damaged ones can go too."""
     from cbr_agent.cli.output import print_json
     from cbr_agent.errors import RepositoryError
+    from cbr_agent.repository.prune import prune
 
     repo = _open(_settings(args))
     repo.lock_wait = args.retry_lock
     prune_report = None
-    with repo.lock(exclusive=True):
+    with repo.lock(exclusive=not args.dry_run):  # a dry run deletes nothing: a shared lock will do
         ids = list(dict.fromkeys(repo.resolve_snapshot_id(ref) for ref in args.snapshot_ids))
         described = {}
         for sid in ids:
@@ -527,7 +538,7 @@ def _forget_ids(args: argparse.Namespace) -> int:
             for sid in ids:
                 repo.forget_snapshot(sid)
             if args.prune:
-                prune_report = repo.prune()
+                prune_report = prune(repo)
     if args.json:
         print_json({"keep": None, "forget": ids, "dry_run": args.dry_run,
                     "prune": prune_report.to_dict() if prune_report is not None else None})
@@ -556,11 +567,12 @@ def _print_prune(report: Any) -> None:
 def _prune_with_progress(repo: Any, args: argparse.Namespace) -> Any:
     from cbr_agent.cli import progress as progress_line
     from cbr_agent.progress import Progress
+    from cbr_agent.repository.prune import prune
 
     counts = Progress()
     with progress_line.polling(lambda t: progress_line.describe(counts, t),
                                enabled=progress_line.wanted(args)):
-        return repo.prune(progress=counts)
+        return prune(repo, progress=counts)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

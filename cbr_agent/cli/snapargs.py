@@ -27,12 +27,10 @@ def snapshot_filter(args: argparse.Namespace) -> Any:
 
 
 def open_repository(args: argparse.Namespace) -> Any:
-    from cbr_agent.backup.password import require_password
     from cbr_agent.cli.context import settings_from_args
-    from cbr_agent.repository import Repository
+    from cbr_agent.cli.limits import limit_overrides, open_configured
 
-    settings = settings_from_args(args)
-    return Repository.open(settings.repository, require_password(settings))
+    return open_configured(settings_from_args(args, **limit_overrides(args)))
 
 
 def resolve_snapshot(repo: Any, ref: str, flt: Any = None) -> Any:

@@ -69,7 +69,10 @@ def path_from_url(url: str) -> Path:
 
 
 def open_backend(url: str) -> Backend:
-    return DirectoryBackend(path_from_url(url))
+    """The backend a URL names, with default options (:func:`cbr_agent.repository.backends.open_backend`)."""
+    from cbr_agent.repository.backends import open_backend as open_with_options
+
+    return open_with_options(url)
 
 
 def _os_error(exc: OSError, action: str, path: Path | str) -> RepositoryError:

@@ -10,11 +10,15 @@ that do it at the same instant both see a conflict; so a run that meets a confli
 random moment and looks once more: when the other lock's owner is gone too, it was such a contender and
 the run tries again (the one whose wait ends first wins); when the owner is still there, it holds the
 lock. :func:`acquire_waiting` adds waiting for a held lock (``--retry-lock``), with backoff.
+
+Append-only storage (credentials that may add objects but not delete them) needs no deletion for a
+shared lock: where a delete is refused, the lock is left behind and a tombstone ``locks/<name>-released``
+says it is released, so no other run waits for it; runs with full credentials clear both. An exclusive
+lock is for deleting (forget, prune), so taking one first checks that deletes are allowed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -30,13 +34,14 @@ from typing import Any
 import psutil
 
 from cbr_agent.crypto import AuthenticationFailed, Sealer
-from cbr_agent.errors import Cancelled, RepositoryError, RepositoryLocked
+from cbr_agent.errors import Cancelled, RepositoryAccessDenied, RepositoryError, RepositoryLocked
 from cbr_agent.repository.backend import Backend
 from cbr_agent.repository.objects import AAD_LOCK
 
 log = logging.getLogger(__name__)
 
 STALE_AFTER = 30 * 60.0
+RELEASED = "-released"  # suffix of a tombstone: the lock of that name is released
 REFRESH_INTERVAL = 5 * 60.0
 #: rounds of write-then-look between contenders that started at the same instant before giving up
 CONTENTION_ROUNDS = 5
@@ -105,6 +110,37 @@ def write_lock(backend: Backend, sealer: Sealer, info: LockInfo) -> str:
     return name
 
 
+def delete_or_tombstone(backend: Backend, sealer: Sealer, name: str) -> None:
+    """Remove a lock we held; where deletes are refused (append-only), say it is released instead."""
+    try:
+        backend.delete(name)
+    except RepositoryAccessDenied:
+        log.debug("may not delete %s (append-only storage); leaving a tombstone", name)
+        backend.put(name + RELEASED, sealer.seal(json.dumps({"released": name}).encode(), AAD_LOCK))
+
+
+def _try_delete(backend: Backend, name: str) -> None:
+    try:
+        backend.delete(name)
+    except FileNotFoundError:
+        pass  # another run removed it first
+    except RepositoryAccessDenied:
+        log.debug("may not delete %s (append-only storage); left for a run with full credentials", name)
+
+
+def check_delete_allowed(backend: Backend, sealer: Sealer) -> None:
+    """RepositoryAccessDenied, with what to do, when the storage refuses deletes (append-only)."""
+    probe = "locks/" + secrets.token_hex(16) + RELEASED  # a tombstone of nothing: harmless if it stays
+    backend.put(probe, sealer.seal(json.dumps({"released": None}).encode(), AAD_LOCK))
+    try:
+        backend.delete(probe)
+    except RepositoryAccessDenied:
+        raise RepositoryAccessDenied(
+            f"the storage of {backend.location} refuses deletes with these credentials (append-only): "
+            "forget, prune and repair need credentials that may delete objects",
+            hint="run them where the full credentials are, e.g. on a management host") from None
+
+
 def read_lock(backend: Backend, sealer: Sealer, name: str) -> LockInfo | None:
     """The lock's owner, or None when it vanished or cannot be read (damaged locks count as stale)."""
     try:
@@ -149,6 +185,8 @@ class RepositoryLock:
 
     def acquire(self) -> None:
         """Take the lock now, or RepositoryLocked naming who holds it (see the module docstring)."""
+        if self.exclusive:  # an exclusive lock is for deleting: say at once when the storage refuses it
+            check_delete_allowed(self._backend, self._sealer)
         for round_ in range(1, CONTENTION_ROUNDS + 1):
             self._name = write_lock(self._backend, self._sealer, self._info())
             try:
@@ -171,22 +209,26 @@ class RepositoryLock:
     def _withdraw(self) -> None:
         name, self._name = self._name, None
         if name is not None:
-            self._backend.delete(name)
+            delete_or_tombstone(self._backend, self._sealer, name)
 
     def _conflicts(self) -> list[LockInfo]:
         """Live locks of others that conflict with ours; stale ones are removed on the way."""
         now = self._clock()
         found: list[LockInfo] = []
-        for base, _size in list(self._backend.list("locks")):
-            name = "locks/" + base
+        names = ["locks/" + base for base, _size in self._backend.list("locks")]
+        released = {n[: -len(RELEASED)] for n in names if n.endswith(RELEASED)}
+        for name in names:
             if name == self._name:
+                continue
+            if name.endswith(RELEASED) or name in released:
+                if self.exclusive:  # tidy up after append-only runs (we may delete: checked above)
+                    _try_delete(self._backend, name)
                 continue
             info = read_lock(self._backend, self._sealer, name)
             if info is None or is_stale(info, now, self._host):
                 if info is not None:
                     log.info("removing stale repository %s", info.describe())
-                with contextlib.suppress(FileNotFoundError):
-                    self._backend.delete(name)
+                _try_delete(self._backend, name)
                 continue
             if self.exclusive or info.exclusive:
                 found.append(info)
@@ -205,7 +247,7 @@ class RepositoryLock:
                 return
             old = self._name
             self._name = write_lock(self._backend, self._sealer, self._info())
-            self._backend.delete(old)
+            delete_or_tombstone(self._backend, self._sealer, old)
 
     def release(self) -> None:
         self._stop.set()
@@ -214,7 +256,7 @@ class RepositoryLock:
         with self._mutex:
             if self._name is not None:
                 try:
-                    self._backend.delete(self._name)
+                    delete_or_tombstone(self._backend, self._sealer, self._name)
                 finally:
                     self._name = None
 

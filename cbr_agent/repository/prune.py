@@ -59,6 +59,14 @@ class PruneReport:
 Hook = Callable[[str], None]
 
 
+def prune(repo: Repository, **options: Any) -> PruneReport:
+    """:func:`run_prune` under an exclusive lock (the caller's, when it holds one already: forget --prune)."""
+    if repo.holds_exclusive_lock():
+        return run_prune(repo, **options)
+    with repo.lock(exclusive=True):
+        return run_prune(repo, **options)
+
+
 def run_prune(repo: Repository, *, max_unused: float = 0.0, hook: Hook | None = None,
               progress: Progress | None = None, dry_run: bool = False,
               ignore_snapshots: frozenset[str] = frozenset()) -> PruneReport:

@@ -28,7 +28,8 @@ from cbr_agent.errors import (
     RepositoryNotFound,
     WrongPassword,
 )
-from cbr_agent.repository.backend import Backend, open_backend
+from cbr_agent.repository.backend import Backend
+from cbr_agent.repository.backends import BackendOptions, open_backend
 from cbr_agent.repository.index import BlobLocation, MasterIndex, decode_index, encode_index
 from cbr_agent.repository.lock import RepositoryLock, acquire_waiting
 from cbr_agent.repository.objects import (
@@ -74,17 +75,18 @@ class Repository:
     @classmethod
     def init(
         cls,
-        url: str,
+        url: str | Backend,
         password: str,
         *,
         chunker: ChunkerParams | None = None,
         kdf: KdfParams | None = None,
+        options: BackendOptions | None = None,
     ) -> Repository:
-        """Create a new repository at ``url`` (RepositoryExists if one is there or the directory is not
-        empty)."""
+        """Create a new repository at ``url`` (or in a backend object) (RepositoryExists if one is there or
+        the location is not empty)."""
         if not password:
             raise RepositoryError("refusing to create a repository with an empty password")
-        backend = open_backend(url)
+        backend = _backend(url, options)
         backend.create()
         key = MasterKey.generate()
         config: dict[str, Any] = {
@@ -109,9 +111,9 @@ class Repository:
         return repo
 
     @classmethod
-    def open(cls, url: str, password: str) -> Repository:
+    def open(cls, url: str | Backend, password: str, *, options: BackendOptions | None = None) -> Repository:
         """Open an existing repository: RepositoryNotFound, WrongPassword, IntegrityError, RepositoryError."""
-        backend = open_backend(url)
+        backend = _backend(url, options)
         head = _read_config_head(backend)
         key, key_name = _unlock(backend, password)
         try:
@@ -360,28 +362,25 @@ class Repository:
             self._held_locks.append(held)
         try:
             yield
-        finally:
+        except BaseException:
             with self._locks_mutex:
                 self._held_locks.remove(held)
-            held.release()
+            try:
+                held.release()
+            except RepositoryError as exc:  # the storage that failed the run often fails this too
+                log.warning("could not release the repository lock: %s", exc)
+            raise
+        with self._locks_mutex:
+            self._held_locks.remove(held)
+        held.release()
 
     def holds_exclusive_lock(self) -> bool:
         with self._locks_mutex:
             return any(lock.exclusive for lock in self._held_locks)
 
-    # ---------------------------------------------------------------- maintenance
-    def check(self, *, read_data: bool = False, **options: Any) -> Any:
-        from cbr_agent.repository.check import run_check
 
-        return run_check(self, read_data=read_data, **options)
-
-    def prune(self, **options: Any) -> Any:
-        from cbr_agent.repository.prune import run_prune
-
-        if self.holds_exclusive_lock():
-            return run_prune(self, **options)
-        with self.lock(exclusive=True):
-            return run_prune(self, **options)
+def _backend(url: str | Backend, options: BackendOptions | None) -> Backend:
+    return open_backend(url, options) if isinstance(url, str) else url
 
 
 def _aware(t: datetime) -> datetime:

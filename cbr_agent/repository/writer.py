@@ -73,7 +73,7 @@ class BlobWriter:
         repo: Repository,
         *,
         pack_size: int = DEFAULT_PACK_SIZE,
-        upload_threads: int = DEFAULT_UPLOAD_THREADS,
+        upload_threads: int | None = None,
         queued_packs: int = 1,
         dedup_against_index: bool = True,
         write_index: bool = True,
@@ -89,6 +89,8 @@ class BlobWriter:
         self._open: dict[int, PackBuilder] = {}
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, queued_packs))
         self._threads: list[threading.Thread] = []
+        if upload_threads is None:  # as many as the backend can take at once (s3_connections)
+            upload_threads = int(getattr(repo.backend, "upload_parallelism", DEFAULT_UPLOAD_THREADS))
         self._nthreads = max(1, upload_threads)
         self._unindexed: dict[str, list[PackEntry]] = {}
         self._unindexed_count = 0
@@ -313,6 +315,9 @@ class BlobWriter:
     def close(self) -> None:
         try:
             self.flush()
+        except BaseException:
+            self.abort()  # index the packs that did reach the storage, so the next run reuses them
+            raise
         finally:
             self._stop_threads()
 

@@ -32,7 +32,8 @@ import treegen
 
 STEPS = ("first", "unchanged", "changed", "restore")
 DEFAULT_TOOLS = "cbr-agent,restic,borg"
-BASELINES = ("restic", "borg")
+#: the object-storage rows are compared with restic's S3 backend on the same server
+PAIRS = (("cbr-agent", "restic"), ("cbr-agent", "borg"), ("cbr-agent-s3", "restic-s3"))
 
 
 @dataclass
@@ -183,9 +184,9 @@ def _step(ctx: Context, tool: benchtools.Tool, tree: str, step: str, n: int, sou
     os.sync()   # untimed: the next step must not pay for this one's dirty pages
     run.seconds, run.rc, run.user_s, run.sys_s = m.seconds, m.rc, m.user_s, m.sys_s
     run.peak_rss_mb, run.tree_rss_mb, run.wait4_maxrss_mb = m.peak_rss_mb, m.tree_rss_mb, m.wait4_maxrss_mb
-    allocated, apparent = measure.disk_usage(tool.repo)
+    allocated, apparent = tool.repo_usage()
     run.repo_mb, run.repo_apparent_mb = allocated / 1e6, apparent / 1e6
-    ok_codes = (0, 3) if tool.name == "cbr-agent" else (0,)
+    ok_codes = (0, 3) if tool.name.startswith("cbr-agent") else (0,)
     if m.timed_out or m.rc not in ok_codes:
         run.ok = False
         run.error = f"{'timed out' if m.timed_out else f'exit code {m.rc}'}; " + _tail(log)
@@ -245,9 +246,9 @@ def ratios(rows: list[dict]) -> list[dict]:
     by = {(r["tree"], r["step"], r["tool"]): r for r in rows}
     out = []
     for (tree, step, tool), row in by.items():
-        if tool != "cbr-agent" or "seconds" not in row:
+        if "seconds" not in row:
             continue
-        for base in BASELINES:
+        for base in (b for t, b in PAIRS if t == tool):
             other = by.get((tree, step, base))
             if not other or "seconds" not in other:
                 continue
@@ -255,7 +256,8 @@ def ratios(rows: list[dict]) -> list[dict]:
             repo_ratio = row["repo_mb"] / other["repo_mb"] if other["repo_mb"] else float("nan")
             out.append({"tree": tree, "step": step, "baseline": base, "time": time_ratio,
                         "rss": row["peak_rss_mb"] / other["peak_rss_mb"], "repo": repo_ratio,
-                        "target_met": time_ratio <= 1.0 and repo_ratio <= 1.10 if base == "restic" else None})
+                        "target_met": time_ratio <= 1.0 and repo_ratio <= 1.10
+                        if base.startswith("restic") else None})
     return out
 
 

@@ -1,12 +1,20 @@
-"""The three contenders: how to init, back up and restore with each, each in its own directory."""
+"""The contenders: how to init, back up and restore with each, each in its own directory.
+
+``cbr-agent-s3`` and ``restic-s3`` are the same tools with their repository in an S3 bucket, on a moto S3
+server (``python -m moto.server``, from the ``test`` extra) that the benchmark starts on 127.0.0.1."""
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +66,12 @@ class Tool:
     def restored_root(self, target: Path, source: Path) -> Path:
         """Where the restored copy of ``source`` lands under ``target``."""
         return target / source.relative_to(source.anchor)
+
+    def repo_usage(self) -> tuple[int, int]:
+        """(allocated, apparent) bytes of the repository."""
+        from measure import disk_usage
+
+        return disk_usage(self.repo)
 
 
 class Restic(Tool):
@@ -139,7 +153,77 @@ class CbrAgent(Tool):
         return target
 
 
-TOOLS: dict[str, type[Tool]] = {"cbr-agent": CbrAgent, "restic": Restic, "borg": Borg, "borg-zstd": BorgZstd}
+# ---------------------------------------------------------------- the same tools on an S3 server
+
+S3_KEY, S3_SECRET = "AKIABENCHMOTO0000001", "bench-moto-secret-not-a-real-one"
+
+
+class S3Server:
+    """One moto S3 server process on 127.0.0.1 for the whole benchmark (stopped at exit)."""
+
+    _url: str | None = None
+
+    @classmethod
+    def url(cls) -> str:
+        if cls._url is None:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            atexit.register(proc.terminate)
+            url = f"http://127.0.0.1:{port}"
+            for _ in range(100):
+                try:
+                    urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            cls._url = url
+        return cls._url
+
+
+class S3Tool(Tool):
+    """Mixin: the repository is ``s3://<bucket named after base>/repo`` on the moto server."""
+
+    @property
+    def bucket(self) -> str:
+        return "bench-" + hashlib.sha256(str(self.base).encode()).hexdigest()[:16]
+
+    def s3_env(self, env: dict[str, str]) -> dict[str, str]:
+        env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+        env.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET, AWS_DEFAULT_REGION="us-east-1",
+                   AWS_EC2_METADATA_DISABLED="true")
+        return env
+
+    def repo_usage(self) -> tuple[int, int]:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=S3Server.url(), region_name="us-east-1",
+                              aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET)
+        total = 0
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            total += sum(item["Size"] for item in page.get("Contents", ()))
+        return total, total
+
+
+class CbrAgentS3(S3Tool, CbrAgent):
+    def env(self) -> dict[str, str]:
+        env = self.s3_env(CbrAgent.env(self))
+        env.update(CBR_AGENT_REPOSITORY=f"s3://{self.bucket}/repo", CBR_AGENT_S3_ENDPOINT=S3Server.url(),
+                   CBR_AGENT_S3_PATH_STYLE="true", CBR_AGENT_S3_REGION="us-east-1")
+        return env
+
+
+class ResticS3(S3Tool, Restic):
+    def env(self) -> dict[str, str]:
+        env = self.s3_env(Restic.env(self))
+        env["RESTIC_REPOSITORY"] = f"s3:{S3Server.url()}/{self.bucket}/repo"
+        return env
+
+
+TOOLS: dict[str, type[Tool]] = {"cbr-agent": CbrAgent, "restic": Restic, "borg": Borg, "borg-zstd": BorgZstd,
+                                "cbr-agent-s3": CbrAgentS3, "restic-s3": ResticS3}
 
 
 def _cbr_agent_version(env: dict[str, str]) -> str | None:
@@ -156,13 +240,16 @@ def _cbr_agent_version(env: dict[str, str]) -> str | None:
 def version(name: str) -> str | None:
     """The tool's version line, or None when it is not installed / not usable."""
     try:
-        if name == "cbr-agent":
+        if name.endswith("-s3"):
+            import boto3  # noqa: F401  (the test extra: boto3 and moto)
+            import moto.server  # noqa: F401
+        if name.startswith("cbr-agent"):
             with tempfile.TemporaryDirectory() as scratch:  # env() writes the tool's config file there
                 return _cbr_agent_version(CbrAgent(name, Path(scratch)).env())
-        exe = "borg" if name.startswith("borg") else name
+        exe = "borg" if name.startswith("borg") else name.removesuffix("-s3")
         if not shutil.which(exe):
             return None
         args = [exe, "version"] if exe == "restic" else [exe, "--version"]
         return subprocess.run(args, capture_output=True, text=True, timeout=60).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError, ImportError):
         return None

@@ -60,6 +60,8 @@ def test_every_key_is_read_from_its_environment_variable(key, tmp_path: Path) ->
                "backup_schedule": "6h", "agent_type": "cloud", "log_level": "debug",
                "log_format": "json", "tls_verify": "false", "one_file_system": "false",
                "request_timeout": "5", "heartbeat_interval": "5", "backup_processes": "2",
+               "s3_endpoint": "https://obs.example.test", "s3_path_style": "true", "s3_connections": "8",
+               "s3_retries": "2", "s3_tls_verify": "false", "limit_upload": "512", "limit_download": "1024",
                "allow_reload_identity_change": "true", "metrics_address": "127.0.0.1:9561",
                "metrics_textfile": "/var/lib/node_exporter/cbr_agent.prom"}
     value = samples.get(key.name, "some-value")

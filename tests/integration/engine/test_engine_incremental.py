@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from cbr_agent.backup.job import backup_paths
+from cbr_agent.repository.prune import prune
 from cbr_agent.restore.restorer import restore_snapshot
 from tests.integration.engine.treeutil import assert_same_tree, build_tree, random_bytes, write
 
@@ -98,7 +99,7 @@ def test_cache_rows_are_not_trusted_when_blobs_are_gone(engine, tmp_path: Path) 
     repo = engine.open()
     for snap in repo.list_snapshots():
         repo.forget_snapshot(snap.id)
-    repo.prune()
+    prune(repo)
     second = backup(engine, src)
     assert second.files_unchanged == 0 and second.bytes_added >= 100_000
     restore_and_compare(engine, src, tmp_path, second.snapshot_id)

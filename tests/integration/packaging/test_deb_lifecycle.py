@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -204,3 +205,17 @@ def test_the_packaged_venv_runs_the_server(installed_root: DpkgRoot, tmp_path: P
         assert list(server.client().list_agents().agents) == []
     finally:
         assert server.stop() == 0, server.log_text()
+
+
+def test_the_packaged_venv_ships_the_s3_extra(installed_root: DpkgRoot) -> None:
+    """s3:// repositories work from the package alone (issue 11): the installed CLI reaches for the
+    endpoint (an S3 error, exit 4) instead of saying botocore is missing."""
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = installed_root.cli("init", "--repository", "s3://bucket/host", config=False, env={
+        "CBR_AGENT_PASSWORD": "pw-of-the-test", "CBR_AGENT_S3_ENDPOINT": f"http://127.0.0.1:{port}",
+        "CBR_AGENT_S3_RETRIES": "1", "CBR_AGENT_S3_PATH_STYLE": "true", "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_EC2_METADATA_DISABLED": "true"})
+    assert proc.returncode == 4, proc.stderr
+    assert "not installed" not in proc.stderr and "Traceback" not in proc.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from cbr_agent.repository import Repository
+from cbr_agent.repository.prune import prune
 from tests.integration.repository.crash_data import files_for
 from tests.unit.repository.repo_helpers import store_files
 
@@ -17,7 +18,7 @@ def main() -> None:
     mode, location = sys.argv[1], sys.argv[2]
     repo = Repository.open(location, "pw")
     if mode == "prune":
-        repo.prune(hook=lambda stage: print(stage, flush=True))
+        prune(repo, hook=lambda stage: print(stage, flush=True))
     else:
         seed, count = int(sys.argv[3]), int(sys.argv[4])
         original_writer = repo.writer

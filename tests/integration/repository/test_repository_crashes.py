@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from cbr_agent.repository import Repository
+from cbr_agent.repository.check import run_check
+from cbr_agent.repository.prune import prune
 from tests.integration.repository.crash_data import files_for
 from tests.unit.repository.repo_helpers import chunk_ids, init_repo, minutes_ago, read_files, store_files
 
@@ -48,7 +50,7 @@ def _run_until(proc: subprocess.Popen[str], lines: int) -> bool:
 
 def _assert_whole(location: str, expected: dict[str, dict[str, bytes]]) -> None:
     repo = Repository.open(location, "pw")
-    report = repo.check()
+    report = run_check(repo)
     assert report.ok, [str(p) for p in report.errors]
     assert {s.id for s in repo.list_snapshots()} == set(expected)
     for sid, files in expected.items():
@@ -72,8 +74,8 @@ def test_prune_killed_at_a_random_point(tmp_path, seed: int) -> None:
     _assert_whole(repo.location, expected)
     # the next prune (the dead run's lock is stale) completes and leaves a clean repository
     fresh = Repository.open(repo.location, "pw")
-    fresh.prune()
-    final = fresh.check(read_data=True)
+    prune(fresh)
+    final = run_check(fresh, read_data=True)
     assert final.ok and not final.warnings, [str(p) for p in final.errors + final.warnings]
     _assert_whole(repo.location, expected)
     assert True  # the last points may fall after the end: then prune simply completed
@@ -88,7 +90,7 @@ def test_backup_killed_at_a_random_point(tmp_path, seed: int) -> None:
     sid = store_files(repo, first)
     killed = _run_until(_spawn("backup", repo.location, "2", "60"), kill_at)
     reopened = Repository.open(repo.location, "pw")
-    report = reopened.check(read_data=True)
+    report = run_check(reopened, read_data=True)
     assert report.ok, [str(p) for p in report.errors]
     assert read_files(reopened, sid) == first
     # the next backup of the same files completes and does not store again what was indexed already
@@ -104,4 +106,4 @@ def test_backup_killed_at_a_random_point(tmp_path, seed: int) -> None:
         assert already == wanted  # the child finished: everything was there already
     elif kill_at >= 80:
         assert already, "a backup killed late had indexed packs; they must be reused"
-    assert reopened.check(read_data=True).ok
+    assert run_check(reopened, read_data=True).ok

@@ -10,6 +10,7 @@ import pytest
 
 from cbr_agent.errors import RepositoryError
 from cbr_agent.repository import Repository
+from cbr_agent.repository.check import run_check
 from tests.unit.repository.repo_helpers import init_repo
 
 
@@ -80,7 +81,7 @@ def test_failed_backup_keeps_only_consistent_data(repo: Repository) -> None:
     present = [d for d in kept if reopened.has_blob(repo.blob_id(d))]
     assert present  # full packs that reached the disk were indexed, so the next run reuses them
     assert all(reopened.load_blob(repo.blob_id(d)) == d for d in present)
-    assert reopened.check(read_data=True).ok
+    assert run_check(reopened, read_data=True).ok
 
 
 def test_add_refuses_bad_input(repo: Repository) -> None:
@@ -183,4 +184,4 @@ def test_flushes_while_other_threads_add_lose_nothing(repo: Repository) -> None:
     assert len(reopened.index) == len(blobs)
     assert all(reopened.load_blob(repo.blob_id(b)) == b for b in blobs)
     assert sorted(_pack_header_ids(repo)) == sorted(repo.blob_id(b) for b in blobs)
-    assert reopened.check(read_data=True).ok
+    assert run_check(reopened, read_data=True).ok

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from cbr_agent.errors import RepositoryError, RepositoryLocked
 from cbr_agent.repository import Repository
+from cbr_agent.repository.check import run_check
+from cbr_agent.repository.prune import prune
 from tests.unit.repository.repo_helpers import init_repo, minutes_ago, read_files, store_files
 
 
@@ -21,7 +23,7 @@ def _data_bytes(repo: Repository) -> int:
 def test_check_of_a_healthy_repository_is_clean(tmp_path) -> None:
     repo = init_repo(tmp_path / "r")
     store_files(repo, {"a/x": os.urandom(50_000), "a/y": b"text " * 5000, "b/z": b""})
-    report = repo.check(read_data=True)
+    report = run_check(repo, read_data=True)
     assert report.ok and not report.warnings
     assert report.snapshots == 1 and report.trees == 3 and report.blobs_verified > 5
     assert report.to_dict()["ok"] is True
@@ -52,17 +54,17 @@ def test_prune_removes_what_no_snapshot_reaches_and_keeps_the_rest(tmp_path) -> 
     s2 = store_files(repo, shared, when=minutes_ago(5), pack_size=20_000)
     before = _data_bytes(repo)
     repo.forget_snapshot(s1)
-    report = repo.prune()
+    report = prune(repo)
     assert report.packs_rewritten >= 1 and report.blobs_removed >= 10
     assert report.bytes_freed > 50_000
     assert _data_bytes(repo) < before - 50_000
     reopened = Repository.open(repo.location, "pw")
     assert read_files(reopened, s2) == shared
-    check = reopened.check(read_data=True)
+    check = run_check(reopened, read_data=True)
     assert check.ok and not check.warnings
     assert len(list(repo.backend.list("index"))) == 1  # consolidated
     # a second prune finds nothing to do
-    again = reopened.prune()
+    again = prune(reopened)
     assert again.blobs_removed == 0 and again.packs_deleted == 0 and again.packs_rewritten == 0
     assert again.index_files_written == 0 and again.index_files_deleted == 0  # and rewrites nothing
 
@@ -71,9 +73,9 @@ def test_prune_of_everything_leaves_an_empty_consistent_repository(tmp_path) -> 
     repo = init_repo(tmp_path / "r")
     sid = store_files(repo, {"a/x": os.urandom(10_000)})
     repo.forget_snapshot(sid)
-    repo.prune()
+    prune(repo)
     assert _data_bytes(repo) == 0
-    assert repo.check(read_data=True).ok
+    assert run_check(repo, read_data=True).ok
 
 
 def test_prune_removes_packs_left_by_an_interrupted_backup(tmp_path) -> None:
@@ -88,8 +90,8 @@ def test_prune_removes_packs_left_by_an_interrupted_backup(tmp_path) -> None:
     orphan_packs = len(list(repo.backend.list("data"))) - packs_before
     assert orphan_packs >= 3
     fresh = Repository.open(repo.location, "pw")
-    assert len(fresh.check().warnings) == orphan_packs and fresh.check().ok
-    report = fresh.prune()
+    assert len(run_check(fresh).warnings) == orphan_packs and run_check(fresh).ok
+    report = prune(fresh)
     assert report.unindexed_packs_deleted == orphan_packs
     assert read_files(fresh, sid) == {"a/x": b"kept" * 100}
     writer.close_without_index()
@@ -99,7 +101,7 @@ def test_prune_needs_the_exclusive_lock(tmp_path) -> None:
     repo = init_repo(tmp_path / "r")
     other = Repository.open(repo.location, "pw")
     with other.lock(exclusive=False), pytest.raises(RepositoryLocked):
-        repo.prune()
+        prune(repo)
 
 
 def test_prune_refuses_to_delete_when_a_snapshot_is_unreadable(tmp_path) -> None:
@@ -111,7 +113,7 @@ def test_prune_refuses_to_delete_when_a_snapshot_is_unreadable(tmp_path) -> None
     path.write_bytes(bytes(data))
     before = sorted(repo.backend.list("data"))
     with pytest.raises(RepositoryError, match="nothing deleted"):
-        repo.prune()
+        prune(repo)
     assert sorted(repo.backend.list("data")) == before
 
 
@@ -136,11 +138,11 @@ def test_prune_keeps_exactly_what_remaining_snapshots_need(
     for (sid, _files), drop in zip(snaps, forget[: len(snaps)], strict=True):
         if drop:
             repo.forget_snapshot(sid)
-    repo.prune(max_unused=max_unused)
+    prune(repo, max_unused=max_unused)
     reopened = Repository.open(repo.location, "pw")
     for sid, files in kept:
         assert read_files(reopened, sid) == files
-    report = reopened.check(read_data=True)
+    report = run_check(reopened, read_data=True)
     assert report.ok and not report.warnings
     if max_unused == 0.0:  # nothing unreachable is left behind
         needed = {b for _sid, files in kept for b in _blob_ids(reopened, files)}

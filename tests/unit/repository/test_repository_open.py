@@ -121,7 +121,7 @@ def test_damaged_config_is_an_integrity_error(tmp_path) -> None:
 
 def test_bad_urls_and_empty_password(tmp_path) -> None:
     with pytest.raises(RepositoryError, match="scheme"):
-        Repository.open("s3://bucket/prefix", "pw")
+        Repository.open("ftp://host/prefix", "pw")
     with pytest.raises(RepositoryError, match="file:///"):
         Repository.open("file://otherhost/x", "pw")
     with pytest.raises(RepositoryError, match="empty password"):

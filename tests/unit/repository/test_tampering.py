@@ -10,6 +10,8 @@ import pytest
 
 from cbr_agent.errors import IntegrityError
 from cbr_agent.repository import Repository
+from cbr_agent.repository.check import run_check
+from cbr_agent.repository.prune import prune
 from tests.unit.repository.repo_helpers import init_repo, read_files, store_files
 
 FILES = {f"d{i % 3}/f{i}": os.urandom(3000 + 100 * i) for i in range(12)}
@@ -47,7 +49,7 @@ def test_flipped_byte_in_a_data_blob(stored: tuple[Repository, str]) -> None:
     assert len(others) > 10
     for chunk in others:
         assert repo.load_blob(repo.blob_id(chunk)) == chunk
-    report = repo.check(read_data=True)
+    report = run_check(repo, read_data=True)
     named = {str(p) for p in report.errors}
     assert any(victim.hex() in p and loc.pack_id in p for p in named), named
     assert any(f"pack {loc.pack_id}" in p for p in named)
@@ -61,7 +63,7 @@ def test_flipped_byte_in_a_pack_header_is_seen_without_read_data(stored: tuple[R
     repo, _sid = stored
     pack_id, size = next(iter(repo.backend.list("data")))
     _flip(_pack_path(repo, pack_id), size - 10)  # inside the sealed header
-    report = Repository.open(repo.location, "pw").check()
+    report = run_check(Repository.open(repo.location, "pw"))
     assert any(pack_id in str(p) and "header" in str(p) for p in report.errors), report.errors
 
 
@@ -71,13 +73,13 @@ def test_flipped_byte_in_an_index_file(stored: tuple[Repository, str]) -> None:
     _flip(Path(repo.location) / "index" / index_name, 40)
     repo = Repository.open(repo.location, "pw")  # opens: damaged index files are skipped and reported
     assert index_name in repo.damaged_index_files
-    report = repo.check()
+    report = run_check(repo)
     assert any(f"index/{index_name}" in str(p) for p in report.errors)
     with pytest.raises(IntegrityError, match="not in the repository index"):
         read_files(repo, sid)
     # prune rebuilds the index from the pack headers, and then everything is whole again
-    repo.prune()
-    assert repo.check(read_data=True).ok
+    prune(repo)
+    assert run_check(repo, read_data=True).ok
     assert read_files(repo, sid) == FILES
 
 
@@ -89,7 +91,7 @@ def test_flipped_byte_in_a_snapshot(stored: tuple[Repository, str]) -> None:
     assert [s.id for s in repo.list_snapshots()] == [other]
     with pytest.raises(IntegrityError, match=f"snapshot {sid}"):
         repo.find_snapshot(sid[:10])
-    report = repo.check(read_data=True)
+    report = run_check(repo, read_data=True)
     assert [p.object for p in report.errors] == [f"snapshot {sid}"]
     assert read_files(repo, other) == {"x/y": b"other snapshot"}
 
@@ -100,7 +102,7 @@ def test_flipped_byte_in_a_tree_blob(stored: tuple[Repository, str]) -> None:
     loc = repo.blob_location(root)
     assert loc is not None
     _flip(_pack_path(repo, loc.pack_id), loc.offset + 20)
-    report = Repository.open(repo.location, "pw").check()
+    report = run_check(Repository.open(repo.location, "pw"))
     assert any(sid in str(p) and root.hex() in str(p) for p in report.errors), report.errors
 
 
@@ -110,7 +112,7 @@ def test_truncated_pack_and_missing_pack(stored: tuple[Repository, str]) -> None
     (a, _), (b, _) = packs[0], packs[1]
     _pack_path(repo, a).write_bytes(_pack_path(repo, a).read_bytes()[:100])
     _pack_path(repo, b).unlink()
-    report = Repository.open(repo.location, "pw").check()
+    report = run_check(Repository.open(repo.location, "pw"))
     text = "\n".join(str(p) for p in report.errors)
     assert f"pack {a}" in text and f"pack {b}: missing" in text
 
@@ -122,5 +124,5 @@ def test_flipped_byte_in_a_second_key_file_is_named_by_check(stored: tuple[Repos
     spare = repo.add_key("spare password", kdf=CHEAP_KDF)
     _flip(Path(repo.location) / "keys" / spare, 50)
     repo = Repository.open(repo.location, "pw")  # the intact key still opens it
-    report = repo.check()
+    report = run_check(repo)
     assert [p.object for p in report.errors] == [f"key file keys/{spare}"]
