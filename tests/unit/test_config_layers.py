@@ -206,6 +206,7 @@ def test_any_config_file_loads_or_is_refused_naming_file_and_key(tmp_path_factor
     directory = tmp_path_factory.mktemp("cfg")
     config = directory / "agent.toml"
     config.write_text(tomli_w.dumps(data))
+    config.chmod(0o600)  # a readable file holding a secret key is refused before any value is read
     try:
         settings = load_settings(config_file=config, environ={ENV_PREFIX + "STATE_DIR": str(directory)})
     except ConfigError as exc:
