@@ -1,0 +1,108 @@
+"""The walker led by a change hint (the daemon's journal): only named directories are listed, the rest of
+the parent snapshot's trees are reused, and the result is the tree a full scan would have built."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from cbr_agent.backup.changehint import DirtyDirs
+from cbr_agent.backup.job import backup_paths
+
+
+def make_tree(src: Path) -> int:
+    """Three top dirs with three subdirs of two files each; returns the number of directories."""
+    dirs = 1
+    for top in "abc":
+        dirs += 1
+        for sub in range(3):
+            d = src / top / str(sub)
+            d.mkdir(parents=True)
+            dirs += 1
+            for name in ("x", "y"):
+                (d / name).write_bytes(f"{top}{sub}{name}".encode() * 100)
+    return dirs
+
+
+def tree_of(engine, snapshot_id: str) -> str:
+    repo = engine.open()
+    return next(s.tree for s in repo.list_snapshots() if s.id == snapshot_id)
+
+
+def test_only_dirty_directories_are_listed_and_the_tree_equals_a_full_scan(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    total = make_tree(src)
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    assert first.scan == "full" and first.dirs_scanned == total
+
+    (src / "a" / "1" / "x").write_bytes(b"changed content")
+    hint = DirtyDirs(first.snapshot_id, dirty=[str(src / "a" / "1")])
+    second = backup_paths(settings, [str(src)], changes=hint)
+    assert second.scan == "journal"
+    assert second.dirs_scanned == 1, "only the dirty directory is listed"
+    assert second.dirs_reused == 2 + 2, "a/0, a/2, b and c are reused unopened"
+    # the changed file, and its neighbour too if it was written within RACY_NS of the first listing
+    assert 1 <= second.files_changed <= 2 and second.files_new == 0
+
+    full = backup_paths(settings, [str(src)])
+    assert full.scan == "full" and full.dirs_scanned == total
+    assert tree_of(engine, second.snapshot_id) == tree_of(engine, full.snapshot_id)
+
+
+def test_unchanged_tree_lists_nothing(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    second = backup_paths(settings, [str(src)], changes=DirtyDirs(first.snapshot_id))
+    assert second.scan == "journal" and second.dirs_scanned == 0 and second.dirs_reused == 3
+    assert second.bytes_read == 0
+    assert tree_of(engine, second.snapshot_id) == tree_of(engine, first.snapshot_id)
+
+
+def test_hint_counting_from_another_snapshot_is_ignored(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    total = make_tree(src)
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    (src / "b" / "2" / "new").write_bytes(b"new file")
+    backup_paths(settings, [str(src)])  # e.g. a CLI backup the journal did not see
+    third = backup_paths(settings, [str(src)], changes=DirtyDirs(first.snapshot_id))
+    assert third.scan == "full" and third.dirs_scanned == total
+
+
+def test_degraded_subtree_and_new_and_removed_directories(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    (src / "c" / "new" / "deep").mkdir(parents=True)
+    (src / "c" / "new" / "deep" / "f").write_bytes(b"in a new directory")
+    shutil.rmtree(src / "a" / "0")
+    (src / "b" / "0" / "x").write_bytes(b"lost by the journal")  # the journal overflowed below b
+    hint = DirtyDirs(first.snapshot_id, dirty=[str(src / "c"), str(src / "c" / "new"), str(src / "a")],
+                     degraded=[str(src / "b")])
+    second = backup_paths(settings, [str(src)], changes=hint)
+    assert second.scan == "journal"
+    # a (listed), c, c/new, c/new/deep (new: no previous tree), b and its three subdirs (degraded)
+    assert second.dirs_scanned == 1 + 3 + 4
+    full = backup_paths(settings, [str(src)])
+    assert tree_of(engine, second.snapshot_id) == tree_of(engine, full.snapshot_id)
+    restored = tmp_path / "out"
+    assert engine.cli("restore", second.snapshot_id, "--target", str(restored)).returncode == 0
+    base = restored / str(src).lstrip("/")
+    assert (base / "c" / "new" / "deep" / "f").read_bytes() == b"in a new directory"
+    assert (base / "b" / "0" / "x").read_bytes() == b"lost by the journal"
+    assert not (base / "a" / "0").exists()
+
+
+def test_changed_excludes_scan_that_path_fully(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    total = make_tree(src)
+    settings = engine.settings()
+    first = backup_paths(settings, [(str(src), ())])
+    second = backup_paths(settings, [(str(src), (str(src / "b"),))], changes=DirtyDirs(first.snapshot_id))
+    assert second.scan == "full" and second.dirs_scanned == total - 4
+    assert not os.path.exists(src / "nothing")
