@@ -186,6 +186,9 @@ KEYS: tuple[Key, ...] = (
     Key("backup_processes", _processes, "auto", "processes a backup may use to read, compress and encrypt "
         "small files: 1 = the backup process alone; auto = one per usable CPU, at most 4",
         "'auto' or a whole number of at least 1"),
+    Key("full_scan_interval", _positive_float, 86400.0, "seconds between the daemon's full scans; "
+        "in between, scheduled backups scan only what the file change journal saw change",
+        "a number of seconds > 0"),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in KEYS}
@@ -242,6 +245,7 @@ class Settings:
     backup_schedule: str | None
     one_file_system: bool
     backup_processes: int | str
+    full_scan_interval: float = 86400.0
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with every secret replaced, for ``status`` and logs."""

@@ -27,6 +27,7 @@ from cbr_agent.agent.backoff import failure_delay, heartbeat_delay
 from cbr_agent.agent.connect import describe_endpoint, open_control_plane
 from cbr_agent.agent.heartbeat import ControlPlaneFactory, Syncer, SyncResult, registration_record
 from cbr_agent.agent.identity import Identity, load_identity
+from cbr_agent.agent.journal import Journal
 from cbr_agent.agent.notify import Notifier
 from cbr_agent.agent.reloadguard import identity_changes
 from cbr_agent.agent.reloadguard import refusal as reload_refusal
@@ -50,6 +51,7 @@ from cbr_agent.errors import (
     ControlPlaneUnavailable,
     StateError,
 )
+from cbr_agent.pathrules import PathRuleError, normalize_exclude, normalize_path
 
 log = logging.getLogger("cbr_agent.agent")
 
@@ -106,6 +108,9 @@ class Daemon:
         self._state_problem = False
         self._ready = False
         self._registered_once = False
+        # the file change journal serves the backup engine's walk; an injected job gets no hint
+        self.journal: Journal | None = None
+        self._use_journal = job is default_job
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
@@ -155,9 +160,15 @@ class Daemon:
                  identity.agent_id, describe_endpoint(self.settings), self.settings.heartbeat_interval)
         self.notifier.status("registering with the control plane")
         last_backup = previous.get("last_backup") or {}
+        if self._use_journal:
+            self.journal = Journal(self.settings.full_scan_interval,
+                                   on_change=lambda status: self._record({"journal": status}))
+            self.journal.start()
+            self._watch_paths()
         self.scheduler = BackupScheduler(
             settings=self._for_job(self.settings), job=self._job, paths=lambda: self._paths,
-            record=self._record, last_end=parse_time(last_backup.get("finished_at")))
+            record=self._record, last_end=parse_time(last_backup.get("finished_at")),
+            journal=self.journal)
         sync_thread = threading.Thread(target=self._sync_loop, name="heartbeat", daemon=True)
         restore = self._install_signals()
         try:
@@ -180,6 +191,8 @@ class Daemon:
                         "backup leaves no snapshot, and the next one reuses what it stored)", STOP_BUDGET)
         # a heartbeat stuck on a silent network holds nothing worth waiting for
         sync_thread.join(min(SYNC_STOP_WAIT, max(0.0, deadline - time.monotonic())))
+        if self.journal is not None:
+            self.journal.stop(min(0.5, max(0.0, deadline - time.monotonic())))
         with contextlib.suppress(CbrAgentError):
             self._record({"daemon": None, "backup_running": False, "stopped_at": utc_now()})
         log.info("cbr-agent daemon stopped")
@@ -259,6 +272,8 @@ class Daemon:
             log.warning("agent_id changed; that takes effect at the next start")
         self.settings = new
         self._pending = new
+        if self.journal is not None:
+            self.journal.full_scan_interval = new.full_scan_interval
         self.scheduler.reconfigure(self._for_job(new))
         self._record({"endpoint": describe_endpoint(new), "project_id": new.project_id,
                       "backup_schedule": new.backup_schedule,
@@ -312,6 +327,7 @@ class Daemon:
             if self._paths is not None:
                 log.info("path list changed: %s", _describe_paths(result.paths))
             self._paths = result.paths
+            self._watch_paths()
             self.scheduler.poke()
             save_paths(self.settings.state_dir, self.agent_id, result.paths)
         self._record({**registration_record(self.settings, result), "last_error": None})
@@ -340,6 +356,19 @@ class Daemon:
             self.notifier.ready(status)
         else:
             self.notifier.status(status)
+
+    def _watch_paths(self) -> None:
+        """Point the journal at the current backup paths (a bad path is the backup's to report)."""
+        if self.journal is None:
+            return
+        roots = []
+        for path in self._paths or ():
+            try:
+                root = normalize_path(path.dir_path)
+                roots.append((root, tuple(normalize_exclude(root, e) for e in path.excludes)))
+            except PathRuleError:
+                continue
+        self.journal.watch(roots)
 
     def _for_job(self, settings: Settings) -> Settings:
         """The backup engine tags snapshots with ``settings.agent_id``: give it ours."""

@@ -60,6 +60,7 @@ def test_every_key_is_read_from_its_environment_variable(key, tmp_path: Path) ->
                "backup_schedule": "6h", "agent_type": "cloud", "log_level": "debug",
                "log_format": "json", "tls_verify": "false", "one_file_system": "false",
                "request_timeout": "5", "heartbeat_interval": "5", "backup_processes": "2",
+               "full_scan_interval": "5",
                "allow_reload_identity_change": "true"}
     value = samples.get(key.name, "some-value")
     env = {ENV_PREFIX + key.name.upper(): value, ENV_PREFIX + "STATE_DIR": str(tmp_path)}
