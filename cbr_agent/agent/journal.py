@@ -209,6 +209,8 @@ class Journal:
         self._check_mounts()
         now = self._clock()
         with self._lock:
+            if self._taken is not None:  # never finished nor failed: still to back up
+                self._give_back(self._taken)
             due = self._last_full is None or now - self._last_full >= self.full_scan_interval
             taken = _Taken(self._dirty, self._degraded, now, due or self._observer is None)
             self._dirty, self._degraded = set(), set()
