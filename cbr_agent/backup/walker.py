@@ -273,13 +273,15 @@ class Walker:
             self.state.warn(f"{path}: directory loop (same directory as one of its parents); not descended")
             self.trees.resolve(task, index, None)
             return None
-        if journal and prev_node is not None and prev_node.get("subtree") and same_file(prev_node, st):
+        if journal:
             assert self.hint is not None
-            if self.hint.state(path) == CLEAN:  # nothing below changed: its previous tree as it is
-                with self.state.lock:
-                    self.state.stats.dirs_reused += 1
-                self.trees.resolve(task, index, prev_node)
-                return None
+            if self.hint.state(path) == CLEAN:
+                if prev_node is not None and prev_node.get("subtree") and same_file(prev_node, st):
+                    with self.state.lock:  # nothing below changed: its previous tree as it is
+                        self.state.stats.dirs_reused += 1
+                    self.trees.resolve(task, index, prev_node)
+                    return None
+                journal = False  # new, or changed without the journal seeing it: walk all of it
         sub = DirTask(path, node, task, index, (st.st_dev, st.st_ino))
         lazy = LazyPrev(self.repo, prev_node, prev) if prev_node is not None else None
         return (sub, lazy, ancestors, journal)

@@ -106,3 +106,16 @@ def test_changed_excludes_scan_that_path_fully(engine, tmp_path: Path) -> None:
     second = backup_paths(settings, [(str(src), (str(src / "b"),))], changes=DirtyDirs(first.snapshot_id))
     assert second.scan == "full" and second.dirs_scanned == total - 4
     assert not os.path.exists(src / "nothing")
+
+
+def test_a_directory_changed_behind_the_hints_back_is_walked(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    (src / "b" / "0" / "unseen").write_bytes(b"the journal missed this")
+    # b is listed; b/0's mtime no longer matches the parent snapshot's, so it is not taken on trust
+    second = backup_paths(settings, [str(src)], changes=DirtyDirs(first.snapshot_id, dirty=[str(src / "b")]))
+    assert second.scan == "journal" and second.files_new == 1
+    full = backup_paths(settings, [str(src)])
+    assert tree_of(engine, second.snapshot_id) == tree_of(engine, full.snapshot_id)
