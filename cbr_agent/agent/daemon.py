@@ -270,10 +270,12 @@ class Daemon:
             new = dataclasses.replace(new, state_dir=self.settings.state_dir)
         if new.agent_id != self.settings.agent_id:
             log.warning("agent_id changed; that takes effect at the next start")
-        self.settings = new
-        self._pending = new
         if self.journal is not None:
             self.journal.full_scan_interval = new.full_scan_interval
+            if new.one_file_system != self.settings.one_file_system:
+                self.journal.rescan_all()
+        self.settings = new
+        self._pending = new
         self.scheduler.reconfigure(self._for_job(new))
         self._record({"endpoint": describe_endpoint(new), "project_id": new.project_id,
                       "backup_schedule": new.backup_schedule,

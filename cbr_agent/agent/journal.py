@@ -202,6 +202,11 @@ class Journal:
                         "fully at every backup", path, WATCH_LIMIT_HINT)
         self._changed()
 
+    def rescan_all(self) -> None:
+        """The next backup walks everything (a setting that changes what is backed up changed)."""
+        with self._lock:
+            self._last_full = None
+
     # -- backups -----------------------------------------------------------------------------------
 
     def take(self) -> DirtyDirs:

@@ -177,3 +177,9 @@ def test_a_mount_point_appearing_scans_its_parent_fully(tree, clock, tmp_path, m
 def test_watches_are_one_per_directory(journal, tree) -> None:
     # data, a, a/x, a/y, b (this process may hold other inotify watches: count the difference)
     assert inotify_watches() >= 5
+
+
+def test_rescan_all_makes_the_next_backup_full(journal, tree) -> None:
+    baseline(journal)
+    journal.rescan_all()
+    assert journal.take().base_snapshot is None
