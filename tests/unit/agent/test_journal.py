@@ -29,6 +29,7 @@ def settle(journal: Journal, path: str, timeout: float = 5.0) -> None:
     while time.monotonic() < deadline:
         with journal._lock:
             if path in journal._dirty:
+                time.sleep(0.2)  # the write's trailing events (close after modify) too
                 return
         time.sleep(0.02)
     raise AssertionError(f"no event for {path} within {timeout} s")
