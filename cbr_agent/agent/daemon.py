@@ -28,6 +28,7 @@ from cbr_agent.agent.connect import describe_endpoint, open_control_plane
 from cbr_agent.agent.heartbeat import ControlPlaneFactory, Syncer, SyncResult, registration_record
 from cbr_agent.agent.identity import Identity, load_identity
 from cbr_agent.agent.journal import Journal
+from cbr_agent.agent.keptrepo import KeptRepository
 from cbr_agent.agent.notify import Notifier
 from cbr_agent.agent.reloadguard import identity_changes
 from cbr_agent.agent.reloadguard import refusal as reload_refusal
@@ -111,6 +112,7 @@ class Daemon:
         # the file change journal serves the backup engine's walk; an injected job gets no hint
         self.journal: Journal | None = None
         self._use_journal = job is default_job
+        self._kept_repo = KeptRepository()
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
@@ -166,7 +168,8 @@ class Daemon:
             self.journal.start()
             self._watch_paths()
         self.scheduler = BackupScheduler(
-            settings=self._for_job(self.settings), job=self._job, paths=lambda: self._paths,
+            settings=self._for_job(self.settings),
+            job=self._engine_job if self._use_journal else self._job, paths=lambda: self._paths,
             record=self._record, last_end=parse_time(last_backup.get("finished_at")),
             journal=self.journal)
         sync_thread = threading.Thread(target=self._sync_loop, name="heartbeat", daemon=True)
@@ -358,6 +361,22 @@ class Daemon:
             self.notifier.ready(status)
         else:
             self.notifier.status(status)
+
+    def _engine_job(self) -> JobFunction:
+        """The backup engine, on the repository the daemon keeps open between backups."""
+        backup = default_job()
+        kept = self._kept_repo
+
+        def job(settings: Settings, paths: list[AgentPath], *, cancel: threading.Event,
+                changes: Any = None) -> Any:
+            repo = kept.get(settings)
+            try:
+                return backup(settings, paths, cancel=cancel, changes=changes, repo=repo)
+            except BaseException:  # whatever went wrong, the next backup opens the repository afresh
+                kept.drop()
+                raise
+
+        return job
 
     def _watch_paths(self) -> None:
         """Point the journal at the current backup paths (a bad path is the backup's to report)."""
