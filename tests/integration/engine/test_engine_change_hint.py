@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cbr_agent.backup.changehint import DirtyDirs
 from cbr_agent.backup.job import backup_paths
+from cbr_agent.repository import decode_tree
 
 
 def make_tree(src: Path) -> int:
@@ -25,9 +26,15 @@ def make_tree(src: Path) -> int:
     return dirs
 
 
-def tree_of(engine, snapshot_id: str) -> str:
+def tree_of(engine, snapshot_id: str, path: Path) -> str:
+    """The subtree id of ``path`` in the snapshot (not the root's: the directories above ``path`` are
+    the test's temporary directories, which other processes may touch between two backups)."""
     repo = engine.open()
-    return next(s.tree for s in repo.list_snapshots() if s.id == snapshot_id)
+    tree = next(s.tree for s in repo.list_snapshots() if s.id == snapshot_id)
+    for part in [p for p in str(path).split("/") if p]:
+        nodes = decode_tree(repo.load_blob(bytes.fromhex(tree)))
+        tree = next(n["subtree"] for n in nodes if n["name"] == part)
+    return tree
 
 
 def test_only_dirty_directories_are_listed_and_the_tree_equals_a_full_scan(engine, tmp_path: Path) -> None:
@@ -48,7 +55,7 @@ def test_only_dirty_directories_are_listed_and_the_tree_equals_a_full_scan(engin
 
     full = backup_paths(settings, [str(src)])
     assert full.scan == "full" and full.dirs_scanned == total
-    assert tree_of(engine, second.snapshot_id) == tree_of(engine, full.snapshot_id)
+    assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
 
 
 def test_unchanged_tree_lists_nothing(engine, tmp_path: Path) -> None:
@@ -59,7 +66,7 @@ def test_unchanged_tree_lists_nothing(engine, tmp_path: Path) -> None:
     second = backup_paths(settings, [str(src)], changes=DirtyDirs(first.snapshot_id))
     assert second.scan == "journal" and second.dirs_scanned == 0 and second.dirs_reused == 3
     assert second.bytes_read == 0
-    assert tree_of(engine, second.snapshot_id) == tree_of(engine, first.snapshot_id)
+    assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, first.snapshot_id, src)
 
 
 def test_hint_counting_from_another_snapshot_is_ignored(engine, tmp_path: Path) -> None:
@@ -89,7 +96,7 @@ def test_degraded_subtree_and_new_and_removed_directories(engine, tmp_path: Path
     # a (listed), c, c/new, c/new/deep (new: no previous tree), b and its three subdirs (degraded)
     assert second.dirs_scanned == 1 + 3 + 4
     full = backup_paths(settings, [str(src)])
-    assert tree_of(engine, second.snapshot_id) == tree_of(engine, full.snapshot_id)
+    assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
     restored = tmp_path / "out"
     assert engine.cli("restore", second.snapshot_id, "--target", str(restored)).returncode == 0
     base = restored / str(src).lstrip("/")
@@ -118,4 +125,4 @@ def test_a_directory_changed_behind_the_hints_back_is_walked(engine, tmp_path: P
     second = backup_paths(settings, [str(src)], changes=DirtyDirs(first.snapshot_id, dirty=[str(src / "b")]))
     assert second.scan == "journal" and second.files_new == 1
     full = backup_paths(settings, [str(src)])
-    assert tree_of(engine, second.snapshot_id) == tree_of(engine, full.snapshot_id)
+    assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
