@@ -83,7 +83,10 @@ class Journal:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        logging.getLogger(_WATCHDOG_INOTIFY_LOGGER).addHandler(self._log_hook)
+        watchdog_log = logging.getLogger(_WATCHDOG_INOTIFY_LOGGER)
+        watchdog_log.addHandler(self._log_hook)
+        if watchdog_log.getEffectiveLevel() > logging.WARNING:  # log_level = error must not hide it
+            watchdog_log.setLevel(logging.WARNING)
         try:
             self._observer = self._observer_factory()
             self._observer.start()

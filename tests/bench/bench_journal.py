@@ -5,8 +5,9 @@ Generates the ``tiny`` benchmark tree (200,000 files in about 8,000 directories,
 its state dir, ``backup_schedule`` = ``--interval``) and reports:
 
 - the inotify watches the daemon holds, its RSS and its CPU use while idle between backups;
-- the time of an unchanged scheduled backup with the journal, and of the same backup as a full scan
-  (the first backup after a daemon restart is always a full scan).
+- the time of an unchanged scheduled backup with the journal, of one after 1 % of the files changed
+  (treegen's change), and of an unchanged one as a full scan (the first backup after a daemon restart
+  is always a full scan).
 
     python3 tests/bench/bench_journal.py --workdir /tmp/journal-bench [--scale 1.0] [--idle 20]
 
@@ -131,9 +132,20 @@ def main() -> int:
         results["unchanged_journal"] = {k: journal.get(k) for k in ("duration", "scan")}
         results["unchanged_journal"]["dirs_scanned"] = journal["summary"]["dirs_scanned"]
         print(f"unchanged, journal: {results['unchanged_journal']}", flush=True)
+        undo = work / "undo"
+        change = treegen.apply_change(tree, args.seed, undo)  # 1 %: appended, rewritten, added files
+        try:
+            changed = daemon.next_backup(journal["snapshot_id"])
+        finally:
+            treegen.undo_change(tree, undo)
+        results["changed_1pct_journal"] = {k: changed.get(k) for k in ("duration", "scan")}
+        results["changed_1pct_journal"]["dirs_scanned"] = changed["summary"]["dirs_scanned"]
+        results["changed_1pct_journal"]["files_changed"] = len(change.appended) + len(change.rewritten)
+        print(f"1 % changed, journal: {results['changed_1pct_journal']}", flush=True)
+        after_undo = daemon.next_backup(changed["snapshot_id"])  # the undo, with the journal too
         daemon.stop()
         daemon.start()  # a restart: the next backup is a full scan
-        full = daemon.next_backup(journal["snapshot_id"])
+        full = daemon.next_backup(after_undo["snapshot_id"])
         results["unchanged_full"] = {k: full.get(k) for k in ("duration", "scan")}
         results["unchanged_full"]["dirs_scanned"] = full["summary"]["dirs_scanned"]
         print(f"unchanged, full scan: {results['unchanged_full']}", flush=True)
