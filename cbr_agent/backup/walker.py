@@ -184,7 +184,9 @@ class Walker:
         task.fingerprint = fingerprint
         task.trusted = newest < scan_ns - RACY_NS
         task.scan_ns = scan_ns
-        record = self.cache.get(os.fsencode(path)) if self.cache is not None else None
+        # led by the journal, the previous state is the parent snapshot's (what the hint counts from):
+        # a cache row may be older, from before backups that skipped this directory and changed below it
+        record = self.cache.get(os.fsencode(path)) if self.cache is not None and not journal else None
         task.record = record
         here = (*ancestors, task.ident)
         if record is not None and record.fingerprint == fingerprint and self._blobs_present(record):

@@ -126,3 +126,20 @@ def test_a_directory_changed_behind_the_hints_back_is_walked(engine, tmp_path: P
     assert second.scan == "journal" and second.files_new == 1
     full = backup_paths(settings, [str(src)])
     assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
+
+
+def test_a_dirty_directory_is_compared_with_the_parent_snapshot(engine, tmp_path: Path) -> None:
+    """The files cache row of a directory the journal skipped is older than the parent snapshot: a
+    subdirectory changed in between must not come back with its old tree."""
+    src = tmp_path / "src"
+    make_tree(src)
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    (src / "a" / "0" / "x").write_bytes(b"second version")  # content only: a/0's own stat stays
+    second = backup_paths(settings, [str(src)],
+                          changes=DirtyDirs(first.snapshot_id, dirty=[str(src / "a" / "0")]))
+    (src / "a" / "new").write_bytes(b"a new file in a")
+    third = backup_paths(settings, [str(src)], changes=DirtyDirs(second.snapshot_id, dirty=[str(src / "a")]))
+    assert third.scan == "journal"
+    full = backup_paths(settings, [str(src)])
+    assert tree_of(engine, third.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
