@@ -55,6 +55,7 @@ class _Root:
     excludes: tuple[str, ...]
     watch: Any = None
     limited: set[str] = field(default_factory=set)   # subtrees left unwatched
+    gone: bool = False                               # deleted or moved away: its watch ended
 
 
 class Journal:
@@ -163,8 +164,12 @@ class Journal:
         if kind == "events_lost":
             self.on_overflow(_text(event.src_path))
             return
+        src = _text(event.src_path)
+        if kind in ("deleted", "moved") and src in self._roots:
+            self._root_gone(src)
+            return
         with self._lock:
-            self._mark(_text(event.src_path), event.is_directory, kind)
+            self._mark(src, event.is_directory, kind)
             if kind == "moved" and event.dest_path:
                 self._mark(_text(event.dest_path), event.is_directory, "created")
 
@@ -182,6 +187,23 @@ class Journal:
             self._dirty.add(parent)
         if kind == "created":
             self._degraded.add(path)
+
+    def _root_gone(self, path: str) -> None:
+        """A backup path itself was deleted or moved away: its watch ends with it. Walked fully until
+        it is there again and watched anew (see :meth:`take`)."""
+        with self._lock:
+            root = self._roots.get(path)
+            if root is not None:
+                root.gone = True
+                self._degraded.add(path)
+        log.info("file change journal: %s went away; it is scanned fully until it is back", path)
+
+    def _rewatch(self) -> None:
+        for root in list(self._roots.values()):
+            if root.gone and os.path.isdir(root.path):
+                self._unschedule(root)
+                root.gone = False
+                self._schedule(root)
 
     def on_overflow(self, path: str | None = None) -> None:
         """The kernel dropped events (IN_Q_OVERFLOW): the backup path holding ``path`` (every path if
@@ -215,6 +237,7 @@ class Journal:
     def take(self) -> DirtyDirs:
         """At a backup's start: what changed so far (and a fresh, empty set for what comes next)."""
         self._check_mounts()
+        self._rewatch()
         now = self._clock()
         with self._lock:
             if self._taken is not None:  # never finished nor failed: still to back up
@@ -224,6 +247,7 @@ class Journal:
             self._dirty, self._degraded = set(), set()
             self._taken = taken
             limited = {p for r in self._roots.values() for p in r.limited}
+            limited.update(r.path for r in self._roots.values() if r.gone)
             base = None if taken.full else self._base
             return DirtyDirs(base, dirty=taken.dirty, degraded=taken.degraded | limited)
 

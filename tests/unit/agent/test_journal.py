@@ -184,3 +184,22 @@ def test_rescan_all_makes_the_next_backup_full(journal, tree) -> None:
     baseline(journal)
     journal.rescan_all()
     assert journal.take().base_snapshot is None
+
+
+def test_a_backup_path_deleted_and_recreated_is_watched_again(journal, tree) -> None:
+    import shutil
+
+    baseline(journal)
+    shutil.rmtree(tree)
+    deadline = time.monotonic() + 5
+    while not journal._roots[str(tree)].gone:
+        assert time.monotonic() < deadline, "no event for the deleted backup path"
+        time.sleep(0.02)
+    (tree / "c").mkdir(parents=True)
+    hint = journal.take()  # back: watched anew, but what happened meanwhile is unknown
+    assert hint.full(str(tree))
+    journal.finished("snap-2", "journal")
+    (tree / "c" / "f").write_bytes(b"seen by the new watch")
+    settle(journal, str(tree / "c"))
+    hint = journal.take()
+    assert not hint.full(str(tree)) and hint.state(str(tree / "c")) == DIRTY
