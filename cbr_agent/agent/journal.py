@@ -89,6 +89,10 @@ class Journal:
         if watchdog_log.getEffectiveLevel() > logging.WARNING:  # log_level = error must not hide it
             watchdog_log.setLevel(logging.WARNING)
         try:
+            import watchdog.events
+
+            if not hasattr(watchdog.events, "EventsLostEvent"):  # it could not tell us of an overflow
+                raise RuntimeError("the installed watchdog does not report lost events; upgrade it")
             self._observer = self._observer_factory()
             self._observer.start()
         except Exception as exc:  # no observer on this platform: every backup walks everything

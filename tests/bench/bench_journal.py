@@ -123,6 +123,19 @@ def main() -> int:
     daemon.cli("path", "add", str(tree))
     results: dict[str, Any] = {"files": info.files}
     try:
+        # watching alone: no schedule, so no backup runs and nothing else fills the daemon's memory
+        daemon.env["CBR_AGENT_BACKUP_SCHEDULE"] = ""
+        pid = daemon.start()
+        started = time.monotonic()
+        while (json.loads((daemon.state / "agent-state.json").read_text() or "{}")
+               if (daemon.state / "agent-state.json").exists() else {}).get("journal", {}).get("paths") != 1:
+            time.sleep(0.1)
+        results["watching_started_s"] = round(time.monotonic() - started, 2)
+        results["idle_watching_only"] = idle(pid, min(args.idle, 10))
+        print(f"watching only: {results['idle_watching_only']} (ready after "
+              f"{results['watching_started_s']} s)", flush=True)
+        daemon.stop()
+        daemon.env["CBR_AGENT_BACKUP_SCHEDULE"] = args.interval or f"{int(args.idle) + 10}s"
         pid = daemon.start()
         first = daemon.next_backup(None)
         print(f"first backup: {first.get('duration')} s ({first.get('scan')})", flush=True)
