@@ -85,7 +85,7 @@ class Journal:
 
     def start(self) -> None:
         watchdog_log = logging.getLogger(_WATCHDOG_INOTIFY_LOGGER)
-        watchdog_log.addHandler(self._log_hook)
+        watchdog_log.addFilter(self._log_hook)
         if watchdog_log.getEffectiveLevel() > logging.WARNING:  # log_level = error must not hide it
             watchdog_log.setLevel(logging.WARNING)
         try:
@@ -100,7 +100,7 @@ class Journal:
             self._observer = None
 
     def stop(self, timeout: float = 1.0) -> None:
-        logging.getLogger(_WATCHDOG_INOTIFY_LOGGER).removeHandler(self._log_hook)
+        logging.getLogger(_WATCHDOG_INOTIFY_LOGGER).removeFilter(self._log_hook)
         if self._observer is not None:
             with contextlib.suppress(Exception):
                 self._observer.stop()
@@ -110,19 +110,22 @@ class Journal:
         """Watch exactly these ``(path, excludes)`` (normalized); a path added or whose excludes changed
         is walked fully at the next backup."""
         wanted = {path: tuple(excludes) for path, excludes in roots}
-        for path in [p for p in self._roots if p not in wanted]:
-            self._unschedule(self._roots.pop(path))
-        for path, excludes in wanted.items():
-            known = self._roots.get(path)
-            if known is not None and known.excludes == excludes:
-                continue
-            with self._lock:
+        added: list[_Root] = []
+        with self._lock:  # the observer's thread reads the roots; (un)scheduling happens outside
+            removed = [self._roots.pop(p) for p in [p for p in self._roots if p not in wanted]]
+            for path, excludes in wanted.items():
+                known = self._roots.get(path)
+                if known is not None and known.excludes == excludes:
+                    continue
                 self._degraded.add(path)
-            if known is not None:
-                known.excludes = excludes
-                continue
-            root = _Root(path, excludes)
-            self._roots[path] = root
+                if known is not None:
+                    known.excludes = excludes
+                    continue
+                root = self._roots[path] = _Root(path, excludes)
+                added.append(root)
+        for root in removed:
+            self._unschedule(root)
+        for root in added:
             self._schedule(root)
         self._changed()
 
@@ -326,18 +329,21 @@ class _Handler:
             self.journal.on_overflow(None)
 
 
-class _WatchFailures(logging.Handler):
+class _WatchFailures(logging.Filter):
     """watchdog logs, and carries on, when a directory below a watched path cannot be watched (the
-    watch limit): that is how the journal learns which subtree is unwatched."""
+    watch limit): that is how the journal learns which subtree is unwatched. Its line, once per
+    directory (thousands on a large tree), is dropped: the journal says it once."""
 
     def __init__(self, journal: Journal) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__()
         self.journal = journal
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
         if str(record.msg).startswith("Unable to watch") and record.args:
             args = record.args if isinstance(record.args, tuple) else (record.args,)
             self.journal.on_watch_limit(_text(args[0]))
+            return False
+        return True
 
 
 def _default_observer() -> Any:

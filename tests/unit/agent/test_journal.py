@@ -116,13 +116,14 @@ def test_overflow_makes_the_path_a_full_scan(journal, tree) -> None:
 
 def test_watch_limit_is_said_once_kept_in_status_and_scanned_fully_every_time(journal, tree, caplog) -> None:
     baseline(journal)
-    with caplog.at_level(logging.WARNING, logger="cbr_agent.agent.journal"):
+    with caplog.at_level(logging.WARNING):
         # what watchdog logs when inotify_add_watch fails with ENOSPC below a watched path
         logging.getLogger("watchdog.observers.inotify").warning(
             "Unable to watch %r: %s", str(tree / "a"), OSError(28, "inotify watch limit reached"))
         journal.on_watch_limit(str(tree / "b"))
     said = [r for r in caplog.records if "max_user_watches" in r.getMessage()]
     assert len(said) == 1
+    assert not [r for r in caplog.records if r.name.startswith("watchdog")], "watchdog's line per directory"
     status = journal.status()
     assert status["full_scan_below"] == [str(tree / "a"), str(tree / "b")]
     assert status["note"] == WATCH_LIMIT_HINT
