@@ -20,6 +20,7 @@ import contextlib
 import errno
 import logging
 import os
+import queue
 import re
 import threading
 import time
@@ -56,6 +57,7 @@ class _Root:
     watch: Any = None
     limited: set[str] = field(default_factory=set)   # subtrees left unwatched
     gone: bool = False                               # deleted or moved away: its watch ended
+    pending: bool = True                             # its watches are still being set up
 
 
 class Journal:
@@ -80,6 +82,8 @@ class Journal:
         self._said_limit = False
         self._observer: Any = None
         self._log_hook = _WatchFailures(self)
+        self._work: queue.Queue[Any] = queue.Queue()
+        self._thread = threading.Thread(target=self._watcher, name="journal-watch", daemon=True)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -98,17 +102,20 @@ class Journal:
         except Exception as exc:  # no observer on this platform: every backup walks everything
             log.warning("file change journal unavailable (%s); every backup scans all files", exc)
             self._observer = None
+        self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
         logging.getLogger(_WATCHDOG_INOTIFY_LOGGER).removeFilter(self._log_hook)
+        self._work.put(None)
         if self._observer is not None:
             with contextlib.suppress(Exception):
                 self._observer.stop()
                 self._observer.join(timeout)
 
-    def watch(self, roots: Iterable[tuple[str, Sequence[str]]]) -> None:
+    def watch(self, roots: Iterable[tuple[str, Sequence[str]]], *, wait: bool = False) -> None:
         """Watch exactly these ``(path, excludes)`` (normalized); a path added or whose excludes changed
-        is walked fully at the next backup."""
+        is walked fully at the next backup, and until its watches are in place. The watches are set up
+        in the journal's own thread; ``wait`` waits for that."""
         wanted = {path: tuple(excludes) for path, excludes in roots}
         added: list[_Root] = []
         with self._lock:  # the observer's thread reads the roots; (un)scheduling happens outside
@@ -123,14 +130,38 @@ class Journal:
                     continue
                 root = self._roots[path] = _Root(path, excludes)
                 added.append(root)
-        for root in removed:
-            self._unschedule(root)
-        for root in added:
-            self._schedule(root)
+        done = threading.Event()
+        self._work.put((removed, added, done))
+        if wait:
+            done.wait()
         self._changed()
+
+    def _watcher(self) -> None:
+        """Sets watches up in its own thread: on a large tree that takes seconds (one inotify watch per
+        directory), and neither the daemon's start nor its heartbeat may wait for it."""
+        while True:
+            work = self._work.get()
+            if work is None:
+                return
+            removed, added, done = work
+            try:
+                for root in removed:
+                    self._unschedule(root)
+                for root in added:
+                    self._schedule(root)
+            except Exception:  # never leave a path trusted without its watch
+                log.exception("file change journal: cannot set watches up")
+                for root in added:
+                    root.gone = True
+            finally:
+                for root in added:
+                    with self._lock:
+                        root.pending = False
+                done.set()
 
     def _schedule(self, root: _Root) -> None:
         if self._observer is None:
+            root.gone = True
             return
         from watchdog.events import (
             DirAttribEvent,
@@ -155,9 +186,11 @@ class Journal:
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EMFILE):
                 self.on_watch_limit(root.path)
-            else:  # gone, or not a directory: the backup says so; walk it fully every time
+            else:  # not there (yet), or not a directory: walked fully until it can be watched
                 log.debug("cannot watch %s: %s", root.path, exc)
-                root.limited.add(root.path)
+                root.gone = True
+        with self._lock:  # what changed before the watches were complete is unknown
+            self._degraded.add(root.path)
 
     def _unschedule(self, root: _Root) -> None:
         if self._observer is not None and root.watch is not None:
@@ -254,7 +287,7 @@ class Journal:
             self._dirty, self._degraded = set(), set()
             self._taken = taken
             limited = {p for r in self._roots.values() for p in r.limited}
-            limited.update(r.path for r in self._roots.values() if r.gone)
+            limited.update(r.path for r in self._roots.values() if r.gone or r.pending)
             base = None if taken.full else self._base
             return DirtyDirs(base, dirty=taken.dirty, degraded=taken.degraded | limited)
 

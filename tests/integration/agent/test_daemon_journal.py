@@ -173,7 +173,7 @@ def test_an_event_queue_overflow_makes_the_next_backup_a_full_scan(engine_settin
     journal = Journal(3600.0)
     journal.start()
     try:
-        journal.watch([(str(data), ())])
+        journal.watch([(str(data), ())], wait=True)
 
         def scheduled() -> Any:
             """What the scheduler does around one backup."""
@@ -198,7 +198,7 @@ def test_a_backup_that_fails_leaves_its_changes_for_the_next(engine_settings, tm
     journal = Journal(3600.0)
     journal.start()
     try:
-        journal.watch([(str(data), ())])
+        journal.watch([(str(data), ())], wait=True)
         first = backup_paths(engine_settings, [str(data)], changes=journal.take())
         journal.finished(first.snapshot_id, first.scan)
         (data / "a" / "1" / "f").write_bytes(b"changed")

@@ -53,7 +53,7 @@ def clock() -> Clock:
 def journal(tree: Path, clock: Clock) -> Iterator[Journal]:
     j = Journal(3600.0, clock=clock)
     j.start()
-    j.watch([(str(tree), ())])
+    j.watch([(str(tree), ())], wait=True)
     yield j
     j.stop()
 
@@ -149,7 +149,7 @@ def test_path_added_or_excludes_changed_is_a_full_scan(journal, tree, tmp_path) 
     baseline(journal)
     other = tmp_path / "other"
     other.mkdir()
-    journal.watch([(str(tree), (str(tree / "b"),)), (str(other), ())])
+    journal.watch([(str(tree), (str(tree / "b"),)), (str(other), ())], wait=True)
     hint = journal.take()
     assert hint.full(str(tree)) and hint.full(str(other))
     journal.finished("snap-2", "journal")
@@ -165,7 +165,7 @@ def test_a_mount_point_appearing_scans_its_parent_fully(tree, clock, tmp_path, m
     j = Journal(3600.0, clock=clock)
     j.start()
     try:
-        j.watch([(str(tree), ())])
+        j.watch([(str(tree), ())], wait=True)
         baseline(j)
         point = str(tree / "a" / "with space")
         mountinfo.write_text(line.format("/") + line.format(point.replace(" ", "\\040")))
@@ -204,3 +204,31 @@ def test_a_backup_path_deleted_and_recreated_is_watched_again(journal, tree) -> 
     settle(journal, str(tree / "c"))
     hint = journal.take()
     assert not hint.full(str(tree)) and hint.state(str(tree / "c")) == DIRTY
+
+
+def test_a_path_is_scanned_fully_until_its_watches_are_in_place(tree, clock) -> None:
+    import threading
+
+    from watchdog.observers import Observer
+
+    gate = threading.Event()
+
+    class SlowObserver(Observer):  # a tree so large that setting the watches up takes a while
+        def schedule(self, *args, **kwargs):
+            assert gate.wait(5)
+            return super().schedule(*args, **kwargs)
+
+    j = Journal(3600.0, clock=clock, observer_factory=SlowObserver)
+    j.start()
+    try:
+        j.watch([(str(tree), ())])  # returns at once: the daemon's start does not wait for it
+        baseline(j)
+        assert j.take().full(str(tree)), "not watched yet: nothing can be trusted"
+        j.finished("snap-2", "journal")
+        gate.set()
+        j.watch([(str(tree), ())], wait=True)  # nothing new: waits for the worker to be done
+        assert j.take().full(str(tree)), "changes before the watches were complete are unknown"
+        j.finished("snap-3", "journal")
+        assert not j.take().full(str(tree))
+    finally:
+        j.stop()
