@@ -127,10 +127,13 @@ def main() -> int:
         daemon.env["CBR_AGENT_BACKUP_SCHEDULE"] = ""
         pid = daemon.start()
         started = time.monotonic()
-        while (json.loads((daemon.state / "agent-state.json").read_text() or "{}")
-               if (daemon.state / "agent-state.json").exists() else {}).get("journal", {}).get("paths") != 1:
+        last, steady = -1, 0.0
+        while steady < 1.0:  # the watches are set up in the daemon's journal thread: until they stop growing
             time.sleep(0.1)
-        results["watching_started_s"] = round(time.monotonic() - started, 2)
+            watches = inotify_watches(pid)
+            steady = steady + 0.1 if watches == last and watches > 0 else 0.0
+            last = watches
+        results["watching_started_s"] = round(time.monotonic() - started - 1.0, 2)
         results["idle_watching_only"] = idle(pid, min(args.idle, 10))
         print(f"watching only: {results['idle_watching_only']} (ready after "
               f"{results['watching_started_s']} s)", flush=True)
