@@ -83,6 +83,9 @@ class Journal:
         self._observer: Any = None
         self._log_hook = _WatchFailures(self)
         self._work: queue.Queue[Any] = queue.Queue()
+        self._busy = 0                      # watch requests not yet done by the worker
+        self._ready = threading.Event()     # set while there are none
+        self._ready.set()
         self._thread = threading.Thread(target=self._watcher, name="journal-watch", daemon=True)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -131,6 +134,9 @@ class Journal:
                 root = self._roots[path] = _Root(path, excludes)
                 added.append(root)
         done = threading.Event()
+        with self._lock:
+            self._busy += 1
+            self._ready.clear()
         self._work.put((removed, added, done))
         if wait:
             done.wait()
@@ -154,10 +160,20 @@ class Journal:
                 for root in added:
                     root.gone = True
             finally:
-                for root in added:
-                    with self._lock:
+                with self._lock:
+                    for root in added:
                         root.pending = False
+                    self._busy -= 1
+                    if not self._busy:
+                        self._ready.set()
                 done.set()
+
+    def wait_ready(self, cancel: threading.Event | None = None) -> None:
+        """Wait until the watches asked for are in place (a backup taken before would count nothing
+        from them: it and the next one would both scan fully); ``cancel`` ends the wait."""
+        while not self._ready.wait(0.2):
+            if cancel is not None and cancel.is_set():
+                return
 
     def _schedule(self, root: _Root) -> None:
         if self._observer is None:

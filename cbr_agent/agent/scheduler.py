@@ -168,6 +168,8 @@ class BackupScheduler:
         self.running = True
         self._record({"backup_running": True})
         # taken now, not at the end: what changes while the backup runs stays dirty for the next one
+        if self._journal is not None:  # its watches first: else this backup and the next scan fully
+            self._journal.wait_ready(self.cancel)
         changes = self._journal.take() if self._journal is not None else None
         outcome: dict[str, Any] | None = None
         try:

@@ -225,8 +225,11 @@ def test_a_path_is_scanned_fully_until_its_watches_are_in_place(tree, clock) -> 
         baseline(j)
         assert j.take().full(str(tree)), "not watched yet: nothing can be trusted"
         j.finished("snap-2", "journal")
+        stop = threading.Event()
+        stop.set()
+        j.wait_ready(stop)  # a stopping daemon does not wait for the watches
         gate.set()
-        j.watch([(str(tree), ())], wait=True)  # nothing new: waits for the worker to be done
+        j.wait_ready()  # what the scheduler does before a backup
         assert j.take().full(str(tree)), "changes before the watches were complete are unknown"
         j.finished("snap-3", "journal")
         assert not j.take().full(str(tree))
