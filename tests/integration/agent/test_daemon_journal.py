@@ -224,3 +224,27 @@ def test_a_backup_that_fails_leaves_its_changes_for_the_next(engine_settings, tm
         assert again.scan == "journal" and again.files_changed >= 1
     finally:
         journal.stop()
+
+
+def test_a_cli_backup_in_between_makes_the_next_scheduled_one_a_full_scan(cp_server, agent_host_factory,
+                                                                          tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_tree(data)
+    host = agent_host_factory(daemon_env(cp_server, CBR_AGENT_BACKUP_SCHEDULE="2s"))
+    assert host.cli("path", "add", str(data)).returncode == 0
+    host.start()
+    last = next_backup(host, None)
+    while last["scan"] != "journal":
+        last = next_backup(host, last["snapshot_id"])
+    (data / "a" / "cli-only").write_bytes(b"written just before a CLI backup")
+    cli = host.cli("backup", "--json")  # the journal sees the change, but the parent is now this one
+    assert cli.returncode == 0, cli.stderr
+    cli_snapshot = json.loads(cli.stdout)["snapshot_id"]
+    after = next_backup(host, last["snapshot_id"])
+    if after["snapshot_id"] == cli_snapshot:  # (state shows the daemon's own backups only)
+        after = next_backup(host, cli_snapshot)
+    assert after["scan"] == "full", "the journal counts from the daemon's snapshot, not the CLI's"
+    assert after["summary"]["parent"] == cli_snapshot
+    assert after["summary"]["bytes_added"] == 0, "the kept repository saw the CLI backup's index"
+    check = host.cli("check")
+    assert check.returncode == 0, check.stderr
