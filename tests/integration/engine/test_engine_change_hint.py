@@ -143,3 +143,21 @@ def test_a_dirty_directory_is_compared_with_the_parent_snapshot(engine, tmp_path
     assert third.scan == "journal"
     full = backup_paths(settings, [str(src)])
     assert tree_of(engine, third.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
+
+
+def test_journal_backups_do_not_age_the_files_cache_rows(engine, tmp_path: Path, monkeypatch) -> None:
+    import sqlite3
+
+    from cbr_agent.backup import filescache
+
+    monkeypatch.setattr(filescache, "KEEP_GENERATIONS", 1)
+    src = tmp_path / "src"
+    total = make_tree(src)
+    settings = engine.settings()
+    last = backup_paths(settings, [str(src)])
+    for _ in range(3):  # skipped subtrees: their rows must be there for the next full scan
+        last = backup_paths(settings, [str(src)], changes=DirtyDirs(last.snapshot_id))
+        assert last.scan == "journal"
+    with sqlite3.connect(engine.state_dir / "filescache.db") as db:
+        rows = db.execute("SELECT COUNT(*) FROM dirs").fetchone()[0]
+    assert rows >= total
