@@ -247,6 +247,9 @@ KEYS: tuple[Key, ...] = (
         "--limit-upload", "a number of KiB/s >= 0"),
     Key("limit_download", _non_negative_float, 0.0, "repository download limit in KiB/s (0 = none); "
         "--limit-download", "a number of KiB/s >= 0"),
+    Key("full_scan_interval", _positive_float, 86400.0, "seconds between the daemon's full scans; "
+        "in between, scheduled backups scan only what the file change journal saw change",
+        "a number of seconds > 0"),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in KEYS}
@@ -317,6 +320,7 @@ class Settings:
     s3_session_token: str | None
     limit_upload: float
     limit_download: float
+    full_scan_interval: float = 86400.0
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with every secret replaced, for ``status`` and logs."""

@@ -29,6 +29,8 @@ from cbr_agent.agent.connect import describe_endpoint, open_control_plane
 from cbr_agent.agent.heartbeat import ControlPlaneFactory, Syncer, SyncResult, registration_record
 from cbr_agent.agent.identity import Identity, load_identity
 from cbr_agent.agent.metrics import AgentExporter
+from cbr_agent.agent.journal import Journal
+from cbr_agent.agent.keptrepo import KeptRepository
 from cbr_agent.agent.notify import Notifier
 from cbr_agent.agent.reloadguard import identity_changes
 from cbr_agent.agent.reloadguard import refusal as reload_refusal
@@ -52,6 +54,7 @@ from cbr_agent.errors import (
     ControlPlaneUnavailable,
     StateError,
 )
+from cbr_agent.pathrules import PathRuleError, normalize_exclude, normalize_path
 
 log = logging.getLogger("cbr_agent.agent")
 
@@ -109,6 +112,10 @@ class Daemon:
         self._ready = False
         self._registered_once = False
         self.metrics = AgentExporter.disabled()
+        # the file change journal serves the backup engine's walk; an injected job gets no hint
+        self.journal: Journal | None = None
+        self._use_journal = job is default_job
+        self._kept_repo = KeptRepository()
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
@@ -161,10 +168,17 @@ class Daemon:
         self.notifier.status("registering with the control plane")
         last_backup = previous.get("last_backup") or {}
         self.cbr = CbrWork(self)  # CBR tasks, the cached policy, backup reports (issue 12)
+        if self._use_journal:
+            self.journal = Journal(self.settings.full_scan_interval,
+                                   on_change=lambda status: self._record({"journal": status}))
+            self.journal.start()
+            self._watch_paths()
         self.scheduler = BackupScheduler(
-            settings=self._for_job(self.settings), job=self.cbr.reporting_job(self._job),
+            settings=self._for_job(self.settings),
+            job=self.cbr.reporting_job(self._engine_job if self._use_journal else self._job),
             paths=lambda: self._paths,
-            record=self._record, last_end=parse_time(last_backup.get("finished_at")))
+            record=self._record, last_end=parse_time(last_backup.get("finished_at")),
+            journal=self.journal)
         sync_thread = threading.Thread(target=self._sync_loop, name="heartbeat", daemon=True)
         restore = self._install_signals()
         try:
@@ -189,6 +203,8 @@ class Daemon:
         self.cbr.join(max(0.0, deadline - time.monotonic() - SYNC_STOP_WAIT))
         # a heartbeat stuck on a silent network holds nothing worth waiting for
         sync_thread.join(min(SYNC_STOP_WAIT, max(0.0, deadline - time.monotonic())))
+        if self.journal is not None:
+            self.journal.stop(min(0.5, max(0.0, deadline - time.monotonic())))
         with contextlib.suppress(CbrAgentError):
             self._record({"daemon": None, "backup_running": False, "stopped_at": utc_now()})
         self.metrics.close()
@@ -267,6 +283,10 @@ class Daemon:
             new = dataclasses.replace(new, state_dir=self.settings.state_dir)
         if new.agent_id != self.settings.agent_id:
             log.warning("agent_id changed; that takes effect at the next start")
+        if self.journal is not None:
+            self.journal.full_scan_interval = new.full_scan_interval
+            if new.one_file_system != self.settings.one_file_system:
+                self.journal.rescan_all()
         self.settings = new
         self._pending = new
         self.scheduler.reconfigure(self._for_job(new))
@@ -322,6 +342,7 @@ class Daemon:
             if self._paths is not None:
                 log.info("path list changed: %s", _describe_paths(result.paths))
             self._paths = result.paths
+            self._watch_paths()
             self.scheduler.poke()
             save_paths(self.settings.state_dir, self.agent_id, result.paths)
         self._record({**registration_record(self.settings, result), "last_error": None})
@@ -350,6 +371,35 @@ class Daemon:
             self.notifier.ready(status)
         else:
             self.notifier.status(status)
+
+    def _engine_job(self) -> JobFunction:
+        """The backup engine, on the repository the daemon keeps open between backups."""
+        backup = default_job()
+        kept = self._kept_repo
+
+        def job(settings: Settings, paths: list[AgentPath], *, cancel: threading.Event,
+                changes: Any = None) -> Any:
+            repo = kept.get(settings)
+            try:
+                return backup(settings, paths, cancel=cancel, changes=changes, repo=repo)
+            except BaseException:  # whatever went wrong, the next backup opens the repository afresh
+                kept.drop()
+                raise
+
+        return job
+
+    def _watch_paths(self) -> None:
+        """Point the journal at the current backup paths (a bad path is the backup's to report)."""
+        if self.journal is None:
+            return
+        roots = []
+        for path in self._paths or ():
+            try:
+                root = normalize_path(path.dir_path)
+                roots.append((root, tuple(normalize_exclude(root, e) for e in path.excludes)))
+            except PathRuleError:
+                continue
+        self.journal.watch(roots)
 
     def _for_job(self, settings: Settings) -> Settings:
         """The backup engine tags snapshots with ``settings.agent_id``: give it ours."""

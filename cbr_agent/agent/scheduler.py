@@ -52,13 +52,15 @@ def default_job() -> JobFunction:
 
 
 def run_job(job: JobFunction, settings: Settings, paths: Sequence[AgentPath],
-            cancel: threading.Event, clock: Clock = local_now) -> dict[str, Any]:
-    """Run one backup and describe its outcome as the agent state keeps it (never raises)."""
+            cancel: threading.Event, clock: Clock = local_now, changes: Any = None) -> dict[str, Any]:
+    """Run one backup and describe its outcome as the agent state keeps it (never raises).
+    ``changes``: the journal's hint of what changed (passed to the job only when there is one)."""
     started = clock()
     record: dict[str, Any] = {"started_at": started.isoformat(timespec="seconds"),
                               "paths": [p.dir_path for p in paths]}
+    extra = {"changes": changes} if changes is not None else {}
     try:
-        summary = job(settings, list(paths), cancel=cancel)
+        summary = job(settings, list(paths), cancel=cancel, **extra)
     except Cancelled:
         record.update(status="cancelled", error="stopped before it finished")
     except RepositoryLocked as exc:  # the scheduler tries again (see BackupScheduler._wait_for_lock)
@@ -77,6 +79,10 @@ def run_job(job: JobFunction, settings: Settings, paths: Sequence[AgentPath],
         to_dict = getattr(summary, "to_dict", None)
         if callable(to_dict):
             record["summary"] = to_dict()
+            # for status: the engine's own time, and whether the journal led the walk
+            for key in ("duration", "scan"):
+                if key in record["summary"]:
+                    record[key] = record["summary"][key]
     finished = clock()
     record["finished_at"] = finished.isoformat(timespec="seconds")
     record["seconds"] = round((finished - started).total_seconds(), 3)
@@ -89,7 +95,7 @@ class BackupScheduler:
     def __init__(self, *, settings: Settings, job: Callable[[], JobFunction],
                  paths: Callable[[], Sequence[AgentPath] | None],
                  record: Callable[[dict[str, Any]], None], clock: Clock = local_now,
-                 last_end: datetime | None = None) -> None:
+                 last_end: datetime | None = None, journal: Any = None) -> None:
         self._settings = settings
         self._schedule = _schedule_of(settings)
         self._job = job
@@ -97,6 +103,7 @@ class BackupScheduler:
         self._record = record
         self._clock = clock
         self.last_end = last_end
+        self._journal = journal   # agent.journal.Journal, or None: every backup walks everything
         self.cancel = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -160,21 +167,37 @@ class BackupScheduler:
         log.info("scheduled backup of %d path(s) starting", len(paths))
         self.running = True
         self._record({"backup_running": True})
+        # taken now, not at the end: what changes while the backup runs stays dirty for the next one
+        if self._journal is not None:  # its watches first: else this backup and the next scan fully
+            self._journal.wait_ready(self.cancel)
+        changes = self._journal.take() if self._journal is not None else None
+        outcome: dict[str, Any] | None = None
         try:
             job = self._job()
             started = self._clock()
-            outcome = run_job(job, settings, paths, self.cancel, self._clock)
+            outcome = run_job(job, settings, paths, self.cancel, self._clock, changes)
             if outcome.get("locked"):
-                outcome = self._wait_for_lock(job, settings, paths, outcome, started)
+                outcome = self._wait_for_lock(job, settings, paths, outcome, started, changes)
         except CbrAgentError as exc:
             outcome = {"status": "failed", "error": str(exc),
                        "finished_at": self._clock().isoformat(timespec="seconds")}
         finally:
             self.running = False
+            if self._journal is not None:
+                self._journal_outcome(outcome)
         self.last_end = self._clock()
         _log_outcome(outcome)
         self._record({"last_backup": outcome, "backup_running": False})
 
+
+    def _journal_outcome(self, outcome: dict[str, Any] | None) -> None:
+        assert self._journal is not None
+        if outcome and outcome.get("status") in ("ok", "warnings") and outcome.get("snapshot_id"):
+            summary = outcome.get("summary") or {}
+            self._journal.finished(outcome["snapshot_id"], outcome.get("scan"),
+                                   summary.get("warnings") or ())
+        else:
+            self._journal.failed()
 
     def _next_run(self, started: datetime) -> datetime:
         with self._lock:
@@ -184,7 +207,7 @@ class BackupScheduler:
         return schedule.next_after(started, started)
 
     def _wait_for_lock(self, job: JobFunction, settings: Settings, paths: Sequence[AgentPath],
-                       outcome: dict[str, Any], started: datetime) -> dict[str, Any]:
+                       outcome: dict[str, Any], started: datetime, changes: Any = None) -> dict[str, Any]:
         """Try the backup again with backoff while the repository is locked, until the next scheduled
         run (said once); a stop ends the wait. The outcome counts from the first attempt."""
         until = self._next_run(started)
@@ -202,7 +225,7 @@ class BackupScheduler:
                     outcome.update(status="cancelled", error="stopped while waiting for the repository lock")
                     break
                 pause = min(pause * 2, LOCK_RETRY_MAX)
-                outcome = run_job(job, settings, paths, self.cancel, self._clock)
+                outcome = run_job(job, settings, paths, self.cancel, self._clock, changes)
         finally:
             self._record({"backup_waiting": None})
         outcome.pop("locked", None)

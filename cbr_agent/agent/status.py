@@ -48,6 +48,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "backup_waiting": state.get("backup_waiting") if running else None,
         "last_reload": state.get("last_reload") if running else None,
         "last_backup": state.get("last_backup"),
+        "journal": state.get("journal") if running else None,
         "next_backup": state.get("next_backup") if running and schedule else None,
         # CBR work (issue 12): the task running now, the last one, the cached policy's next run
         "task": state.get("task") if running else None,
@@ -86,6 +87,9 @@ def print_status(report: dict[str, Any]) -> None:
         rows.append(("backup", "running now"))
     if report["next_backup"]:
         rows.append(("next backup", report["next_backup"]))
+    journal = report.get("journal")
+    if journal:
+        rows.append(("change journal", _describe_journal(journal)))
     rows += _task_rows(report)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
@@ -120,6 +124,22 @@ def _describe_backup(backup: dict[str, Any] | None) -> str:
     text = f"{backup.get('status')} at {backup.get('finished_at')}"
     if backup.get("snapshot_id"):  # people see the short form (cli.output.short_id); --json the full id
         text += f", snapshot {str(backup['snapshot_id'])[:8]}"
+    if backup.get("duration") is not None:
+        text += f", {backup['duration']:.2f} s"
+    if backup.get("scan"):
+        text += ", full scan" if backup["scan"] == "full" else ", journal scan (changed directories only)"
     if backup.get("error"):
         text += f": {backup['error']}"
+    return text
+
+
+def _describe_journal(journal: dict[str, Any]) -> str:
+    if not journal.get("watching"):
+        return "off (every backup scans all files)"
+    text = f"watching {journal.get('paths', 0)} path(s)"
+    below = journal.get("full_scan_below") or []
+    if below:
+        text += f"; always scanned fully: {', '.join(below[:3])}" + (" ..." if len(below) > 3 else "")
+    if journal.get("note"):
+        text += f" ({journal['note']})"
     return text

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from cbr_agent.backup.changehint import ChangeHint, usable_hint
 from cbr_agent.backup.filescache import FilesCache
 from cbr_agent.backup.helpers import usable_cpus
 from cbr_agent.backup.password import Password, find_password, generate_password_file, require_password
@@ -64,6 +65,9 @@ class BackupSummary:
     bytes_added: int = 0
     bytes_stored: int = 0
     blobs_new: int = 0
+    dirs_scanned: int = 0       # directories listed and stat-ed
+    dirs_reused: int = 0        # subtrees reused from the parent unopened (the daemon's journal vouched)
+    scan: str = "full"          # "journal": the daemon's change journal led the walk; "full": every dir
     duration: float = 0.0
     warnings: list[str] = field(default_factory=list)
     dry_run: bool = False
@@ -206,11 +210,14 @@ def backup_paths(
     repo: Any = None,
     lock_wait: float = 0.0,
     tags: Sequence[str] = (),
+    changes: ChangeHint | None = None,
 ) -> BackupSummary:
     """Back up ``paths`` (``AgentPath`` objects, ``(path, excludes)`` pairs or strings) into the
     configured repository and return what was done. Per-file problems are in ``.warnings``;
     repository problems raise (no snapshot written); ``cancel`` stops it promptly (``Cancelled``).
-    A repository locked by a prune is waited for up to ``lock_wait`` seconds (RepositoryLocked)."""
+    A repository locked by a prune is waited for up to ``lock_wait`` seconds (RepositoryLocked).
+    ``changes`` (the daemon's journal) names the directories changed since the snapshot it counts from;
+    it is used only when that snapshot is the parent, else every directory is walked."""
     started = time.monotonic()
     start_time = datetime.now(timezone.utc)
     cap_malloc_arenas()
@@ -230,7 +237,7 @@ def backup_paths(
             return _run(settings, repo, roots, parent, cache, host, start_time, started, missing,
                         cancel=cancel, progress=progress, dry_run=dry_run,
                         agent_id=agent_id or settings.agent_id or _stored_agent_id(settings),
-                        tags=tags)
+                        tags=tags, changes=changes)
         finally:
             if cache is not None:
                 cache.close()
@@ -240,7 +247,8 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
          cache: FilesCache | None, host: str, start_time: datetime, started: float,
          missing: list[str], *,
          cancel: threading.Event | None, progress: Callable[[ProgressInfo], None] | None,
-         dry_run: bool, agent_id: str | None, tags: Sequence[str] = ()) -> BackupSummary:
+         dry_run: bool, agent_id: str | None, tags: Sequence[str] = (),
+         changes: ChangeHint | None = None) -> BackupSummary:
     from cbr_agent.repository import Snapshot
 
     writer_cm = contextlib.nullcontext(_DryRunWriter(repo)) if dry_run else repo.writer()
@@ -264,6 +272,8 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
             cancel=cancel,
             checkpoint=None if dry_run else checkpoint,
             checkpoint_interval=checkpoint_seconds(),
+            hint=usable_hint(changes, parent.id if parent is not None else None, roots,
+                             parent.excludes if parent is not None else {}),
         )
         walk_roots = [Root(p, ExcludeMatcher(p, ex)) for p, ex in roots if p not in missing]
         if progress is not None:
@@ -282,6 +292,7 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
     summary = BackupSummary(snapshot_id=None, parent=parent.id if parent is not None else None,
                             paths=[p for p, _ in roots], dry_run=dry_run)
     _fill(summary, stats, writer, dry_run)
+    summary.scan = "journal" if archiver.journal_roots else "full"
     summary.duration = round(time.monotonic() - started, 3)
     if not dry_run:
         snapshot = Snapshot(
@@ -293,7 +304,8 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
         if cache is not None:
             try:
                 cache.commit(*cache.take_staged())
-                cache.finish()
+                if summary.scan == "full":  # a journal-led backup sees part of the tree: it ages no row
+                    cache.finish()
             except Exception as exc:  # the snapshot is safe; only the next run gets slower
                 log.warning("could not update the files cache: %s", exc)
     summary.duration = round(time.monotonic() - started, 3)
@@ -317,6 +329,8 @@ def _fill(summary: BackupSummary, stats: BackupStats, writer: Any, dry_run: bool
     summary.files_changed = stats.files_changed
     summary.files_unchanged = stats.files_unchanged
     summary.dirs = stats.dirs
+    summary.dirs_scanned = stats.dirs_scanned
+    summary.dirs_reused = stats.dirs_reused
     summary.others = stats.others
     summary.bytes_read = stats.bytes_read
     summary.bytes_total = stats.bytes_total

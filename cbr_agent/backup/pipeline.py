@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cbr_agent.backup.blobpool import BlobPool
+from cbr_agent.backup.changehint import ChangeHint
 from cbr_agent.backup.dirtree import DirTask, TreeAssembler
 from cbr_agent.backup.filesaver import FileSaver
 from cbr_agent.backup.filescache import FilesCache
@@ -60,6 +61,7 @@ class Archiver:
         helpers: int = 0,
         checkpoint: Callable[[], None] | None = None,
         checkpoint_interval: float = 60.0,
+        hint: ChangeHint | None = None,
     ) -> None:
         self.parent_tree = parent_tree
         self.parent_time_ns = parent_time_ns
@@ -73,7 +75,7 @@ class Archiver:
         self._small = SmallFiles(repo, writer, saver, self._state, self._trees, tick=self._tick,
                                  helpers=helpers)
         self._walker = Walker(repo, cache, self._state, self._trees, one_file_system=one_file_system,
-                              queue_file=self._queue_file, tick=self._tick)
+                              queue_file=self._queue_file, tick=self._tick, hint=hint)
         self._checkpoint = checkpoint
         self._checkpoint_interval = checkpoint_interval
         self._last_checkpoint = time.monotonic()
@@ -103,6 +105,11 @@ class Archiver:
             self._small.add(item, size)
         else:
             self._readers.submit(item)
+
+    @property
+    def journal_roots(self) -> int:
+        """Backup paths walked with the change hint (the rest were walked fully)."""
+        return self._state.journal_roots
 
     def warn(self, message: str) -> None:
         self._state.warn(message)

@@ -21,6 +21,8 @@ class BackupStats:
     bytes_new: int = 0        # ... of the new files among them
     bytes_changed: int = 0    # ... of the changed ones (the rest is unchanged)
     bytes_done: int = 0       # size of the files handled so far (read or reused)
+    dirs_scanned: int = 0     # directories listed and stat-ed
+    dirs_reused: int = 0      # subtrees taken from the parent snapshot unopened (the journal vouched)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -36,6 +38,7 @@ class RunState:
         self.stats = BackupStats()
         self.lock = threading.Lock()
         self.fatal: BaseException | None = None
+        self.journal_roots = 0    # backup paths walked with the change hint
 
     def warn(self, message: str) -> None:
         # the caller reports the collected warnings (CLI, daemon); log them only for debugging

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cbr_agent.backup.changehint import BELOW, CLEAN, DEGRADED, ChangeHint
 from cbr_agent.backup.dirtree import DirTask, TreeAssembler
 from cbr_agent.backup.filesaver import describe
 from cbr_agent.backup.filescache import DirRecord, FilesCache
@@ -25,8 +26,9 @@ from cbr_agent.backup.runstate import RunState
 from cbr_agent.pathrules import ExcludeMatcher
 
 Ancestors = tuple[tuple[int, int], ...]
-#: a directory still to walk: its task, its previous listing and the (dev, ino) of its parents
-Pending = tuple[DirTask, "Prev | LazyPrev | None", Ancestors]
+#: a directory still to walk: its task, its previous listing, the (dev, ino) of its parents and whether
+#: the change hint (the daemon's journal) speaks for it
+Pending = tuple[DirTask, "Prev | LazyPrev | None", Ancestors, bool]
 
 
 @dataclass
@@ -40,8 +42,9 @@ class Root:
 class Walker:
     def __init__(self, repo: Any, cache: FilesCache | None, state: RunState, trees: TreeAssembler, *,
                  one_file_system: bool, queue_file: Callable[[tuple[Any, ...], int], None],
-                 tick: Callable[[], None]) -> None:
+                 tick: Callable[[], None], hint: ChangeHint | None = None) -> None:
         self.repo = repo
+        self.hint = hint                # which directories changed, or None: walk everything
         self.cache = cache
         self.state = state
         self.trees = trees
@@ -99,28 +102,95 @@ class Walker:
         self.trees.walked(task)
 
     def _walk(self, top: DirTask, root: Root, root_dev: int, top_prev: Prev | None) -> None:
-        stack: list[Pending] = [(top, top_prev, ())]
+        journal = self.hint is not None and top_prev is not None and not self.hint.full(root.path)
+        if journal:
+            self.state.journal_roots += 1
+        stack: list[Pending] = [(top, top_prev, (), journal)]
         while stack:
-            task, prev, ancestors = stack.pop()
+            task, prev, ancestors, journal = stack.pop()
             self.tick()
-            subdirs = self._scan_dir(task, prev, root, root_dev, ancestors)
+            subdirs = None
+            if journal:
+                assert self.hint is not None
+                state = self.hint.state(task.path)
+                if state == DEGRADED:
+                    journal = False
+                elif state in (BELOW, CLEAN):
+                    subdirs = self._journal_dir(task, materialize(prev), root_dev, ancestors)
+            if subdirs is None:
+                subdirs = self._scan_dir(task, prev, root, root_dev, ancestors, journal)
             stack.extend(reversed(subdirs))
             self.trees.walked(task)
 
+    def _journal_dir(self, task: DirTask, prev: Prev | None, root_dev: int,
+                     ancestors: Ancestors) -> list[Pending] | None:
+        """A directory whose own entries did not change: its previous listing, as it is, except for the
+        subdirectories below which something changed (looked at again). None: list it after all."""
+        assert self.hint is not None
+        if prev is None:
+            return None
+        names = sorted(prev.nodes)
+        changed: dict[str, os.stat_result] = {}
+        for name in names:
+            node = prev.nodes[name]
+            if node.get("type") != "dir":
+                continue
+            path = join(task.path, name)
+            if self.hint.state(path) == CLEAN:
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError:
+                return None  # gone after all: the journal missed it, so list the directory
+            if not stat.S_ISDIR(st.st_mode) or st.st_ino != node.get("inode"):
+                return None
+            changed[name] = st
+        here = (*ancestors, task.ident)
+        subdirs: list[Pending] = []
+        files = size = reused = 0
+        index = self.trees.new_slots(task, len(names))
+        for name in names:
+            node = prev.nodes[name]
+            st_changed = changed.get(name)
+            if st_changed is not None:
+                sub = self._subdir(task, index, join(task.path, name), name, st_changed, root_dev, here,
+                                   node, prev, True)
+                if sub is not None:
+                    subdirs.append(sub)
+            else:
+                if node.get("type") == "file":
+                    files += 1
+                    size += node.get("size", 0)
+                elif node.get("type") == "dir":
+                    reused += 1
+                self.trees.resolve(task, index, node)
+            index += 1
+        with self.state.lock:
+            s = self.state.stats
+            s.files_unchanged += files
+            s.bytes_total += size
+            s.bytes_done += size
+            s.dirs_reused += reused
+        return subdirs
+
     def _scan_dir(self, task: DirTask, prev: Prev | LazyPrev | None, root: Root, root_dev: int,
-                  ancestors: Ancestors) -> list[Pending]:
+                  ancestors: Ancestors, journal: bool = False) -> list[Pending]:
         path = task.path
         scan_ns = time.time_ns()
         entries = list_dir(path, root.matcher, self.state.warn)
+        with self.state.lock:
+            self.state.stats.dirs_scanned += 1
         fingerprint, newest = listing_fingerprint(entries)
         task.fingerprint = fingerprint
         task.trusted = newest < scan_ns - RACY_NS
         task.scan_ns = scan_ns
-        record = self.cache.get(os.fsencode(path)) if self.cache is not None else None
+        # led by the journal, the previous state is the parent snapshot's (what the hint counts from):
+        # a cache row may be older, from before backups that skipped this directory and changed below it
+        record = self.cache.get(os.fsencode(path)) if self.cache is not None and not journal else None
         task.record = record
         here = (*ancestors, task.ident)
         if record is not None and record.fingerprint == fingerprint and self._blobs_present(record):
-            return self._reuse_dir(task, record, entries, root_dev, here)
+            return self._reuse_dir(task, record, entries, root_dev, here, journal)
         now = Prev({n["name"]: n for n in record.nodes}, record.scan_ns) if record is not None \
             else materialize(prev)
         subdirs: list[Pending] = []
@@ -129,7 +199,7 @@ class Walker:
             child = join(path, name)
             if stat.S_ISDIR(st.st_mode):
                 prev_node = now.nodes.get(name) if now is not None else None
-                sub = self._subdir(task, index, child, name, st, root_dev, here, prev_node, now)
+                sub = self._subdir(task, index, child, name, st, root_dev, here, prev_node, now, journal)
                 if sub is not None:
                     subdirs.append(sub)
             else:
@@ -138,7 +208,7 @@ class Walker:
         return subdirs
 
     def _reuse_dir(self, task: DirTask, record: DirRecord, entries: list[tuple[str, os.stat_result]],
-                   root_dev: int, here: Ancestors) -> list[Pending]:
+                   root_dev: int, here: Ancestors, journal: bool) -> list[Pending]:
         """The listing matched the cache: file nodes come from the record, only subdirectories are walked."""
         task.reuse = True
         with self.state.lock:
@@ -155,7 +225,7 @@ class Walker:
         index = self.trees.new_slots(task, len(dirs))
         for name, st in dirs:
             sub = self._subdir(task, index, join(task.path, name), name, st, root_dev, here,
-                               cached_nodes.get(name), prev)
+                               cached_nodes.get(name), prev, journal)
             if sub is not None:
                 subdirs.append(sub)
             index += 1
@@ -188,8 +258,10 @@ class Walker:
             node["xattrs"] = xattrs
 
     def _subdir(self, task: DirTask, index: int, path: str, name: str, st: os.stat_result, root_dev: int,
-                ancestors: Ancestors, prev_node: Node | None, prev: Prev | None) -> Pending | None:
-        """A subdirectory entry: a mount point, a loop, or a directory to walk later."""
+                ancestors: Ancestors, prev_node: Node | None, prev: Prev | None,
+                journal: bool = False) -> Pending | None:
+        """A subdirectory entry: a mount point, a loop, a subtree the journal vouches for, or a directory
+        to walk later."""
         if prev_node is not None and prev_node.get("type") == "dir" and same_file(prev_node, st) \
                 and prev_node.get("ctime_ns", 0) < (prev.scan_ns if prev else 0) - RACY_NS:
             node = {k: v for k, v in prev_node.items() if k != "subtree"}
@@ -203,9 +275,18 @@ class Walker:
             self.state.warn(f"{path}: directory loop (same directory as one of its parents); not descended")
             self.trees.resolve(task, index, None)
             return None
+        if journal:
+            assert self.hint is not None
+            if self.hint.state(path) == CLEAN:
+                if prev_node is not None and prev_node.get("subtree") and same_file(prev_node, st):
+                    with self.state.lock:  # nothing below changed: its previous tree as it is
+                        self.state.stats.dirs_reused += 1
+                    self.trees.resolve(task, index, prev_node)
+                    return None
+                journal = False  # new, or changed without the journal seeing it: walk all of it
         sub = DirTask(path, node, task, index, (st.st_dev, st.st_ino))
         lazy = LazyPrev(self.repo, prev_node, prev) if prev_node is not None else None
-        return (sub, lazy, ancestors)
+        return (sub, lazy, ancestors, journal)
 
     def _entry(self, task: DirTask, index: int, path: str, name: str, st: os.stat_result,
                prev: Prev | None) -> None:

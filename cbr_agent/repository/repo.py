@@ -176,6 +176,37 @@ class Repository:
             files.add(name)
         self.index, self.index_files, self.damaged_index_files = index, files, damaged
 
+    def refresh_index(self) -> None:
+        """Catch up with what other processes wrote since the index was loaded, for a long-lived
+        process (the daemon) that keeps the repository open: index files are immutable and named by
+        their content, so new ones are added; if any went away (prune, repair) all are read again.
+        RepositoryNotFound/RepositoryError if the repository is gone or was replaced by another."""
+        if _read_config_head(self.backend).get("id") != self.id:
+            raise RepositoryError(f"the repository at {self.backend.location} was replaced by another one")
+        names = {name for name, _size in self.backend.list("index")}
+        known = self.index_files | set(self.damaged_index_files)
+        if not known <= names:
+            self.load_index()
+            return
+        for name in sorted(names - known):
+            what = f"index file index/{name}"
+            try:
+                stored = self.backend.get("index/" + name)
+            except FileNotFoundError:  # removed meanwhile: a prune is rewriting the index
+                self.load_index()
+                return
+            try:
+                plain = open_object(self.key.sealer, stored, AAD_INDEX, what)
+                try:
+                    self.index.add_index_file(plain)
+                except ValueError as exc:
+                    raise IntegrityError(f"{what} is damaged: {exc}") from None
+            except IntegrityError as exc:
+                log.warning("%s", exc)
+                self.damaged_index_files[name] = str(exc)
+                continue
+            self.index_files.add(name)
+
     def read_index_file(self, name: str) -> dict[str, list[PackEntry]]:
         what = f"index file index/{name}"
         try:

@@ -1,0 +1,163 @@
+"""The walker led by a change hint (the daemon's journal): only named directories are listed, the rest of
+the parent snapshot's trees are reused, and the result is the tree a full scan would have built."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from cbr_agent.backup.changehint import DirtyDirs
+from cbr_agent.backup.job import backup_paths
+from cbr_agent.repository import decode_tree
+
+
+def make_tree(src: Path) -> int:
+    """Three top dirs with three subdirs of two files each; returns the number of directories."""
+    dirs = 1
+    for top in "abc":
+        dirs += 1
+        for sub in range(3):
+            d = src / top / str(sub)
+            d.mkdir(parents=True)
+            dirs += 1
+            for name in ("x", "y"):
+                (d / name).write_bytes(f"{top}{sub}{name}".encode() * 100)
+    return dirs
+
+
+def tree_of(engine, snapshot_id: str, path: Path) -> str:
+    """The subtree id of ``path`` in the snapshot (not the root's: the directories above ``path`` are
+    the test's temporary directories, which other processes may touch between two backups)."""
+    repo = engine.open()
+    tree = next(s.tree for s in repo.list_snapshots() if s.id == snapshot_id)
+    for part in [p for p in str(path).split("/") if p]:
+        nodes = decode_tree(repo.load_blob(bytes.fromhex(tree)))
+        tree = next(n["subtree"] for n in nodes if n["name"] == part)
+    return tree
+
+
+def test_only_dirty_directories_are_listed_and_the_tree_equals_a_full_scan(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    total = make_tree(src)
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    assert first.scan == "full" and first.dirs_scanned == total
+
+    (src / "a" / "1" / "x").write_bytes(b"changed content")
+    hint = DirtyDirs(first.snapshot_id, dirty=[str(src / "a" / "1")])
+    second = backup_paths(settings, [str(src)], changes=hint)
+    assert second.scan == "journal"
+    assert second.dirs_scanned == 1, "only the dirty directory is listed"
+    assert second.dirs_reused == 2 + 2, "a/0, a/2, b and c are reused unopened"
+    # the changed file, and its neighbour too if it was written within RACY_NS of the first listing
+    assert 1 <= second.files_changed <= 2 and second.files_new == 0
+
+    full = backup_paths(settings, [str(src)])
+    assert full.scan == "full" and full.dirs_scanned == total
+    assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
+
+
+def test_unchanged_tree_lists_nothing(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    second = backup_paths(settings, [str(src)], changes=DirtyDirs(first.snapshot_id))
+    assert second.scan == "journal" and second.dirs_scanned == 0 and second.dirs_reused == 3
+    assert second.bytes_read == 0
+    assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, first.snapshot_id, src)
+
+
+def test_hint_counting_from_another_snapshot_is_ignored(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    total = make_tree(src)
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    (src / "b" / "2" / "new").write_bytes(b"new file")
+    backup_paths(settings, [str(src)])  # e.g. a CLI backup the journal did not see
+    third = backup_paths(settings, [str(src)], changes=DirtyDirs(first.snapshot_id))
+    assert third.scan == "full" and third.dirs_scanned == total
+
+
+def test_degraded_subtree_and_new_and_removed_directories(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    (src / "c" / "new" / "deep").mkdir(parents=True)
+    (src / "c" / "new" / "deep" / "f").write_bytes(b"in a new directory")
+    shutil.rmtree(src / "a" / "0")
+    (src / "b" / "0" / "x").write_bytes(b"lost by the journal")  # the journal overflowed below b
+    hint = DirtyDirs(first.snapshot_id, dirty=[str(src / "c"), str(src / "c" / "new"), str(src / "a")],
+                     degraded=[str(src / "b")])
+    second = backup_paths(settings, [str(src)], changes=hint)
+    assert second.scan == "journal"
+    # a (listed), c, c/new, c/new/deep (new: no previous tree), b and its three subdirs (degraded)
+    assert second.dirs_scanned == 1 + 3 + 4
+    full = backup_paths(settings, [str(src)])
+    assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
+    restored = tmp_path / "out"
+    assert engine.cli("restore", second.snapshot_id, "--target", str(restored)).returncode == 0
+    base = restored / str(src).lstrip("/")
+    assert (base / "c" / "new" / "deep" / "f").read_bytes() == b"in a new directory"
+    assert (base / "b" / "0" / "x").read_bytes() == b"lost by the journal"
+    assert not (base / "a" / "0").exists()
+
+
+def test_changed_excludes_scan_that_path_fully(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    total = make_tree(src)
+    settings = engine.settings()
+    first = backup_paths(settings, [(str(src), ())])
+    second = backup_paths(settings, [(str(src), (str(src / "b"),))], changes=DirtyDirs(first.snapshot_id))
+    assert second.scan == "full" and second.dirs_scanned == total - 4
+    assert not os.path.exists(src / "nothing")
+
+
+def test_a_directory_changed_behind_the_hints_back_is_walked(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    (src / "b" / "0" / "unseen").write_bytes(b"the journal missed this")
+    # b is listed; b/0's mtime no longer matches the parent snapshot's, so it is not taken on trust
+    second = backup_paths(settings, [str(src)], changes=DirtyDirs(first.snapshot_id, dirty=[str(src / "b")]))
+    assert second.scan == "journal" and second.files_new == 1
+    full = backup_paths(settings, [str(src)])
+    assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
+
+
+def test_a_dirty_directory_is_compared_with_the_parent_snapshot(engine, tmp_path: Path) -> None:
+    """The files cache row of a directory the journal skipped is older than the parent snapshot: a
+    subdirectory changed in between must not come back with its old tree."""
+    src = tmp_path / "src"
+    make_tree(src)
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    (src / "a" / "0" / "x").write_bytes(b"second version")  # content only: a/0's own stat stays
+    second = backup_paths(settings, [str(src)],
+                          changes=DirtyDirs(first.snapshot_id, dirty=[str(src / "a" / "0")]))
+    (src / "a" / "new").write_bytes(b"a new file in a")
+    third = backup_paths(settings, [str(src)], changes=DirtyDirs(second.snapshot_id, dirty=[str(src / "a")]))
+    assert third.scan == "journal"
+    full = backup_paths(settings, [str(src)])
+    assert tree_of(engine, third.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
+
+
+def test_journal_backups_do_not_age_the_files_cache_rows(engine, tmp_path: Path, monkeypatch) -> None:
+    import sqlite3
+
+    from cbr_agent.backup import filescache
+
+    monkeypatch.setattr(filescache, "KEEP_GENERATIONS", 1)
+    src = tmp_path / "src"
+    total = make_tree(src)
+    settings = engine.settings()
+    last = backup_paths(settings, [str(src)])
+    for _ in range(3):  # skipped subtrees: their rows must be there for the next full scan
+        last = backup_paths(settings, [str(src)], changes=DirtyDirs(last.snapshot_id))
+        assert last.scan == "journal"
+    with sqlite3.connect(engine.state_dir / "filescache.db") as db:
+        rows = db.execute("SELECT COUNT(*) FROM dirs").fetchone()[0]
+    assert rows >= total
