@@ -28,9 +28,9 @@ from cbr_agent.agent.cbrlink import CbrWork
 from cbr_agent.agent.connect import describe_endpoint, open_control_plane
 from cbr_agent.agent.heartbeat import ControlPlaneFactory, Syncer, SyncResult, registration_record
 from cbr_agent.agent.identity import Identity, load_identity
-from cbr_agent.agent.metrics import AgentExporter
 from cbr_agent.agent.journal import Journal
 from cbr_agent.agent.keptrepo import KeptRepository
+from cbr_agent.agent.metrics import AgentExporter
 from cbr_agent.agent.notify import Notifier
 from cbr_agent.agent.reloadguard import identity_changes
 from cbr_agent.agent.reloadguard import refusal as reload_refusal
