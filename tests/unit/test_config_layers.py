@@ -62,7 +62,8 @@ def test_every_key_is_read_from_its_environment_variable(key, tmp_path: Path) ->
                "request_timeout": "5", "heartbeat_interval": "5", "backup_processes": "2",
                "s3_endpoint": "https://obs.example.test", "s3_path_style": "true", "s3_connections": "8",
                "s3_retries": "2", "s3_tls_verify": "false", "limit_upload": "512", "limit_download": "1024",
-               "allow_reload_identity_change": "true", "full_scan_interval": "5", "metrics_address": "127.0.0.1:9561",
+               "allow_reload_identity_change": "true", "full_scan_interval": "5",
+               "metrics_address": "127.0.0.1:9561",
                "metrics_textfile": "/var/lib/node_exporter/cbr_agent.prom"}
     value = samples.get(key.name, "some-value")
     env = {ENV_PREFIX + key.name.upper(): value, ENV_PREFIX + "STATE_DIR": str(tmp_path)}

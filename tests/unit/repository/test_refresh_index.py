@@ -9,6 +9,8 @@ import pytest
 
 from cbr_agent.errors import RepositoryError, RepositoryNotFound
 from cbr_agent.repository import Repository
+from cbr_agent.repository.check import run_check
+from cbr_agent.repository.prune import prune
 from tests.unit.repository.repo_helpers import init_repo, minutes_ago, read_files, store_files
 
 
@@ -25,11 +27,11 @@ def test_new_index_files_are_added_and_a_prune_reloads_them_all(tmp_path) -> Non
     assert read_files(kept, s2) == second
 
     other.forget_snapshot(s1)
-    other.prune()  # rewrites the index: an index file the kept handle knows is gone
+    prune(other)  # rewrites the index: an index file the kept handle knows is gone
     kept.refresh_index()
     assert kept.index_files == {name for name, _ in kept.backend.list("index")}
     assert read_files(kept, s2) == second
-    assert kept.check().ok
+    assert run_check(kept).ok
 
 
 def test_a_repository_gone_or_replaced_is_an_error(tmp_path) -> None:
