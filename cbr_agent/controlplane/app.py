@@ -48,7 +48,11 @@ def json_response(data: Any) -> Response:
 
 
 def error_response(exc: ApiError) -> Response:
-    return Response(_dumps(exc.to_body()), status_code=exc.status, media_type=JSON)
+    response = Response(_dumps(exc.to_body()), status_code=exc.status, media_type=JSON)
+    retry_after = getattr(exc, "retry_after", None)  # a database that is away (pgstore.unavailable)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def agent_wire(agent: Agent) -> dict[str, Any]:

@@ -248,10 +248,21 @@ class Waker:
         self.waiters: dict[tuple[str, str], set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
         self._seq: int | None = None
+        self._listener: Any = None
+
+    def _notified(self, keys: Any) -> None:
+        """From the LISTEN thread: these agents have news; ``None``: the listener reconnected and
+        may have missed some, so every poll held here re-reads."""
+        self.wake(self.waiters.keys() if keys is None else keys)
 
     def watch(self, key: tuple[str, str]) -> asyncio.Event:
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run())
+            listen = getattr(self.store, "listen", None)
+            if listen is not None and self._listener is None:  # PostgreSQL: LISTEN/NOTIFY wakeups
+                self._listener = listen(lambda keys: loop.call_soon_threadsafe(self._notified, keys),
+                                        STOPPING)
         event = asyncio.Event()
         self.waiters.setdefault(key, set()).add(event)
         return event
@@ -282,7 +293,7 @@ class Waker:
 
     def wake(self, keys: Any) -> None:
         """Wake the polls held here for these ``(project_id, agent_id)`` keys (on the event loop)."""
-        for key in keys:
+        for key in list(keys):
             for event in self.waiters.get(key, ()):
                 event.set()
 

@@ -39,6 +39,9 @@ class ServerOptions:
     read_timeout: float = 10.0
     #: open connections beyond which requests are answered 503
     max_connections: int = 2048
+    #: a postgresql:// URL instead of the SQLite file ``db_path`` (issue 13)
+    db_url: str | None = None
+    db_password_file: Path | None = None
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -72,7 +75,14 @@ def check_options(options: ServerOptions) -> None:
     _positive(options.read_timeout, "--read-timeout")
     if options.max_connections < 1:
         raise ConfigError(f"--max-connections must be at least 1, got {options.max_connections}")
-    for option, path in (("--db", options.db_path), ("--credentials", options.credentials_path)):
+    files = [("--credentials", options.credentials_path)]
+    if options.db_url is None:
+        files.append(("--db", options.db_path))
+    if options.db_url is not None and "@" in options.db_url.split("//", 1)[-1].split("/", 1)[0] \
+            and ":" in options.db_url.split("//", 1)[-1].split("@", 1)[0]:
+        raise ConfigError("--db: a password in the URL would show in ps and logs; give it in PGPASSWORD, "
+                          "~/.pgpass or --db-password-file")
+    for option, path in files:
         if str(path) in ("", "."):
             raise ConfigError(f"{option} is empty; give a file name")
         if path.is_dir():
@@ -120,14 +130,68 @@ def _fit_open_files(max_connections: int) -> int:
     return max_connections
 
 
-def _open_store(options: ServerOptions) -> Any:
-    from cbr_agent.controlplane.store import AgentStore
+def read_password_file(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read --db-password-file {path}: {exc.strerror or exc}") from None
+    if path.stat().st_mode & 0o077:
+        raise ConfigError(f"--db-password-file {path} is readable by others; chmod 600 it")
+    lines = text.splitlines()
+    if not lines or not lines[0]:
+        raise ConfigError(f"--db-password-file {path} is empty; put the password on its first line")
+    return lines[0]
+
+
+#: database threads (and PostgreSQL connections) per server process
+PG_POOL_SIZE = 4
+
+
+def _open_store(options: ServerOptions, migrate: bool = True) -> Any:
+    from cbr_agent.controlplane.pgstore import open_store
     from cbr_agent.errors import StateError
 
     try:
-        return AgentStore(options.db_path, stale_after=options.stale_after)
+        return open_store(options.db_url or str(options.db_path), stale_after=options.stale_after,
+                          password=read_password_file(options.db_password_file), pool_size=PG_POOL_SIZE,
+                          migrate=migrate)
     except StateError as exc:
         raise ConfigError(f"--db: {exc}") from None
+
+
+def migrate(db: str, password_file: str | None, *, json_output: bool = False) -> int:
+    """``cbr-agent server migrate``: bring the schema up to date, print from which version to which."""
+    import json
+
+    from cbr_agent.controlplane.pgstore import PgStore, is_url, open_store
+    from cbr_agent.controlplane.store import SCHEMA_VERSION
+    from cbr_agent.errors import StateError
+
+    password = read_password_file(Path(password_file) if password_file else None)
+    try:
+        if is_url(db):
+            pg = PgStore(db, password=password, migrate=False, pool_size=1)
+            try:
+                before, after = pg.migrate()
+            finally:
+                pg.close()
+        else:
+            from cbr_agent.controlplane.store import AgentStore
+
+            before = AgentStore.schema_version_of(Path(db))
+            open_store(db).close()
+            after = SCHEMA_VERSION
+    except StateError as exc:
+        raise ConfigError(f"--db: {exc}") from None
+    if json_output:
+        print(json.dumps({"schema_version_before": before, "schema_version": after}))
+    elif before == after:
+        print(f"the database's schema is up to date (version {after})")
+    else:
+        print(f"migrated the database's schema from version {before} to {after}")
+    return 0
 
 
 def _server_class() -> type:
@@ -187,7 +251,8 @@ def serve(options: ServerOptions) -> int:
         host, port = sock.getsockname()[:2]
         log.info("control plane listening on %s://%s:%s (database %s, %d access keys, %d tokens, "
                  "stale after %gs, read timeout %gs, at most %d connections)", scheme, host, port,
-                 options.db_path, len(credentials.access_keys), len(credentials.tokens),
+                 getattr(store, "db_path", options.db_path), len(credentials.access_keys),
+                 len(credentials.tokens),
                  options.stale_after, options.read_timeout, max_connections)
         # everything loaded so far lives as long as the process: keep it out of the garbage
         # collector's full passes (one over the imported modules takes tens of ms, a visible p99 stall)

@@ -94,9 +94,9 @@ ON CONFLICT (project_id, agent_id) DO UPDATE SET
     host_name = excluded.host_name,
     host_ip = excluded.host_ip,
     host_os = excluded.host_os,
-    host_nickname = COALESCE(excluded.host_nickname, host_nickname),
-    agent_version = COALESCE(excluded.agent_version, agent_version),
-    agent_type = COALESCE(excluded.agent_type, agent_type),
+    host_nickname = COALESCE(excluded.host_nickname, agents.host_nickname),
+    agent_version = COALESCE(excluded.agent_version, agents.agent_version),
+    agent_type = COALESCE(excluded.agent_type, agents.agent_type),
     status = 'normal',
     updated_at = excluded.updated_at,
     last_active_time = excluded.last_active_time
@@ -203,6 +203,20 @@ class AgentStore:
                 tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise StateError(f"cannot use the control-plane database {self.db_path}: {exc}") from None
+
+    @staticmethod
+    def schema_version_of(db_path: Path) -> int:
+        """The schema version of a SQLite file (0 when it does not exist yet)."""
+        if not db_path.exists():
+            return 0
+        try:
+            conn = sqlite3.connect(db_path)
+            try:
+                return int(conn.execute("PRAGMA user_version").fetchone()[0])
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot use the control-plane database {db_path}: {exc}") from None
 
     # -- reading ----------------------------------------------------------------------------------
 
