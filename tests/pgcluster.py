@@ -51,6 +51,9 @@ class PgCluster:
     def init(self) -> None:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
                   "-E", "UTF8", "--locale=C")
+        # the role "cbr" logs in with a password (the password tests), everyone else is trusted
+        hba = self.data / "pg_hba.conf"
+        hba.write_text("host all cbr 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
         self.start()
 
     def start(self) -> None:

@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--read-timeout", type=float, default=10.0, metavar="SECONDS",
                         help="close a connection that has not sent a whole request header this long after "
                         "connecting, or pauses this long inside a body (default 10)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="server processes sharing the port and the database (default 1)")
     parser.add_argument("--json", action="store_true", help="migrate: print the result as JSON")
     parser.add_argument("--max-connections", type=int, default=2048, metavar="N",
                         help="answer 503 to requests while more connections are open (default 2048)")
@@ -59,4 +61,5 @@ def run_server(args: argparse.Namespace) -> int:
         tls_key=Path(args.tls_key) if args.tls_key else None,
         read_timeout=args.read_timeout,
         max_connections=args.max_connections,
+        workers=args.workers,
     ))

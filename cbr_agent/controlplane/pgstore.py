@@ -130,7 +130,7 @@ class PgStore(sqlite_store.AgentStore):
             raise StateError(f"cannot connect to the control-plane database {self.db_path}: "
                              f"{str(exc).strip().splitlines()[0]}") from None
         self.pool = ConnectionPool(self._conninfo, min_size=1, max_size=pool_size, timeout=CONNECT_TIMEOUT,
-                                   open=True, name="cbr-agent", reconnect_timeout=0)
+                                   open=True, name="cbr-agent")
         if migrate:
             self.migrate()
 

@@ -42,6 +42,8 @@ class ServerOptions:
     #: a postgresql:// URL instead of the SQLite file ``db_path`` (issue 13)
     db_url: str | None = None
     db_password_file: Path | None = None
+    #: server processes sharing the listening socket and the database (issue 13)
+    workers: int = 1
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -73,6 +75,8 @@ def check_options(options: ServerOptions) -> None:
         raise ConfigError(f"--port must be from 0 to 65535, got {options.port}")
     _positive(options.stale_after, "--stale-after")
     _positive(options.read_timeout, "--read-timeout")
+    if not 1 <= options.workers <= 64:
+        raise ConfigError(f"--workers must be from 1 to 64, got {options.workers}")
     if options.max_connections < 1:
         raise ConfigError(f"--max-connections must be at least 1, got {options.max_connections}")
     files = [("--credentials", options.credentials_path)]
@@ -221,10 +225,10 @@ def _server_class() -> type:
 
 def serve(options: ServerOptions) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
 
-        from cbr_agent.controlplane.app import create_app
-        from cbr_agent.controlplane.protocol import guarded_protocol
+        from cbr_agent.controlplane.app import create_app  # noqa: F401
+        from cbr_agent.controlplane.protocol import guarded_protocol  # noqa: F401
     except ImportError as exc:
         raise ConfigError(f"the server needs the 'server' extra ({exc.name} is missing): "
                           "pip install 'cbr-agent[server]'") from None
@@ -235,10 +239,30 @@ def serve(options: ServerOptions) -> int:
     max_connections = _fit_open_files(options.max_connections)
     sock = bind(options.host, options.port)
     try:
-        store = _open_store(options)
+        store = _open_store(options)  # migrates the schema, once, before any worker starts
     except ConfigError:
         sock.close()
         raise
+    if options.workers <= 1:
+        return _serve_one(options, sock, store, credentials, max_connections)
+    store.close()  # each worker opens its own (threads and connections do not survive a fork)
+    from cbr_agent.controlplane.workers import supervise
+
+    try:
+        return supervise(options.workers, lambda: _serve_one(
+            options, sock, _open_store(options, migrate=False), credentials, max_connections))
+    finally:
+        sock.close()
+
+
+def _serve_one(options: ServerOptions, sock: socket.socket, store: Any, credentials: Any,
+               max_connections: int) -> int:
+    """One server process on the bound socket ``sock`` until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from cbr_agent.controlplane.app import create_app
+    from cbr_agent.controlplane.protocol import guarded_protocol
+
     try:
         config = uvicorn.Config(
             create_app(store, credentials), access_log=False, log_config=None,
