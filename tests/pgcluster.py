@@ -95,3 +95,13 @@ def start_cluster() -> tuple[PgCluster | None, str]:
         detail = getattr(exc, "stderr", "") or exc
         return None, f"a temporary PostgreSQL cluster could not be started: {detail}"
     return cluster, ""
+
+
+def bench_database(spec: str | None) -> tuple[str | None, PgCluster | None]:
+    """For the benchmarks' ``--db``: ``postgres`` starts a temporary cluster (destroy it after)."""
+    if spec != "postgres":
+        return spec, None
+    cluster, why = start_cluster()
+    if cluster is None:
+        raise SystemExit(why)
+    return cluster.new_database(), cluster

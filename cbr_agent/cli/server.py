@@ -9,8 +9,8 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "server", parents=[common], help="run the control plane (CBR agents API) over HTTP",
-        description="Serve the CBR agents API from a SQLite database, authenticating callers with the "
-        "access keys and tokens of a credentials file (TOML: [[access_keys]] ak, sk, project_id and "
+        description="Serve the CBR agents API from a SQLite database or PostgreSQL, authenticating callers "
+        "with the access keys and tokens of a credentials file (TOML: [[access_keys]] ak, sk, project_id and "
         "[[tokens]] token, project_id; readable by its owner only). Stops cleanly on SIGTERM.",
     )
     parser.add_argument("action", nargs="?", choices=["migrate"],

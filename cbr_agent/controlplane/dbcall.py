@@ -46,6 +46,9 @@ class DbCalls:
         if threads < 1:
             raise ValueError("threads must be at least 1")
         self.threads = threads
+        # one thread takes up to 64 calls at a time; several threads (PostgreSQL, where each call
+        # waits on the network) take few, so that the others are not left idle
+        self._batch = 64 if threads == 1 else 4
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -69,7 +72,7 @@ class DbCalls:
     def _work(self) -> None:
         while True:
             batch = [self._queue.get()]
-            while len(batch) < 64:  # what queued meanwhile goes back in the same wakeup
+            while len(batch) < self._batch:  # what queued meanwhile goes back in the same wakeup
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
