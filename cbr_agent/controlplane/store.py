@@ -4,8 +4,9 @@
   version is refused rather than misread.
 - Every write is one ``BEGIN IMMEDIATE`` transaction: it commits whole or not at all. Callers pass
   requests that :mod:`cbr_agent.controlplane.validation` has already checked and normalized.
-- One connection per thread (the server uses one, on its event loop); statements are cached by the
-  sqlite3 module. ``synchronous=NORMAL`` in WAL mode: a commit survives a crash of the process; a
+- One connection per thread (the server's database threads, :mod:`.dbcall`); statements are cached
+  by the sqlite3 module. The same class runs on PostgreSQL through :mod:`.pgstore` (issue 13).
+  ``synchronous=NORMAL`` in WAL mode: a commit survives a crash of the process; a
   power loss can lose the last commits, never corrupt the file.
 - Liveness (DESIGN.md decision 1): registering a known agent is its heartbeat. ``status`` is stored as
   ``normal`` or ``uninstall``; an agent whose ``last_active_time`` is older than ``stale_after`` is
