@@ -68,6 +68,8 @@ def poll_once(
 
 
 def last_event(store: AgentStore) -> int:
+    if getattr(store, "dialect", "sqlite") == "postgresql":
+        return 0  # wakeups come by LISTEN/NOTIFY there (pgstore.py), not from the events table
     with store._transaction("BEGIN") as conn:
         return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
 
@@ -75,10 +77,11 @@ def last_event(store: AgentStore) -> int:
 def events_after(store: AgentStore, seq: int, now_ms: int) -> tuple[int, set[tuple[str, str]]]:
     """``(last seq, {(project_id, agent_id)})`` of events after ``seq``, plus agents whose task leases
     lapsed (they are claimable again without any event)."""
+    tail = getattr(store, "dialect", "sqlite") != "postgresql"
     with store._transaction("BEGIN") as conn:
         rows = conn.execute(
             "SELECT seq, project_id, agent_id FROM events WHERE seq > ? ORDER BY seq LIMIT 10000", (seq,)
-        ).fetchall()
+        ).fetchall() if tail else []
         lapsed = conn.execute(
             "SELECT DISTINCT project_id, agent_id FROM tasks WHERE status = 'running' "
             "AND lease_expires < ? AND attempts < max_attempts",

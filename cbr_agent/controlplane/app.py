@@ -3,8 +3,8 @@
 Each request goes: size check (413, from Content-Length before reading anything; while streaming
 otherwise) -> authentication (401/403) -> content type (415) -> JSON and field validation (400) ->
 one store transaction (404 for an unknown agent) -> 200. Errors are always
-``{"error_code", "error_msg"}``. Handlers are ``async`` and call SQLite directly on the event loop:
-each call is a short local transaction, cheaper than a hop to a worker thread.
+``{"error_code", "error_msg"}``. Handlers are ``async``; each store call runs on the database threads
+of :mod:`cbr_agent.controlplane.dbcall`, never on the event loop (issue 13).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from cbr_agent.api.models import Agent
 from cbr_agent.controlplane import faults, validation
 from cbr_agent.controlplane.auth import authenticate, check_single_auth_headers
 from cbr_agent.controlplane.credentials import Credentials
+from cbr_agent.controlplane.dbcall import SQLITE_THREADS, DbCalls
 from cbr_agent.controlplane.store import AgentStore
 from cbr_agent.errors import ApiError, CbrAgentError
 
@@ -47,7 +48,11 @@ def json_response(data: Any) -> Response:
 
 
 def error_response(exc: ApiError) -> Response:
-    return Response(_dumps(exc.to_body()), status_code=exc.status, media_type=JSON)
+    response = Response(_dumps(exc.to_body()), status_code=exc.status, media_type=JSON)
+    retry_after = getattr(exc, "retry_after", None)  # a database that is away (pgstore.unavailable)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def agent_wire(agent: Agent) -> dict[str, Any]:
@@ -126,6 +131,7 @@ class Api:
     def __init__(self, store: AgentStore, credentials: Credentials,
                  now: Callable[[], datetime] | None = None) -> None:
         self.store = store
+        self.db = DbCalls(getattr(store, "threads", SQLITE_THREADS))
         self.credentials = credentials
         self.now = now or (lambda: datetime.now(timezone.utc))
 
@@ -149,48 +155,49 @@ class Api:
     async def register(self, request: Request) -> Response:
         project_id = request.path_params["project_id"]
         body = await self.admit(request, project_id, with_json=True)
-        agent = self.store.register(project_id, validation.parse_register(body))
+        agent = await self.db(self.store.register, project_id, validation.parse_register(body))
         return json_response({"agent": agent_wire(agent)})
 
     async def list_agents(self, request: Request) -> Response:
         project_id = request.path_params["project_id"]
         await self.admit(request, project_id, with_json=False)
         query = validation.parse_list_query(request.query_params.multi_items())
-        page = self.store.list_agents(project_id, query)
+        page = await self.db(self.store.list_agents, project_id, query)
         return json_response({"agents": [agent_wire(a) for a in page.agents], "count": page.count,
                               "limit": page.limit, "offset": page.offset})
 
     async def show(self, request: Request) -> Response:
         project_id, agent_id = request.path_params["project_id"], request.path_params["agent_id"]
         await self.admit(request, project_id, with_json=False)
-        agent = self.store.show(project_id, validation.check_agent_id(agent_id))
+        agent = await self.db(self.store.show, project_id, validation.check_agent_id(agent_id))
         return json_response({"agent": agent_wire(agent)})
 
     async def update(self, request: Request) -> Response:
         project_id, agent_id = request.path_params["project_id"], request.path_params["agent_id"]
         body = await self.admit(request, project_id, with_json=True)
         checked_id = validation.check_agent_id(agent_id)
-        agent = self.store.update_status(project_id, checked_id, validation.parse_update(body))
+        agent = await self.db(self.store.update_status, project_id, checked_id, validation.parse_update(body))
         return json_response({"agent": agent_wire(agent)})
 
     async def remove_agent(self, request: Request) -> Response:
         project_id, agent_id = request.path_params["project_id"], request.path_params["agent_id"]
         await self.admit(request, project_id, with_json=False)
-        self.store.remove_agent(project_id, validation.check_agent_id(agent_id))
+        await self.db(self.store.remove_agent, project_id, validation.check_agent_id(agent_id))
         return Response(b"", status_code=200)
 
     async def add_path(self, request: Request) -> Response:
         project_id, agent_id = request.path_params["project_id"], request.path_params["agent_id"]
         body = await self.admit(request, project_id, with_json=True)
         checked_id = validation.check_agent_id(agent_id)
-        result = self.store.add_paths(project_id, checked_id, validation.parse_add_path(body))
+        result = await self.db(self.store.add_paths, project_id, checked_id, validation.parse_add_path(body))
         return json_response({"added": list(result.added), "existed": list(result.existed)})
 
     async def remove_path(self, request: Request) -> Response:
         project_id, agent_id = request.path_params["project_id"], request.path_params["agent_id"]
         body = await self.admit(request, project_id, with_json=True)
         checked_id = validation.check_agent_id(agent_id)
-        result = self.store.remove_paths(project_id, checked_id, validation.parse_remove_path(body))
+        request_ = validation.parse_remove_path(body)
+        result = await self.db(self.store.remove_paths, project_id, checked_id, request_)
         return json_response({"removed": list(result.removed), "not_existed": list(result.not_existed)})
 
 

@@ -242,15 +242,27 @@ class Waker:
     another server process wakes a poll held here). An optimisation only: each poll also re-reads
     the database every :data:`SAFETY_RECHECK` seconds."""
 
-    def __init__(self, store: AgentStore) -> None:
+    def __init__(self, store: AgentStore, db: Any) -> None:
         self.store = store
+        self.db = db  # the database threads: the event loop never waits on the database
         self.waiters: dict[tuple[str, str], set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
         self._seq: int | None = None
+        self._listener: Any = None
+
+    def _notified(self, keys: Any) -> None:
+        """From the LISTEN thread: these agents have news; ``None``: the listener reconnected and
+        may have missed some, so every poll held here re-reads."""
+        self.wake(self.waiters.keys() if keys is None else keys)
 
     def watch(self, key: tuple[str, str]) -> asyncio.Event:
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run())
+            listen = getattr(self.store, "listen", None)
+            if listen is not None and self._listener is None:  # PostgreSQL: LISTEN/NOTIFY wakeups
+                self._listener = listen(lambda keys: loop.call_soon_threadsafe(self._notified, keys),
+                                        STOPPING)
         event = asyncio.Event()
         self.waiters.setdefault(key, set()).add(event)
         return event
@@ -265,21 +277,23 @@ class Waker:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(Exception):  # a busy database: try again next tick
-                self._tick()
+                await self._tick()
             await asyncio.sleep(EVENT_TICK)
 
-    def _tick(self) -> None:
+    async def _tick(self) -> None:
         if STOPPING.is_set():  # the server stops: every waiting poll answers now
             for events in self.waiters.values():
                 for event in events:
                     event.set()
-        if self._seq is None:
-            self._seq = agent_work.last_event(self.store)
-        if not self.waiters:
-            self._seq = agent_work.last_event(self.store)
+        if self._seq is None or not self.waiters:
+            self._seq = await self.db(agent_work.last_event, self.store)
             return
-        self._seq, keys = agent_work.events_after(self.store, self._seq, self.store._now_ms())
-        for key in keys:
+        self._seq, keys = await self.db(agent_work.events_after, self.store, self._seq, self.store._now_ms())
+        self.wake(keys)
+
+    def wake(self, keys: Any) -> None:
+        """Wake the polls held here for these ``(project_id, agent_id)`` keys (on the event loop)."""
+        for key in list(keys):
             for event in self.waiters.get(key, ()):
                 event.set()
 
@@ -290,7 +304,7 @@ def install(app: Any, api: Any) -> None:
 
     from cbr_agent.controlplane.app import json_response
 
-    waker = Waker(api.store)
+    waker = Waker(api.store, api.db)
 
     def endpoint(route: Route) -> Callable[..., Any]:
         async def handle(request: Any) -> Any:
@@ -301,7 +315,7 @@ def install(app: Any, api: Any) -> None:
             if route.handler == POLL:
                 return json_response(await _long_poll(waker, request, api.store, project_id, params, query))
             assert callable(route.handler)
-            status, answer = route.handler(api.store, project_id, params, query, body)
+            status, answer = await api.db(route.handler, api.store, project_id, params, query, body)
             if answer is None:
                 return Response(b"", status_code=status)
             response = json_response(answer)
@@ -328,12 +342,12 @@ async def _long_poll(
     try:
         deadline = time.monotonic() + wait
         while True:
-            answer = agent_work.poll_once(store, project_id, agent_id, known)
+            answer = await waker.db(agent_work.poll_once, store, project_id, agent_id, known)
             if answer is not None:
                 return answer
             remaining = deadline - time.monotonic()
             if remaining <= 0 or STOPPING.is_set() or await request.is_disconnected():
-                return _empty_answer(store, project_id, agent_id)
+                return await waker.db(_empty_answer, store, project_id, agent_id)
             with contextlib.suppress(asyncio.TimeoutError):  # one timer per wait: cheap with 10,000 polls
                 await asyncio.wait_for(event.wait(), min(remaining, SAFETY_RECHECK))
             event.clear()

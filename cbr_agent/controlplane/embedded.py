@@ -33,7 +33,12 @@ class EmbeddedControlPlane:
         clock: Clock | None = None,
     ) -> None:
         self.project_id = project_id
-        self.store = AgentStore(db_path, stale_after=stale_after, clock=clock)
+        if isinstance(db_path, str) and db_path.startswith(("postgresql://", "postgres://")):
+            from cbr_agent.controlplane.pgstore import PgStore  # the shared store (issue 13)
+
+            self.store: AgentStore = PgStore(db_path, stale_after=stale_after, clock=clock)
+        else:
+            self.store = AgentStore(db_path, stale_after=stale_after, clock=clock)
 
     def register_agent(self, registration: AgentRegistration) -> Agent:
         if not isinstance(registration, AgentRegistration):

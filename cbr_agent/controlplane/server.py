@@ -43,6 +43,11 @@ class ServerOptions:
     metrics_address: str | None = None
     #: the web console under /console/
     console: bool = True
+    #: a postgresql:// URL instead of the SQLite file ``db_path`` (issue 13)
+    db_url: str | None = None
+    db_password_file: Path | None = None
+    #: server processes sharing the listening socket and the database (issue 13)
+    workers: int = 1
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -74,9 +79,18 @@ def check_options(options: ServerOptions) -> None:
         raise ConfigError(f"--port must be from 0 to 65535, got {options.port}")
     _positive(options.stale_after, "--stale-after")
     _positive(options.read_timeout, "--read-timeout")
+    if not 1 <= options.workers <= 64:
+        raise ConfigError(f"--workers must be from 1 to 64, got {options.workers}")
     if options.max_connections < 1:
         raise ConfigError(f"--max-connections must be at least 1, got {options.max_connections}")
-    for option, path in (("--db", options.db_path), ("--credentials", options.credentials_path)):
+    files = [("--credentials", options.credentials_path)]
+    if options.db_url is None:
+        files.append(("--db", options.db_path))
+    if options.db_url is not None and "@" in options.db_url.split("//", 1)[-1].split("/", 1)[0] \
+            and ":" in options.db_url.split("//", 1)[-1].split("@", 1)[0]:
+        raise ConfigError("--db: a password in the URL would show in ps and logs; give it in PGPASSWORD, "
+                          "~/.pgpass or --db-password-file")
+    for option, path in files:
         if str(path) in ("", "."):
             raise ConfigError(f"{option} is empty; give a file name")
         if path.is_dir():
@@ -85,6 +99,17 @@ def check_options(options: ServerOptions) -> None:
         raise ConfigError("--tls-cert and --tls-key go together; give both or neither")
     if options.tls_cert is not None and options.tls_key is not None:
         _check_tls(options.tls_cert, options.tls_key)
+    if options.metrics_address is not None:
+        from cbr_agent.hostport import parse_host_port
+
+        try:
+            parse_host_port(options.metrics_address)
+        except ValueError as exc:
+            raise ConfigError(f"--metrics-address: {exc}") from None
+        if options.workers > 1:  # each worker counts its own requests: one address cannot serve them all
+            raise ConfigError("--metrics-address works with one server process only; run one process "
+                              "per metrics address (several servers behind a load balancer) instead of "
+                              "--workers")
 
 
 def _check_tls(cert: Path, key: Path) -> None:
@@ -124,21 +149,68 @@ def _fit_open_files(max_connections: int) -> int:
     return max_connections
 
 
-def _open_store(options: ServerOptions) -> Any:
-    from cbr_agent.controlplane.store import AgentStore
+def read_password_file(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read --db-password-file {path}: {exc.strerror or exc}") from None
+    if path.stat().st_mode & 0o077:
+        raise ConfigError(f"--db-password-file {path} is readable by others; chmod 600 it")
+    lines = text.splitlines()
+    if not lines or not lines[0]:
+        raise ConfigError(f"--db-password-file {path} is empty; put the password on its first line")
+    return lines[0]
+
+
+#: database threads (and PostgreSQL connections) per server process
+PG_POOL_SIZE = 4
+
+
+def _open_store(options: ServerOptions, migrate: bool = True) -> Any:
+    from cbr_agent.controlplane.pgstore import open_store
     from cbr_agent.errors import StateError
 
     try:
-        return AgentStore(options.db_path, stale_after=options.stale_after)
+        return open_store(options.db_url or str(options.db_path), stale_after=options.stale_after,
+                          password=read_password_file(options.db_password_file), pool_size=PG_POOL_SIZE,
+                          migrate=migrate)
     except StateError as exc:
         raise ConfigError(f"--db: {exc}") from None
-    if options.metrics_address is not None:
-        from cbr_agent.hostport import parse_host_port
 
-        try:
-            parse_host_port(options.metrics_address)
-        except ValueError as exc:
-            raise ConfigError(f"--metrics-address: {exc}") from None
+
+def migrate(db: str, password_file: str | None, *, json_output: bool = False) -> int:
+    """``cbr-agent server migrate``: bring the schema up to date, print from which version to which."""
+    import json
+
+    from cbr_agent.controlplane.pgstore import PgStore, is_url, open_store
+    from cbr_agent.controlplane.store import SCHEMA_VERSION
+    from cbr_agent.errors import StateError
+
+    password = read_password_file(Path(password_file) if password_file else None)
+    try:
+        if is_url(db):
+            pg = PgStore(db, password=password, migrate=False, pool_size=1)
+            try:
+                before, after = pg.migrate()
+            finally:
+                pg.close()
+        else:
+            from cbr_agent.controlplane.store import AgentStore
+
+            before = AgentStore.schema_version_of(Path(db))
+            open_store(db).close()
+            after = SCHEMA_VERSION
+    except StateError as exc:
+        raise ConfigError(f"--db: {exc}") from None
+    if json_output:
+        print(json.dumps({"schema_version_before": before, "schema_version": after}))
+    elif before == after:
+        print(f"the database's schema is up to date (version {after})")
+    else:
+        print(f"migrated the database's schema from version {before} to {after}")
+    return 0
 
 
 def _server_class() -> type:
@@ -180,10 +252,10 @@ def _metrics_class(options: ServerOptions) -> type | None:
 
 def serve(options: ServerOptions) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
 
-        from cbr_agent.controlplane.protocol import guarded_protocol
-        from cbr_agent.controlplane.site import build_app
+        from cbr_agent.controlplane.protocol import guarded_protocol  # noqa: F401
+        from cbr_agent.controlplane.site import build_app  # noqa: F401
     except ImportError as exc:
         raise ConfigError(f"the server needs the 'server' extra ({exc.name} is missing): "
                           "pip install 'cbr-agent[server]'") from None
@@ -195,10 +267,30 @@ def serve(options: ServerOptions) -> int:
     max_connections = _fit_open_files(options.max_connections)
     sock = bind(options.host, options.port)
     try:
-        store = _open_store(options)
+        store = _open_store(options)  # migrates the schema, once, before any worker starts
     except ConfigError:
         sock.close()
         raise
+    if options.workers <= 1:
+        return _serve_one(options, sock, store, credentials, max_connections, metrics_class)
+    store.close()  # each worker opens its own (threads and connections do not survive a fork)
+    from cbr_agent.controlplane.workers import supervise
+
+    try:
+        return supervise(options.workers, lambda: _serve_one(
+            options, sock, _open_store(options, migrate=False), credentials, max_connections, None))
+    finally:
+        sock.close()
+
+
+def _serve_one(options: ServerOptions, sock: socket.socket, store: Any, credentials: Any,
+               max_connections: int, metrics_class: type | None) -> int:
+    """One server process on the bound socket ``sock`` until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from cbr_agent.controlplane.protocol import guarded_protocol
+    from cbr_agent.controlplane.site import build_app
+
     metrics = metrics_class(store) if metrics_class is not None else None
     metrics_server = None
     try:
@@ -218,7 +310,8 @@ def serve(options: ServerOptions) -> int:
         host, port = sock.getsockname()[:2]
         log.info("control plane listening on %s://%s:%s (database %s, %d access keys, %d tokens, "
                  "stale after %gs, read timeout %gs, at most %d connections)", scheme, host, port,
-                 options.db_path, len(credentials.access_keys), len(credentials.tokens),
+                 getattr(store, "db_path", options.db_path), len(credentials.access_keys),
+                 len(credentials.tokens),
                  options.stale_after, options.read_timeout, max_connections)
         # everything loaded so far lives as long as the process: keep it out of the garbage
         # collector's full passes (one over the imported modules takes tens of ms, a visible p99 stall)

@@ -4,8 +4,9 @@
   version is refused rather than misread.
 - Every write is one ``BEGIN IMMEDIATE`` transaction: it commits whole or not at all. Callers pass
   requests that :mod:`cbr_agent.controlplane.validation` has already checked and normalized.
-- One connection per thread (the server uses one, on its event loop); statements are cached by the
-  sqlite3 module. ``synchronous=NORMAL`` in WAL mode: a commit survives a crash of the process; a
+- One connection per thread (the server's database threads, :mod:`.dbcall`); statements are cached
+  by the sqlite3 module. The same class runs on PostgreSQL through :mod:`.pgstore` (issue 13).
+  ``synchronous=NORMAL`` in WAL mode: a commit survives a crash of the process; a
   power loss can lose the last commits, never corrupt the file.
 - Liveness (DESIGN.md decision 1): registering a known agent is its heartbeat. ``status`` is stored as
   ``normal`` or ``uninstall``; an agent whose ``last_active_time`` is older than ``stale_after`` is
@@ -105,9 +106,9 @@ ON CONFLICT (project_id, agent_id) DO UPDATE SET
     host_name = excluded.host_name,
     host_ip = excluded.host_ip,
     host_os = excluded.host_os,
-    host_nickname = COALESCE(excluded.host_nickname, host_nickname),
-    agent_version = COALESCE(excluded.agent_version, agent_version),
-    agent_type = COALESCE(excluded.agent_type, agent_type),
+    host_nickname = COALESCE(excluded.host_nickname, agents.host_nickname),
+    agent_version = COALESCE(excluded.agent_version, agents.agent_version),
+    agent_type = COALESCE(excluded.agent_type, agents.agent_type),
     status = 'normal',
     updated_at = excluded.updated_at,
     last_active_time = excluded.last_active_time
@@ -214,6 +215,20 @@ class AgentStore:
                 tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise StateError(f"cannot use the control-plane database {self.db_path}: {exc}") from None
+
+    @staticmethod
+    def schema_version_of(db_path: Path) -> int:
+        """The schema version of a SQLite file (0 when it does not exist yet)."""
+        if not db_path.exists():
+            return 0
+        try:
+            conn = sqlite3.connect(db_path)
+            try:
+                return int(conn.execute("PRAGMA user_version").fetchone()[0])
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot use the control-plane database {db_path}: {exc}") from None
 
     # -- reading ----------------------------------------------------------------------------------
 

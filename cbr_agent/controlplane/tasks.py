@@ -56,6 +56,11 @@ EVENTS_KEPT_MS = 10 * 60 * 1000
 
 
 def notify(conn: sqlite3.Connection, project_id: str, agent_id: str, now: int) -> None:
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        # delivered at commit, in commit order (pgstore.py): no events row, whose sequence could
+        # commit out of order and be skipped by a process tailing it
+        conn.execute("SELECT pg_notify('cbr_agent_events', ?)", (f"{project_id}\n{agent_id}",))
+        return
     cursor = conn.execute(
         "INSERT INTO events (project_id, agent_id, at) VALUES (?, ?, ?)", (project_id, agent_id, now)
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import random
@@ -217,9 +218,16 @@ async def request_checkpoints(
 
 
 def proc_stat(pid: int) -> tuple[float, int]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    """CPU seconds and RSS of the server process and its children (``--workers``)."""
+    cpu, rss = 0.0, 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
     return cpu, rss
 
 
@@ -238,6 +246,9 @@ def main() -> int:
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--wait", type=float, default=50.0, help="the agents' poll wait (seconds)")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle waiting measured first")
+    parser.add_argument("--db", help="the server's --db (default: a fresh SQLite file); 'postgres' starts "
+                        "a temporary PostgreSQL cluster (tests/pgcluster.py)")
+    parser.add_argument("--workers", type=int, default=1, help="the server's --workers")
     args = parser.parse_args()
 
     tmp = tempfile.TemporaryDirectory(prefix="cbr-dispatch-")
@@ -246,6 +257,11 @@ def main() -> int:
     creds = directory / "credentials.toml"
     creds.write_text(f'[[tokens]]\ntoken = "{token}"\nproject_id = "{project}"\n')
     creds.chmod(0o600)
+    from tests.pgcluster import bench_database
+
+    db, cluster = bench_database(args.db)
+    if cluster is not None:
+        atexit.register(cluster.destroy)
     log = open(directory / "server.log", "wb")  # noqa: SIM115 - owned by the child
     server = subprocess.Popen(
         [
@@ -258,7 +274,11 @@ def main() -> int:
             "--port",
             str(port),
             "--db",
-            str(directory / "cp.db"),
+            db or str(directory / "cp.db"),
+            "--workers",
+            str(args.workers),
+            "--max-connections",  # every agent holds a connection (the default cap is 2048)
+            str(args.agents + 1000),
             "--credentials",
             str(creds),
             "--log-level",

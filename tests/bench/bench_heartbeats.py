@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import re
@@ -172,14 +173,16 @@ def worker(target: Target, ids: list[str], conns: int, rate: float, duration: fl
     return hb, listing
 
 
-def start_server(directory: Path, port: int, target: Target, log_level: str) -> subprocess.Popen[bytes]:
+def start_server(directory: Path, port: int, target: Target, log_level: str, db: str | None = None,
+                 workers: int = 1) -> subprocess.Popen[bytes]:
     creds = directory / "credentials.toml"
     creds.write_text(f'[[access_keys]]\nak = "{target.ak}"\nsk = "{target.sk}"\n'
                      f'project_id = "{target.project_id}"\n')
     creds.chmod(0o600)
     log = open(directory / "server.log", "wb")  # noqa: SIM115 - owned by the child
     cmd = [sys.executable, "-m", "cbr_agent", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--db", str(directory / "cp.db"), "--credentials", str(creds), "--log-level", log_level]
+           "--db", db or str(directory / "cp.db"), "--credentials", str(creds), "--log-level", log_level,
+           "--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -193,9 +196,16 @@ def start_server(directory: Path, port: int, target: Target, log_level: str) -> 
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and its children (the ``--workers``) (Linux /proc)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def server_side_ms(log: Path, skip: int) -> list[float]:
@@ -233,6 +243,9 @@ def main() -> int:
                         "one line per request, as in production)")
     parser.add_argument("--url", help="use a running server at http://host:port instead of starting one "
                         "(then give --project-id, --ak and --sk)")
+    parser.add_argument("--db", help="the started server's --db (default: a fresh SQLite file); "
+                        "'postgres' starts a temporary PostgreSQL cluster (tests/pgcluster.py)")
+    parser.add_argument("--workers", type=int, default=1, help="the started server's --workers")
     parser.add_argument("--project-id")
     parser.add_argument("--ak")
     parser.add_argument("--sk")
@@ -247,7 +260,12 @@ def main() -> int:
     else:
         target = Target("127.0.0.1", free_port(), uuid.uuid4().hex, "AKBENCH" + secrets.token_hex(6),
                         secrets.token_urlsafe(30))
-        proc = start_server(Path(tmp.name), target.port, target, args.server_log_level)
+        from tests.pgcluster import bench_database
+
+        db, cluster = bench_database(args.db)
+        if cluster is not None:
+            atexit.register(cluster.destroy)
+        proc = start_server(Path(tmp.name), target.port, target, args.server_log_level, db, args.workers)
     try:
         ids = [str(uuid.uuid4()) for _ in range(args.agents)]
         t0 = time.perf_counter()

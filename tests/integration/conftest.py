@@ -72,7 +72,8 @@ def write_credentials(path: Path, entries: dict[str, Any]) -> None:
 class ServerProcess:
     """A ``cbr-agent server`` subprocess on loopback; see the module docstring."""
 
-    def __init__(self, directory: Path, *, stale_after: float = 180.0, extra_args: Sequence[str] = ()):
+    def __init__(self, directory: Path, *, stale_after: float = 180.0, extra_args: Sequence[str] = (),
+                 db: str | None = None):
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.stale_after = stale_after
@@ -89,6 +90,8 @@ class ServerProcess:
         self.other_sk = secrets.token_urlsafe(30)
         self.other_token = "tok-" + secrets.token_urlsafe(24)
         self.db_path = directory / "controlplane.db"
+        #: what --db gets: the SQLite file, or a PostgreSQL URL
+        self.db = db or str(self.db_path)
         self.credentials_path = directory / "credentials.toml"
         self.log_path = directory / "server.log"
         write_credentials(self.credentials_path, {
@@ -102,7 +105,7 @@ class ServerProcess:
         return [
             sys.executable, "-m", "cbr_agent", "server",
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--db", str(self.db_path), "--credentials", str(self.credentials_path),
+            "--db", self.db, "--credentials", str(self.credentials_path),
             "--stale-after", str(self.stale_after), *self.extra_args,
         ]
 
@@ -195,9 +198,10 @@ class ServerProcess:
 def cp_server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
-    def factory(*, stale_after: float = 180.0, extra_args: Sequence[str] = ()) -> ServerProcess:
+    def factory(*, stale_after: float = 180.0, extra_args: Sequence[str] = (),
+                db: str | None = None) -> ServerProcess:
         server = ServerProcess(tmp_path / f"cp-server-{len(started)}", stale_after=stale_after,
-                               extra_args=extra_args)
+                               extra_args=extra_args, db=db)
         started.append(server)
         return server.start()
 
@@ -214,6 +218,15 @@ def cp_server(cp_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
 @pytest.fixture(scope="module")
 def cp_server_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path_factory.mktemp("cp-server-module"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cp_server_module_pg(tmp_path_factory: pytest.TempPathFactory, postgres: Any) -> Iterator[ServerProcess]:
+    """As ``cp_server_module``, on a fresh PostgreSQL database of the session's cluster."""
+    server = ServerProcess(tmp_path_factory.mktemp("cp-server-module-pg"), db=postgres.new_database())
     server.start()
     yield server
     server.stop()

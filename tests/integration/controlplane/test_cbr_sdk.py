@@ -57,6 +57,14 @@ from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from cbr_agent.api.models import AgentRegistration
 from tests.integration.controlplane.test_server_sdk import sdk_client
 
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cp_server(request: pytest.FixtureRequest, cp_server_factory: Any) -> Any:
+    """The whole SDK flow against a server on each store (issue 13)."""
+    if request.param == "sqlite":
+        return cp_server_factory()
+    return cp_server_factory(db=request.getfixturevalue("postgres").new_database())
+
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Unable to convert string to date"),
     pytest.mark.filterwarnings("ignore:Unverified HTTPS request"),

@@ -3,7 +3,6 @@ renewal by the owner only, re-offer after the lease lapses, ``timeout`` after th
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +21,10 @@ class Clock:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[EmbeddedControlPlane, Clock, str]:
+def setup(store_db: str) -> tuple[EmbeddedControlPlane, Clock, str]:
+    """On both stores (``store_db``: a SQLite file, a PostgreSQL database)."""
     clock = Clock()
-    cp = EmbeddedControlPlane(tmp_path / "cp.db", "proj", clock=clock)
+    cp = EmbeddedControlPlane(store_db, "proj", clock=clock)
     cp.register_agent(AgentRegistration("agent-1", "h1", "10.0.0.1", "linux"))
     vault = cp.cbr_call(
         "POST",
