@@ -44,6 +44,8 @@ BYTE_KINDS = {"bytes_total": "total", "bytes_read": "read", "bytes_added": "adde
               "bytes_stored": "stored"}
 #: ... and the split of ``total`` by file, exported when the summary has it (older ones do not)
 BYTE_SPLIT = {"bytes_new": "new", "bytes_changed": "changed", "bytes_unchanged": "unchanged"}
+#: values of the summary's ``scan`` (``kind`` label of cbr_agent_last_backup_scan)
+SCAN_KINDS = ("journal", "full")
 #: CBR task types and the outcomes an agent reports (cbr_agent.agent.taskrun)
 TASK_TYPES = ("backup", "restore", "delete", "vault_delete", "remove_resource")
 TASK_RESULTS = ("success", "failed")
@@ -252,6 +254,12 @@ class AgentMetrics:
                 if key in summary:
                     data.add(int(summary.get(key) or 0), kind=kind)
             out += [files, data]
+        if summary.get("scan") in SCAN_KINDS:  # engines before the change journal do not say
+            scan = gauge("last_backup_scan", "1 for how the last backup found its changes: journal "
+                         "(only what the daemon's file change journal saw) or full (a walk of every path)")
+            for kind in SCAN_KINDS:
+                scan.add(int(summary["scan"] == kind), kind=kind)
+            out.append(scan)
         return out
 
     def _task_families(self, gauge: Callable[[str, str], Family]) -> list[Family]:

@@ -99,6 +99,17 @@ def test_bytes_by_kind_of_file_when_the_summary_has_them() -> None:
     assert value(text, "cbr_agent_last_backup_bytes", kind="unchanged") == 3072
 
 
+def test_scan_kind_of_the_last_backup_when_the_summary_says() -> None:
+    metrics = AgentMetrics("a", "s3://elsewhere")
+    metrics.observe({"last_backup": OK_BACKUP})  # no scan in the summary: nothing exported
+    assert not [n for n, _ in samples(render(metrics)) if n == "cbr_agent_last_backup_scan"]
+    for kind, other in (("journal", "full"), ("full", "journal")):
+        metrics.observe({"last_backup": {**OK_BACKUP, "summary": {**OK_BACKUP["summary"], "scan": kind}}})
+        text = render(metrics)
+        assert value(text, "cbr_agent_last_backup_scan", kind=kind) == 1
+        assert value(text, "cbr_agent_last_backup_scan", kind=other) == 0
+
+
 def test_cbr_task_running_progress_and_last_result_survive_a_restart() -> None:
     metrics = AgentMetrics("a", "s3://elsewhere", clock=lambda: 1796378000.0)
     text = render(metrics)
