@@ -6,9 +6,11 @@ Threads::
                               (walker.py); small files in batches (smallfiles.py): read right there,
                               or by helper processes when there are many (helpers.py)
         | larger files, one by one, bounded queue
-    reader threads            open (O_NOATIME, O_NOFOLLOW), chunk, hash, dedup, writer.add
-        | chunks of large files, bounded by bytes in flight                  (readers.py, filesaver.py)
-    blob pool threads         writer.add (compress + encrypt) so one big file uses every core (blobpool.py)
+    reader threads            open (O_NOATIME, O_NOFOLLOW), chunk, writer.save (hash, dedup gate,
+                              compress, seal, pack: repository/writer.py)   (readers.py, filesaver.py)
+        | chunks of large files (hashed and claimed), bounded by bytes in flight
+    blob pool threads         writer.store_claimed (compress + seal) so one big file uses every core
+                              (blobpool.py)
 
 A directory's tree is built as soon as all its entries are resolved, by whichever thread resolved the
 last one; its node then resolves a slot in the parent's listing (dirtree.py). Memory is bounded by the
@@ -70,7 +72,7 @@ class Archiver:
         saver = FileSaver(repo, writer, self._pool, should_stop=self._state.should_stop)
         self._trees = TreeAssembler(repo, writer, cache, self._state)
         self._readers = ReaderThreads(saver, self._state, self._trees, readers=readers, tick=self._tick)
-        self._small = SmallFiles(repo, writer, saver, self._state, self._trees, tick=self._tick,
+        self._small = SmallFiles(writer, saver, self._state, self._trees, tick=self._tick,
                                  helpers=helpers)
         self._walker = Walker(repo, cache, self._state, self._trees, one_file_system=one_file_system,
                               queue_file=self._queue_file, tick=self._tick)
@@ -98,7 +100,8 @@ class Archiver:
         assert self._trees.root_tree is not None
         return self._trees.root_tree
 
-    def _queue_file(self, item: FileItem, size: int) -> None:
+    def _queue_file(self, found: tuple[Any, ...], size: int) -> None:
+        item = FileItem._make(found)  # the walker's (task, index, path, name, lstat, existed)
         if size <= self._small.limit:
             self._small.add(item, size)
         else:
