@@ -22,7 +22,7 @@ class FileItem(NamedTuple):
     """A file the walker found to back up, and the listing slot its node resolves."""
 
     task: DirTask
-    index: int            # the slot in the task's listing
+    slot: int             # its place in the task's listing
     path: str
     name: str             # the walker's name for it (a backup root's may differ from the path's)
     lstat: os.stat_result
@@ -70,7 +70,7 @@ class ReaderThreads:
                 delta = BackupStats()
                 node = None if self.state.should_stop() else read_file(self.saver, self.state, delta, item)
                 self.state.add(delta)
-                self.trees.resolve(item.task, item.index, node)
+                self.trees.resolve(item.task, item.slot, node)
             except BaseException as exc:  # repository, crypto or a bug: the backup stops
                 self.state.fail(exc)
 

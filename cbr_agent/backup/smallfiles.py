@@ -150,7 +150,7 @@ class SmallFiles:
         plain: list[PlainBlob] = []
         warn = self.state.warn
         for item, outcome in zip(batch, outcomes, strict=True):
-            task, index, path = item.task, item.index, item.path
+            task, index, path = item.task, item.slot, item.path
             if outcome is None:  # grew or changed while read: the careful path
                 results.append((task, index, read_file(self.saver, self.state, delta, item)))
                 continue

@@ -14,8 +14,8 @@ import pytest
 from cbr_agent import compress as zcompress
 from cbr_agent.backup.helpers import DEPTH, LOST, HelperPool, init_message
 from cbr_agent.backup.smallbatch import Ready, prepare_batch
-from cbr_agent.repository.codec import BlobCodec
 from cbr_agent.crypto.aead import Sealer
+from cbr_agent.repository.codec import BlobCodec
 from cbr_agent.repository.objects import FLAG_COMPRESSED
 
 ID_KEY = bytes(range(32))
@@ -136,7 +136,8 @@ def test_helpers_exit_when_the_pool_closes(sealer) -> None:
 
 def test_a_helper_refuses_to_work_for_other_code(sealer, tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
-    p = HelperPool(1, ("another version", init_message(sealer, LIMIT)[1], LIMIT))  # as after an upgrade on disk
+    _code, codec, limit = init_message(sealer, LIMIT)
+    p = HelperPool(1, ("another version", codec, limit))  # as after an upgrade on disk
     p.start()
     try:
         items = make_files(tmp_path / "src", 2)
