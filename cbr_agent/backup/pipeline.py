@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cbr_agent.backup.blobpool import BlobPool
@@ -40,44 +41,57 @@ from cbr_agent.backup.runstate import BackupStats, RunState
 from cbr_agent.backup.smallfiles import SmallFiles
 from cbr_agent.backup.walker import Root, Walker
 from cbr_agent.errors import Cancelled
+from cbr_agent.repository.writer import BlobSink
 
-__all__ = ["RACY_NS", "Archiver", "BackupStats", "DirTask", "Root", "join", "listing_fingerprint"]
+__all__ = ["RACY_NS", "Archiver", "ArchiverOptions", "BackupStats", "DirTask", "Root", "join",
+           "listing_fingerprint"]
+
+
+@dataclass(slots=True)
+class ArchiverOptions:
+    """How one backup run walks and reads (everything but the repository and the writer)."""
+
+    cache: FilesCache | None
+    parent_tree: str | None
+    parent_time_ns: int
+    one_file_system: bool
+    cancel: threading.Event | None = None
+    readers: int = 2
+    blob_threads: int = 2
+    helpers: int = 0
+    checkpoint: Callable[[], None] | None = None
+    checkpoint_interval: float = 60.0
 
 
 class Archiver:
-    """Backs up a set of roots into one tree; :meth:`run` returns the root tree id."""
+    """Backs up a set of roots into one tree; :meth:`run` returns the root tree id.
 
-    def __init__(
-        self,
-        repo: Any,
-        writer: Any,
-        *,
-        cache: FilesCache | None,
-        parent_tree: str | None,
-        parent_time_ns: int,
-        one_file_system: bool,
-        cancel: threading.Event | None = None,
-        readers: int = 2,
-        blob_threads: int = 2,
-        helpers: int = 0,
-        checkpoint: Callable[[], None] | None = None,
-        checkpoint_interval: float = 60.0,
-    ) -> None:
-        self.parent_tree = parent_tree
-        self.parent_time_ns = parent_time_ns
-        self._state = RunState(cancel)
+    ``Archiver(repo, writer, options)``; the options' fields as keywords are accepted too."""
+
+    def __init__(self, repo: Any, writer: BlobSink, options: ArchiverOptions | None = None,
+                 **fields: Any) -> None:
+        if options is None:
+            options = ArchiverOptions(**fields)
+        elif fields:
+            raise TypeError("Archiver takes options or their fields as keywords, not both")
+        self.options = options
+        self.parent_tree = options.parent_tree
+        self.parent_time_ns = options.parent_time_ns
+        self._state = RunState(options.cancel)
         self.cancel = self._state.cancel
         self.stats: BackupStats = self._state.stats
-        self._pool = BlobPool(writer, threads=blob_threads)
+        self._pool = BlobPool(writer, threads=options.blob_threads)
         saver = FileSaver(repo, writer, self._pool, should_stop=self._state.should_stop)
-        self._trees = TreeAssembler(repo, writer, cache, self._state)
-        self._readers = ReaderThreads(saver, self._state, self._trees, readers=readers, tick=self._tick)
+        self._trees = TreeAssembler(repo, writer, options.cache, self._state)
+        self._readers = ReaderThreads(saver, self._state, self._trees, readers=options.readers,
+                                      tick=self._tick)
         self._small = SmallFiles(writer, saver, self._state, self._trees, tick=self._tick,
-                                 helpers=helpers)
-        self._walker = Walker(repo, cache, self._state, self._trees, one_file_system=one_file_system,
-                              queue_file=self._queue_file, tick=self._tick)
-        self._checkpoint = checkpoint
-        self._checkpoint_interval = checkpoint_interval
+                                 helpers=options.helpers)
+        self._walker = Walker(repo, options.cache, self._state, self._trees,
+                              one_file_system=options.one_file_system, queue_file=self._queue_file,
+                              tick=self._tick)
+        self._checkpoint = options.checkpoint
+        self._checkpoint_interval = options.checkpoint_interval
         self._last_checkpoint = time.monotonic()
 
     def run(self, roots: Sequence[Root]) -> str:
