@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from cbr_agent.errors import RepositoryError
 from cbr_agent.repository.codec import BlobCodec, Buffer, PlainBlob, SealedBlob
@@ -60,6 +60,13 @@ class ClaimedBlob(NamedTuple):
 
     blob_id: bytes
     new: bool
+
+
+@runtime_checkable
+class ParallelUploads(Protocol):
+    """A backend that takes several uploads at once (S3: its connection pool)."""
+
+    upload_parallelism: int
 
 
 class BlobSink(Protocol):
@@ -102,7 +109,9 @@ class BlobWriter:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, queued_packs))
         self._threads: list[threading.Thread] = []
         if upload_threads is None:  # as many as the backend can take at once (s3_connections)
-            upload_threads = int(getattr(repo.backend, "upload_parallelism", DEFAULT_UPLOAD_THREADS))
+            backend = repo.backend
+            upload_threads = (backend.upload_parallelism if isinstance(backend, ParallelUploads)
+                              else DEFAULT_UPLOAD_THREADS)
         self._nthreads = max(1, upload_threads)
         self._unindexed: dict[str, list[PackEntry]] = {}
         self._unindexed_count = 0
