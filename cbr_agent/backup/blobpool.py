@@ -1,4 +1,5 @@
-"""A few threads that store chunks of large files, so one big file still uses every core.
+"""A few threads that compress and seal chunks of large files (``writer.store_claimed``), so one big file
+still uses every core; the reader thread has hashed and claimed each chunk already (``writer.claim``).
 
 Submission is bounded by bytes in flight (memory stays bounded whatever the file size). The first
 error is kept and raised by :meth:`BlobPool.check` / :meth:`BlobPool.close`: repository errors stop
@@ -9,10 +10,14 @@ from __future__ import annotations
 
 import queue
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cbr_agent.repository.writer import BlobSink
 
 
 class BlobPool:
-    def __init__(self, writer, *, threads: int = 2, budget: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, writer: BlobSink, *, threads: int = 2, budget: int = 16 * 1024 * 1024) -> None:
         self.writer = writer
         self.budget = budget
         self._in_flight = 0
@@ -43,7 +48,7 @@ class BlobPool:
             blob_id, data = item
             try:
                 if self.error is None:
-                    self.writer.add(blob_id, data)
+                    self.writer.store_claimed(blob_id, data)
             except BaseException as exc:
                 with self._cond:
                     if self.error is None:

@@ -129,10 +129,7 @@ class TreeAssembler:
 
     # ------------------------------------------------------------------ trees
     def add_tree(self, nodes: list[Node]) -> str:
-        data = encode_tree(nodes)
-        blob_id = self.repo.blob_id(data)
-        self.writer.add(blob_id, data, kind="tree")
-        return blob_id.hex()
+        return self.writer.save(encode_tree(nodes), kind="tree").hex()
 
     def empty_tree(self) -> str:
         if self._empty_tree is None:

@@ -1,4 +1,4 @@
-"""Reading one regular file: open without following links, chunk, hash, hand new chunks to the writer.
+"""Reading one regular file: open without following links, chunk, hand the chunks to the writer.
 
 A file is opened by name and everything recorded of it comes from ``fstat`` of the open descriptor, so
 what is read is always the file that was opened: when the name now points to another inode (an editor,
@@ -7,8 +7,8 @@ newer version is read. A version renamed over while it is read was complete when
 that does not count as a change while reading.
 
 File-side failures (the file vanished, cannot be read, is no longer a regular file) raise
-:class:`FileProblem`, a per-file warning. Everything that comes from the repository (hashing,
-``has_blob``, ``add``) is left to propagate: those errors stop the backup.
+:class:`FileProblem`, a per-file warning. Everything that comes from the repository (the writer's
+``save``, ``claim``) is left to propagate: those errors stop the backup.
 """
 
 from __future__ import annotations
@@ -18,10 +18,13 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from cbr_agent.backup.blobpool import BlobPool
 from cbr_agent.backup.longpath import short
 from cbr_agent.backup.nodes import read_xattrs
+from cbr_agent.chunking import Chunker, ChunkerParams
+from cbr_agent.repository.writer import BlobSink
 
 #: holes are recorded as chunks of zeros of at most this size (restored as holes again)
 ZERO_CHUNK = 1024 * 1024
@@ -152,11 +155,20 @@ def _data_segments(fd: int, size: int) -> list[tuple[int, int, bool]]:
     return segments
 
 
-class FileSaver:
-    """Reads files and stores their chunks; one instance shared by the reader threads."""
+class ChunkerSource(Protocol):
+    """What a FileSaver needs of the repository: its chunker (sizes and secret seed)."""
 
-    def __init__(self, repo, writer, pool: BlobPool, *, should_stop: Callable[[], bool]) -> None:
-        self.repo = repo
+    chunker: ChunkerParams
+
+    def new_chunker(self) -> Chunker: ...
+
+
+class FileSaver:
+    """Reads files, chunks them and hands the chunks to the writer (which hashes, deduplicates,
+    compresses, seals and packs them); one instance shared by the reader threads."""
+
+    def __init__(self, repo: ChunkerSource, writer: BlobSink, pool: BlobPool, *,
+                 should_stop: Callable[[], bool]) -> None:
         self.writer = writer
         self.pool = pool
         self.should_stop = should_stop
@@ -167,12 +179,13 @@ class FileSaver:
         self.blobs_new = 0
 
     def _store(self, data: bytes, use_pool: bool) -> str:
-        blob_id = self.repo.blob_id(data)
-        if not self.repo.has_blob(blob_id):
-            if use_pool:
-                self.pool.submit(blob_id, data)
-            else:
-                self.writer.add(blob_id, data)
+        """A chunk's id; the writer stores it unless the repository has it. With ``use_pool`` only the
+        hash and the dedup gate run here, compressing and sealing a new chunk go to the blob pool."""
+        if not use_pool:
+            return self.writer.save(data).hex()
+        blob_id, new = self.writer.claim(data)
+        if new:
+            self.pool.submit(blob_id, data)
         return blob_id.hex()
 
     def _zero_chunks(self, length: int) -> Iterator[str]:

@@ -32,8 +32,10 @@ import blake3
 
 from cbr_agent import __version__, compress
 from cbr_agent.backup import filesaver, nodes, smallbatch
-from cbr_agent.backup.smallbatch import BlobSealer, prepare_batch
-from cbr_agent.crypto import aead
+from cbr_agent.backup.smallbatch import prepare_batch
+from cbr_agent.crypto import aead, keys
+from cbr_agent.repository import codec as blobcodec
+from cbr_agent.repository.codec import BlobCodec
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def _code_fingerprint() -> str:
     """Of the code a helper runs, as this process loaded it: a helper started after the package was
     upgraded on disk refuses to work for a backup process still running the old code."""
     digest = blake3.blake3(__version__.encode())
-    for module in (smallbatch, filesaver, nodes, compress, aead, sys.modules[__name__]):
+    for module in (smallbatch, filesaver, nodes, compress, aead, keys, blobcodec, sys.modules[__name__]):
         try:
             digest.update(Path(module.__file__ or "").read_bytes())
         except OSError:  # not a plain file (a zip import): the version alone has to do
@@ -75,6 +77,12 @@ class _Helper:
     stderr: IO[bytes]
     inflight: set[int] = field(default_factory=set)
     dead: bool = False
+
+
+def init_message(codec: BlobCodec, limit: int) -> tuple[str, bytes, int]:
+    """What a helper is started with (over its stdin pipe, never argv or the environment): the codec is
+    pickled on its own, so a helper checks the code fingerprint before it unpickles any class."""
+    return (CODE, pickle.dumps(codec, protocol=_PROTOCOL), limit)
 
 
 class HelperPool:
@@ -203,7 +211,7 @@ class HelperPool:
 # -- the helper's side ------------------------------------------------------------------------------------
 
 def serve() -> None:
-    """A helper's main loop: an init message ``(code fingerprint, sealer message, limit)``, then
+    """A helper's main loop: an init message ``(code fingerprint, pickled blob codec, limit)``, then
     ``(token, items, seal)`` batches, each answered with ``(token, outcomes)``, until stdin closes."""
     # Ctrl-C on a terminal and systemd's SIGTERM to the whole service are for the backup process to
     # handle: a helper leaves when its stdin closes, so that a stopping backup never sees helpers "die"
@@ -213,20 +221,23 @@ def serve() -> None:
     os.dup2(2, 1)  # a stray print goes to stderr, never into the answers
     stdin = os.fdopen(0, "rb")
     try:
-        code, message, limit = pickle.load(stdin)
+        code, codec_pickle, limit = pickle.load(stdin)
     except EOFError:
         return
     if code != CODE:
         sys.stderr.write("cbr-agent was upgraded while this backup ran: the helper's code differs from "
                          "the backup process's\n")
         sys.exit(3)
-    sealer = BlobSealer.from_message(message)
+    codec = pickle.loads(codec_pickle)  # only once the code is known to be the same: it names a class
+    if not isinstance(codec, BlobCodec):
+        sys.stderr.write("the backup process sent no blob codec\n")
+        sys.exit(3)
     while True:
         try:
             token, items, seal = pickle.load(stdin)
         except EOFError:
             return
-        outcomes: Sequence[Any] = prepare_batch(items, limit, sealer, seal=seal)
+        outcomes: Sequence[Any] = prepare_batch(items, limit, codec, seal=seal)
         try:
             pickle.dump((token, outcomes), stdout, protocol=_PROTOCOL)
             stdout.flush()

@@ -30,6 +30,7 @@ from cbr_agent.errors import BackupError, RepositoryNotFound, UsageError
 from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude, normalize_path
 from cbr_agent.progress import refresh_seconds
+from cbr_agent.repository.writer import DryRunWriter
 
 log = logging.getLogger(__name__)
 
@@ -90,31 +91,6 @@ class ProgressInfo:
     scanned_files: int = 0       # what the pre-scan beside the backup has counted so far ...
     scanned_bytes: int = 0
     scan_done: bool = False      # ... and whether that is the total
-
-
-class _DryRunWriter:
-    """Counts what a backup would add, stores nothing."""
-
-    def __init__(self, repo: Any) -> None:
-        self._repo = repo
-        self._seen: set[bytes] = set()
-        self._lock = threading.Lock()
-        self.blobs_new = self.bytes_new = 0
-
-    def add(self, blob_id: bytes, data: bytes | memoryview, *, kind: str = "data") -> bool:
-        with self._lock:
-            if blob_id in self._seen or self._repo.has_blob(blob_id):
-                return False
-            self._seen.add(blob_id)
-            self.blobs_new += 1
-            self.bytes_new += len(data)
-            return True
-
-    def add_many(self, blobs: Sequence[tuple[bytes, bytes | memoryview]], *, kind: str = "data") -> int:
-        return sum(self.add(blob_id, data, kind=kind) for blob_id, data in blobs)
-
-    def flush(self) -> None:
-        return None
 
 
 def _default_repository(settings: Settings) -> bool:
@@ -251,7 +227,7 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
          changes: ChangeHint | None = None) -> BackupSummary:
     from cbr_agent.repository import Snapshot
 
-    writer_cm = contextlib.nullcontext(_DryRunWriter(repo)) if dry_run else repo.writer()
+    writer_cm = contextlib.nullcontext(DryRunWriter(repo)) if dry_run else repo.writer()
     expected = (parent.summary or {}).get("bytes_total") if parent is not None else None
     parent_ns = int(parent.time.timestamp() * 1e9) if parent is not None else 0
     ticker: _Ticker | None = None

@@ -6,9 +6,11 @@ Threads::
                               (walker.py); small files in batches (smallfiles.py): read right there,
                               or by helper processes when there are many (helpers.py)
         | larger files, one by one, bounded queue
-    reader threads            open (O_NOATIME, O_NOFOLLOW), chunk, hash, dedup, writer.add
-        | chunks of large files, bounded by bytes in flight                  (readers.py, filesaver.py)
-    blob pool threads         writer.add (compress + encrypt) so one big file uses every core (blobpool.py)
+    reader threads            open (O_NOATIME, O_NOFOLLOW), chunk, writer.save (hash, dedup gate,
+                              compress, seal, pack: repository/writer.py)   (readers.py, filesaver.py)
+        | chunks of large files (hashed and claimed), bounded by bytes in flight
+    blob pool threads         writer.store_claimed (compress + seal) so one big file uses every core
+                              (blobpool.py)
 
 A directory's tree is built as soon as all its entries are resolved, by whichever thread resolved the
 last one; its node then resolves a slot in the parent's listing (dirtree.py). Memory is bounded by the
@@ -24,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cbr_agent.backup.blobpool import BlobPool
@@ -39,45 +42,59 @@ from cbr_agent.backup.runstate import BackupStats, RunState
 from cbr_agent.backup.smallfiles import SmallFiles
 from cbr_agent.backup.walker import Root, Walker
 from cbr_agent.errors import Cancelled
+from cbr_agent.repository.writer import BlobSink
 
-__all__ = ["RACY_NS", "Archiver", "BackupStats", "DirTask", "Root", "join", "listing_fingerprint"]
+__all__ = ["RACY_NS", "Archiver", "ArchiverOptions", "BackupStats", "DirTask", "Root", "join",
+           "listing_fingerprint"]
+
+
+@dataclass(slots=True)
+class ArchiverOptions:
+    """How one backup run walks and reads (everything but the repository and the writer)."""
+
+    cache: FilesCache | None
+    parent_tree: str | None
+    parent_time_ns: int
+    one_file_system: bool
+    cancel: threading.Event | None = None
+    readers: int = 2
+    blob_threads: int = 2
+    helpers: int = 0
+    checkpoint: Callable[[], None] | None = None
+    checkpoint_interval: float = 60.0
+    #: what the daemon's file change journal saw change (None: walk everything)
+    hint: ChangeHint | None = None
 
 
 class Archiver:
-    """Backs up a set of roots into one tree; :meth:`run` returns the root tree id."""
+    """Backs up a set of roots into one tree; :meth:`run` returns the root tree id.
 
-    def __init__(
-        self,
-        repo: Any,
-        writer: Any,
-        *,
-        cache: FilesCache | None,
-        parent_tree: str | None,
-        parent_time_ns: int,
-        one_file_system: bool,
-        cancel: threading.Event | None = None,
-        readers: int = 2,
-        blob_threads: int = 2,
-        helpers: int = 0,
-        checkpoint: Callable[[], None] | None = None,
-        checkpoint_interval: float = 60.0,
-        hint: ChangeHint | None = None,
-    ) -> None:
-        self.parent_tree = parent_tree
-        self.parent_time_ns = parent_time_ns
-        self._state = RunState(cancel)
+    ``Archiver(repo, writer, options)``; the options' fields as keywords are accepted too."""
+
+    def __init__(self, repo: Any, writer: BlobSink, options: ArchiverOptions | None = None,
+                 **fields: Any) -> None:
+        if options is None:
+            options = ArchiverOptions(**fields)
+        elif fields:
+            raise TypeError("Archiver takes options or their fields as keywords, not both")
+        self.options = options
+        self.parent_tree = options.parent_tree
+        self.parent_time_ns = options.parent_time_ns
+        self._state = RunState(options.cancel)
         self.cancel = self._state.cancel
         self.stats: BackupStats = self._state.stats
-        self._pool = BlobPool(writer, threads=blob_threads)
+        self._pool = BlobPool(writer, threads=options.blob_threads)
         saver = FileSaver(repo, writer, self._pool, should_stop=self._state.should_stop)
-        self._trees = TreeAssembler(repo, writer, cache, self._state)
-        self._readers = ReaderThreads(saver, self._state, self._trees, readers=readers, tick=self._tick)
-        self._small = SmallFiles(repo, writer, saver, self._state, self._trees, tick=self._tick,
-                                 helpers=helpers)
-        self._walker = Walker(repo, cache, self._state, self._trees, one_file_system=one_file_system,
-                              queue_file=self._queue_file, tick=self._tick, hint=hint)
-        self._checkpoint = checkpoint
-        self._checkpoint_interval = checkpoint_interval
+        self._trees = TreeAssembler(repo, writer, options.cache, self._state)
+        self._readers = ReaderThreads(saver, self._state, self._trees, readers=options.readers,
+                                      tick=self._tick)
+        self._small = SmallFiles(writer, saver, self._state, self._trees, tick=self._tick,
+                                 helpers=options.helpers)
+        self._walker = Walker(repo, options.cache, self._state, self._trees,
+                              one_file_system=options.one_file_system, queue_file=self._queue_file,
+                              tick=self._tick, hint=options.hint)
+        self._checkpoint = options.checkpoint
+        self._checkpoint_interval = options.checkpoint_interval
         self._last_checkpoint = time.monotonic()
 
     def run(self, roots: Sequence[Root]) -> str:
@@ -100,7 +117,8 @@ class Archiver:
         assert self._trees.root_tree is not None
         return self._trees.root_tree
 
-    def _queue_file(self, item: FileItem, size: int) -> None:
+    def _queue_file(self, found: tuple[Any, ...], size: int) -> None:
+        item = FileItem._make(found)  # the walker's (task, index, path, name, lstat, existed)
         if size <= self._small.limit:
             self._small.add(item, size)
         else:

@@ -7,6 +7,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
+from typing import NamedTuple
 
 from cbr_agent.backup.dirtree import DirTask, TreeAssembler
 from cbr_agent.backup.filesaver import FileProblem, FileSaver, TypeChanged
@@ -17,8 +18,15 @@ READ_QUEUE = 64
 #: reads of a file that keeps changing (or is briefly not a regular file) before it is given up on
 READ_ATTEMPTS = 3
 
-#: (task, slot index, path, name, lstat, existed before)
-FileItem = tuple[DirTask, int, str, str, os.stat_result, bool]
+class FileItem(NamedTuple):
+    """A file the walker found to back up, and the listing slot its node resolves."""
+
+    task: DirTask
+    slot: int             # its place in the task's listing
+    path: str
+    name: str             # the walker's name for it (a backup root's may differ from the path's)
+    lstat: os.stat_result
+    existed: bool         # in the parent snapshot: counts as changed, not new
 
 
 class ReaderThreads:
@@ -62,7 +70,7 @@ class ReaderThreads:
                 delta = BackupStats()
                 node = None if self.state.should_stop() else read_file(self.saver, self.state, delta, item)
                 self.state.add(delta)
-                self.trees.resolve(item[0], item[1], node)
+                self.trees.resolve(item.task, item.slot, node)
             except BaseException as exc:  # repository, crypto or a bug: the backup stops
                 self.state.fail(exc)
 
@@ -72,7 +80,7 @@ def read_file(saver: FileSaver, state: RunState, delta: BackupStats, item: FileI
     no longer a regular file, is looked at again by name, up to :data:`READ_ATTEMPTS` times: what is
     found then is backed up (a newer version saved by rename is the usual case), with a warning only
     when no attempt read a consistent version."""
-    _task, _index, path, name, _st, existed = item
+    path = item.path
     saved = None
     for attempt in range(1, READ_ATTEMPTS + 1):
         last = attempt == READ_ATTEMPTS
@@ -95,14 +103,14 @@ def read_file(saver: FileSaver, state: RunState, delta: BackupStats, item: FileI
         if last:
             state.warn(f"{path}: changed while being read; the backed-up copy may be inconsistent")
     assert saved is not None
-    node = node_from_stat(name, saved.stat_before)
+    node = node_from_stat(item.name, saved.stat_before)
     node["size"] = saved.size
     node["content"] = saved.content
     if saved.xattrs:
         node["xattrs"] = saved.xattrs
     elif saved.xattr_error:
         state.warn(f"{path}: cannot read extended attributes: {saved.xattr_error}")
-    if existed:
+    if item.existed:
         delta.files_changed += 1
         delta.bytes_changed += saved.size
     else:

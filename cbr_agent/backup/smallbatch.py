@@ -5,8 +5,9 @@ processes (:mod:`cbr_agent.backup.helpers`).
 A batch is a list of ``(path, inode seen by lstat)``; the result has one outcome per file, in order:
 
 - :class:`Ready`: the file's tree node (from the stat of the open file) and its one blob, either sealed
-  (id, flags, nonce + ciphertext, plaintext length: ready for the pack) or, when asked for ``seal=False``,
-  as plaintext (id and data) for the caller to deduplicate before compressing; ``None`` for an empty file;
+  (a :class:`~cbr_agent.repository.codec.SealedBlob`, ready for the pack) or, when asked for
+  ``seal=False``, as a :class:`~cbr_agent.repository.codec.PlainBlob` (id and data) for the writer to
+  deduplicate before compressing; ``None`` for an empty file;
 - a ``str``: a per-file problem (vanished, permission denied, ...), the backup goes on without the file;
 - ``None``: the file grew or changed while it was read; the caller takes the careful path.
 """
@@ -15,9 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, NamedTuple
-
-import blake3
+from typing import NamedTuple
 
 from cbr_agent.backup.filesaver import (
     FileProblem,
@@ -28,12 +27,7 @@ from cbr_agent.backup.filesaver import (
     unchanged_while_read,
 )
 from cbr_agent.backup.nodes import Node, node_from_stat, read_xattrs
-from cbr_agent.crypto.aead import Sealer
-from cbr_agent.repository.objects import kind_flag
-from cbr_agent.repository.writer import SealedBlob, seal_blobs
-
-#: (blob id, plaintext)
-PlainBlob = tuple[bytes, bytes]
+from cbr_agent.repository.codec import BlobCodec, PlainBlob, SealedBlob
 
 
 class SmallRead(NamedTuple):
@@ -80,43 +74,14 @@ def read_small(path: str, inode: int, limit: int) -> SmallRead | None:
         os.close(fd)
 
 
-class BlobSealer:
-    """Blob ids, compression and sealing of data blobs with a repository's keys, without the repository:
-    what a helper process needs, and no more (it never sees the master key or the password)."""
-
-    def __init__(self, id_key: bytes, encryption_key: bytes, level: int) -> None:
-        self.id_key = id_key
-        self.encryption_key = encryption_key
-        self.level = level
-        self._sealer = Sealer(encryption_key)
-
-    @classmethod
-    def for_repository(cls, repo: Any) -> BlobSealer:
-        return cls(repo.key.id_key, repo.key.encryption_key, repo.compression_level)
-
-    def to_message(self) -> dict[str, Any]:
-        """What a helper process is started with (sent over its stdin pipe, never argv or environment)."""
-        return {"id_key": self.id_key, "encryption_key": self.encryption_key, "level": self.level}
-
-    @classmethod
-    def from_message(cls, message: dict[str, Any]) -> BlobSealer:
-        return cls(message["id_key"], message["encryption_key"], message["level"])
-
-    def blob_id(self, data: bytes) -> bytes:
-        return blake3.blake3(data, key=self.id_key, max_threads=1).digest()
-
-    def seal_many(self, blobs: Sequence[PlainBlob]) -> list[SealedBlob]:
-        """Compress (one zstd call for the batch) and seal data blobs."""
-        return seal_blobs(self._sealer, self.level, blobs, kind_flag("data"))
-
-
-def prepare_batch(items: Sequence[tuple[str, int]], limit: int, sealer: BlobSealer, *,
+def prepare_batch(items: Sequence[tuple[str, int]], limit: int, codec: BlobCodec, *,
                   seal: bool = True) -> list[Outcome]:
-    """Read every file of the batch and hash its content; with ``seal``, also compress and seal it."""
-    outcomes: list[Any] = []
+    """Read every file of the batch and hash its content; with ``seal``, also compress and seal it (the
+    repository's codec: the same ids and sealed form whether this runs in a helper or in the backup)."""
+    outcomes: list[Outcome] = []
     plain: list[PlainBlob] = []
     holders: list[int] = []
-    blob_id = sealer.blob_id
+    blob_id = codec.blob_id
     for path, inode in items:
         try:
             got = read_small(path, inode, limit)
@@ -130,8 +95,8 @@ def prepare_batch(items: Sequence[tuple[str, int]], limit: int, sealer: BlobSeal
         node = node_from_stat(path.rpartition("/")[2], got.stat_before)
         blob: PlainBlob | None = None
         if data:
-            blob = (blob_id(data), data)
-            node["content"] = [blob[0].hex()]
+            blob = PlainBlob(blob_id(data), data)
+            node["content"] = [blob.blob_id.hex()]
             plain.append(blob)
             holders.append(len(outcomes))
         else:
@@ -140,6 +105,8 @@ def prepare_batch(items: Sequence[tuple[str, int]], limit: int, sealer: BlobSeal
             node["xattrs"] = got.xattrs
         outcomes.append(Ready(node, blob, got.xattr_error))
     if seal and plain:
-        for i, sealed in zip(holders, sealer.seal_many(plain), strict=True):
-            outcomes[i] = outcomes[i]._replace(blob=sealed)
+        for i, sealed in zip(holders, codec.seal_many(plain), strict=True):
+            ready = outcomes[i]
+            assert isinstance(ready, Ready)
+            outcomes[i] = ready._replace(blob=sealed)
     return outcomes

@@ -12,6 +12,8 @@ trip for its slots.
 Blobs are sealed before the dedup check, which costs nothing while they are new (a first backup) and
 wastes the compression while they are not: when the last batch was mostly blobs the repository already
 had, the next one comes back unsealed and only the new blobs are compressed (:meth:`BlobWriter.add_many`).
+Either way the blobs are hashed and sealed by the repository's codec (``writer.codec``), the same code the
+writer seals with; this module only batches files and turns outcomes into nodes.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ import itertools
 import logging
 import queue
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from cbr_agent.backup.dirtree import Resolved, TreeAssembler
 from cbr_agent.backup.filesaver import FileSaver
-from cbr_agent.backup.helpers import CODE, LOST, HelperPool
+from cbr_agent.backup.helpers import LOST, HelperPool, init_message
 from cbr_agent.backup.readers import FileItem, read_file
 from cbr_agent.backup.runstate import BackupStats, RunState
-from cbr_agent.backup.smallbatch import BlobSealer, Outcome, prepare_batch
+from cbr_agent.backup.smallbatch import Outcome, prepare_batch
+from cbr_agent.repository.codec import PlainBlob, SealedBlob
+from cbr_agent.repository.writer import BlobSink
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,7 @@ DUPLICATES_MAX = 0.5
 
 
 class SmallFiles:
-    def __init__(self, repo: Any, writer: Any, saver: FileSaver, state: RunState, trees: TreeAssembler,
+    def __init__(self, writer: BlobSink, saver: FileSaver, state: RunState, trees: TreeAssembler,
                  *, tick: Callable[[], None], helpers: int = 0, helpers_after: int = HELPERS_AFTER) -> None:
         self.writer = writer
         self.saver = saver
@@ -51,8 +54,8 @@ class SmallFiles:
         self.trees = trees
         self.tick = tick            # once per batch: stop if asked, checkpoint when due
         self.limit = min(SMALL_FILE_MAX, saver.min_size)
-        self._sealer = BlobSealer.for_repository(repo)
-        self._can_seal = hasattr(writer, "add_sealed_many")  # a dry run stores nothing: never seal
+        self._codec = writer.codec
+        self._can_seal = writer.stores_sealed  # a dry run stores nothing: never seal
         self._seal = self._can_seal
         self._helpers = helpers
         self._helpers_after = helpers_after
@@ -86,7 +89,7 @@ class SmallFiles:
             self._pool = None
 
     def _start_helpers(self) -> None:
-        pool = HelperPool(self._helpers, (CODE, self._sealer.to_message(), self.limit))
+        pool = HelperPool(self._helpers, init_message(self._codec, self.limit))
         try:
             pool.start()
         except OSError as exc:  # e.g. no processes left: slower, never a failed backup
@@ -137,17 +140,17 @@ class SmallFiles:
     # -- storing
     def _store_here(self, batch: list[FileItem]) -> None:
         """Prepare a batch in this process (no helper, none with room, or its helper died)."""
-        self._store(batch, prepare_batch(_items(batch), self.limit, self._sealer, seal=self._seal))
+        self._store(batch, prepare_batch(_items(batch), self.limit, self._codec, seal=self._seal))
 
     def _store(self, batch: list[FileItem], outcomes: Sequence[Outcome]) -> None:
         """Turn a batch's outcomes into nodes, store its blobs in one writer call, resolve its slots."""
         delta = BackupStats()
         results: list[Resolved] = []
-        sealed: list[Any] = []
-        plain: list[Any] = []
+        sealed: list[SealedBlob] = []
+        plain: list[PlainBlob] = []
         warn = self.state.warn
         for item, outcome in zip(batch, outcomes, strict=True):
-            task, index, path, name, _st, existed = item
+            task, index, path = item.task, item.slot, item.path
             if outcome is None:  # grew or changed while read: the careful path
                 results.append((task, index, read_file(self.saver, self.state, delta, item)))
                 continue
@@ -156,14 +159,16 @@ class SmallFiles:
                 results.append((task, index, None))
                 continue
             node = outcome.node
-            node["name"] = name  # the walker's name for it (a backup root's may differ from the path's)
+            node["name"] = item.name  # the walker's name for it (a backup root's may differ from the path's)
             blob = outcome.blob
-            if blob is not None:
-                (sealed if len(blob) == 4 else plain).append(blob)
+            if isinstance(blob, SealedBlob):
+                sealed.append(blob)
+            elif blob is not None:
+                plain.append(blob)
             if outcome.xattr_error:
                 warn(f"{path}: cannot read extended attributes: {outcome.xattr_error}")
             n = node["size"]
-            if existed:
+            if item.existed:
                 delta.files_changed += 1
                 delta.bytes_changed += n
             else:
@@ -186,4 +191,4 @@ class SmallFiles:
 
 def _items(batch: list[FileItem]) -> list[tuple[str, int]]:
     """What prepare_batch needs of each file: its path and the inode lstat saw."""
-    return [(item[2], item[4].st_ino) for item in batch]
+    return [(item.path, item.lstat.st_ino) for item in batch]

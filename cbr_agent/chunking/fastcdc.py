@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from pyfastcdc import FastCDC
 
@@ -20,6 +20,12 @@ MiB = 1024 * KiB
 _MIN_RANGE = (64, 1 * MiB)
 _AVG_RANGE = (256, 4 * MiB)
 _MAX_RANGE = (1 * KiB, 16 * MiB)
+
+
+class ReadableInto(Protocol):
+    """What :meth:`Chunker.chunks` reads from: a binary file, or anything with its ``readinto``."""
+
+    def readinto(self, b: memoryview, /) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ class Chunker:
             seed=seed,
         )
 
-    def chunks(self, stream: BinaryIO) -> Iterator[bytes]:
+    def chunks(self, stream: ReadableInto) -> Iterator[bytes]:
         """Chunks of a readable binary stream, each copied into its own ``bytes``."""
         for chunk in self._cdc.cut_stream(stream):
             yield bytes(chunk.data)

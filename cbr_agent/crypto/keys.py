@@ -65,6 +65,12 @@ def _derive(params: KdfParams, salt: bytes, password: str) -> bytes:
     return kdf.derive(password.encode("utf-8", "surrogateescape"))
 
 
+def keyed_blob_id(id_key: bytes, data: bytes | memoryview) -> bytes:
+    """The blob id: keyed BLAKE3 of the plaintext, 32 bytes that reveal nothing without the key (the one
+    implementation; :class:`~cbr_agent.repository.codec.BlobCodec` and :meth:`MasterKey.blob_id` use it)."""
+    return blake3.blake3(data, key=id_key, max_threads=1).digest()
+
+
 class MasterKey:
     """The repository secret and what is derived from it."""
 
@@ -84,7 +90,7 @@ class MasterKey:
 
     def blob_id(self, data: bytes | memoryview) -> bytes:
         """Keyed BLAKE3 of the plaintext: 32 bytes that reveal nothing without the key."""
-        return blake3.blake3(data, key=self.id_key, max_threads=1).digest()
+        return keyed_blob_id(self.id_key, data)
 
 
 class KeyFileDamaged(IntegrityError):

@@ -30,6 +30,7 @@ from cbr_agent.errors import (
 )
 from cbr_agent.repository.backend import Backend
 from cbr_agent.repository.backends import BackendOptions, open_backend
+from cbr_agent.repository.codec import BlobCodec
 from cbr_agent.repository.index import BlobLocation, MasterIndex, decode_index, encode_index
 from cbr_agent.repository.lock import RepositoryLock, acquire_waiting
 from cbr_agent.repository.objects import (
@@ -70,6 +71,7 @@ class Repository:
         self._locks_mutex = threading.Lock()
         #: name of the key file the password opened (``keys/<name>``), None when not known
         self.key_name: str | None = None
+        self._codec: BlobCodec | None = None
 
     # ---------------------------------------------------------------- init / open
     @classmethod
@@ -236,6 +238,15 @@ class Repository:
     def compression_level(self) -> int:
         """The zstd level new blobs are compressed with (recorded in the repository config)."""
         return int(self.config.get("compression", {}).get("level", zcompress.DEFAULT_LEVEL))
+
+    @property
+    def codec(self) -> BlobCodec:
+        """Blob ids, compression and sealing with this repository's keys and level (picklable: what the
+        writer and the backup's helper processes seal with)."""
+        codec = self._codec
+        if codec is None or codec.level != self.compression_level:
+            codec = self._codec = BlobCodec.for_key(self.key, self.compression_level)
+        return codec
 
     def blob_id(self, data: bytes | memoryview) -> bytes:
         """Keyed BLAKE3 (32 bytes) of a blob's plaintext; thread-safe."""

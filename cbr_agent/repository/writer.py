@@ -1,9 +1,15 @@
-"""BlobWriter: the dedup gate, compression, encryption and packing of new blobs, with background writes.
+"""BlobWriter: the one place a blob goes through hash -> dedup gate -> compress -> seal -> pack, with
+background writes (as restic's ``SaveBlob`` and kopia's ``WriteContent``).
 
-Callers (several pipeline threads) call :meth:`BlobWriter.add`; compression and encryption run in the
-calling thread (zstd and AES-GCM release the GIL), full packs go through a bounded queue to upload threads,
-so memory stays bounded: ``add`` blocks when the queue is full. A pack's blobs enter the in-memory index
-once the pack is durable; index files follow (periodically and at :meth:`flush`), never before their packs.
+Callers (several pipeline threads) call :meth:`BlobWriter.save` with plaintext; the dedup gate comes
+right after hashing, before any expensive step. :meth:`BlobWriter.claim` and
+:meth:`BlobWriter.store_claimed` are the same two halves for a caller that needs the id at once and
+leaves compression to another thread; :meth:`BlobWriter.add_sealed_many` takes blobs already sealed by
+the same :class:`~cbr_agent.repository.codec.BlobCodec` in a helper process. Compression and encryption
+run in the calling thread (zstd and AES-GCM release the GIL), full packs go through a bounded queue to
+upload threads, so memory stays bounded: ``save`` blocks when the queue is full. A pack's blobs enter the
+in-memory index once the pack is durable; index files follow (periodically and at :meth:`flush`), never
+before their packs.
 """
 
 from __future__ import annotations
@@ -14,15 +20,14 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
-from cbr_agent import compress as zcompress
 from cbr_agent.errors import RepositoryError
-from cbr_agent.repository.objects import FLAG_COMPRESSED, FLAG_TREE, kind_flag
+from cbr_agent.repository.codec import BlobCodec, Buffer, PlainBlob, SealedBlob
+from cbr_agent.repository.objects import FLAG_TREE
 from cbr_agent.repository.pack import MAX_PACK_SIZE, PackBuilder, PackEntry
 
 if TYPE_CHECKING:
-    from cbr_agent.crypto import Sealer
     from cbr_agent.repository.repo import Repository
 
 log = logging.getLogger(__name__)
@@ -49,20 +54,34 @@ class WriterStats:
 
 _STOP = object()
 
-#: (blob id, flags, sealed whole or as (nonce, ciphertext + tag), plaintext length)
-SealedBlob = tuple[bytes, int, "bytes | tuple[bytes, bytes]", int]
+
+class ClaimedBlob(NamedTuple):
+    """What :meth:`BlobWriter.claim` found: the blob's id, and whether this caller must store it."""
+
+    blob_id: bytes
+    new: bool
 
 
-def seal_blobs(sealer: Sealer, level: int, blobs: Sequence[tuple[bytes, bytes | memoryview]],
-               flags: int) -> list[SealedBlob]:
-    """Compress blobs of one kind (one zstd call, GIL released for the batch; raw where zstd does not
-    make them smaller) and seal each with its id as associated data."""
-    payloads = zcompress.compress_many([data for _id, data in blobs], level)
-    seal = sealer.seal_parts
-    return [
-        (blob_id, flags | FLAG_COMPRESSED if compressed else flags, seal(payload, blob_id), len(data))
-        for (blob_id, data), (payload, compressed) in zip(blobs, payloads, strict=True)
-    ]
+@runtime_checkable
+class ParallelUploads(Protocol):
+    """A backend that takes several uploads at once (S3: its connection pool)."""
+
+    upload_parallelism: int
+
+
+class BlobSink(Protocol):
+    """What the backup hands its data to: a :class:`BlobWriter`, or a dry run's counting stand-in."""
+
+    codec: BlobCodec
+    #: whether blobs sealed ahead of the dedup check (by the small-file helpers) are worth sealing
+    stores_sealed: bool
+
+    def save(self, data: Buffer, *, kind: str = "data") -> bytes: ...
+    def claim(self, data: Buffer) -> ClaimedBlob: ...
+    def store_claimed(self, blob_id: bytes, data: Buffer, *, kind: str = "data") -> None: ...
+    def add_many(self, blobs: Sequence[PlainBlob], *, kind: str = "data") -> int: ...
+    def add_sealed_many(self, blobs: Sequence[SealedBlob]) -> int: ...
+    def flush(self) -> None: ...
 
 
 class BlobWriter:
@@ -90,19 +109,22 @@ class BlobWriter:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, queued_packs))
         self._threads: list[threading.Thread] = []
         if upload_threads is None:  # as many as the backend can take at once (s3_connections)
-            upload_threads = int(getattr(repo.backend, "upload_parallelism", DEFAULT_UPLOAD_THREADS))
+            backend = repo.backend
+            upload_threads = (backend.upload_parallelism if isinstance(backend, ParallelUploads)
+                              else DEFAULT_UPLOAD_THREADS)
         self._nthreads = max(1, upload_threads)
         self._unindexed: dict[str, list[PackEntry]] = {}
         self._unindexed_count = 0
         self._last_index = time.monotonic()
         self._error: BaseException | None = None
         self._closed = False
-        self._level = repo.compression_level
+        self.codec: BlobCodec = repo.codec
         self._index_interval = index_interval
         self._index_max_entries = index_max_entries
         self._dedup_against_index = dedup_against_index
         self._write_index_files = write_index
         self.stats = WriterStats()
+        self.stores_sealed = True
 
     # -- context manager
     def __enter__(self) -> BlobWriter:
@@ -114,32 +136,54 @@ class BlobWriter:
         else:
             self.abort()
 
-    # -- adding
-    def add(self, blob_id: bytes, data: bytes | memoryview, *, kind: str = "data") -> bool:
-        """Store a blob unless the repository has it or another thread is storing it; True if stored."""
-        flags = kind_flag(kind)
-        if len(blob_id) != 32:
-            raise ValueError("blob id must be 32 bytes")
+    # -- adding plaintext: hash -> dedup gate -> compress -> seal -> pack
+    def save(self, data: Buffer, *, kind: str = "data") -> bytes:
+        """Store a blob unless the repository has it or another thread is storing it; its id."""
+        blob_id, new = self.claim(data)
+        if new:
+            self.store_claimed(blob_id, data, kind=kind)
+        return blob_id
+
+    def save_many(self, datas: Sequence[Buffer], *, kind: str = "data") -> list[bytes]:
+        """:meth:`save` for many (small) blobs: one dedup check under one lock, one zstd call for the new
+        ones; their ids, in order."""
+        blob_id = self.codec.blob_id
+        blobs = [PlainBlob(blob_id(data), data) for data in datas]
+        self.add_many(blobs, kind=kind)
+        return [blob.blob_id for blob in blobs]
+
+    def claim(self, data: Buffer) -> ClaimedBlob:
+        """Hash and pass the dedup gate: ``new`` means this caller must :meth:`store_claimed` it (until
+        then, other threads saving the same data see it as a duplicate)."""
+        blob_id = self.codec.blob_id(data)
         self._raise_error()
-        if not self._claim(blob_id):
-            return False
+        return ClaimedBlob(blob_id, bool(self._claim_many([blob_id])))
+
+    def store_claimed(self, blob_id: bytes, data: Buffer, *, kind: str = "data") -> None:
+        """Compress, seal and pack a blob this caller claimed."""
         try:
-            payload, compressed = zcompress.compress(data, self._level)
-            if compressed:
-                flags |= FLAG_COMPRESSED
-            sealed = self._repo.key.sealer.seal_parts(payload, blob_id)
+            sealed = self.codec.seal(blob_id, data, kind=kind)
         except BaseException:
             with self._lock:
                 self._in_flight.discard(blob_id)
             raise
-        self._append(flags, blob_id, sealed, len(data))
+        self._append_many([sealed])
+
+    # -- adding hashed or sealed blobs
+    def add(self, blob_id: bytes, data: Buffer, *, kind: str = "data") -> bool:
+        """Store a blob whose id the caller computed with this repository's key; True if stored."""
+        if len(blob_id) != 32:
+            raise ValueError("blob id must be 32 bytes")
+        self._raise_error()
+        if not self._claim_many([blob_id]):
+            return False
+        self.store_claimed(blob_id, data, kind=kind)
         return True
 
-    def add_many(self, blobs: Sequence[tuple[bytes, bytes | memoryview]], *, kind: str = "data") -> int:
+    def add_many(self, blobs: Sequence[PlainBlob], *, kind: str = "data") -> int:
         """:meth:`add` for many (small) blobs at once: one dedup check, one zstd call (GIL released for
         the whole batch) and one pack append, instead of a lock round trip and a call per blob. Returns
         how many were stored."""
-        flags = kind_flag(kind)
         for blob_id, _data in blobs:
             if len(blob_id) != 32:
                 raise ValueError("blob id must be 32 bytes")
@@ -148,7 +192,7 @@ class BlobWriter:
         if not claimed:
             return 0
         try:
-            sealed = seal_blobs(self._repo.key.sealer, self._level, claimed, flags)
+            sealed = self.codec.seal_many(claimed, kind=kind)
         except BaseException:
             with self._lock:
                 self._in_flight.difference_update(blob_id for blob_id, _data in claimed)
@@ -191,26 +235,18 @@ class BlobWriter:
         for builder in full:
             self._submit(builder)
 
-    def add_sealed(self, blob_id: bytes, flags: int, sealed: bytes, raw_length: int) -> bool:
+    def add_sealed(self, blob_id: bytes, flags: int, sealed: bytes | tuple[bytes, bytes],
+                   raw_length: int) -> bool:
         """Store an already sealed blob as it is (prune copies blobs into new packs this way)."""
-        return self.add_sealed_many([(blob_id, flags, sealed, raw_length)]) == 1
+        return self.add_sealed_many([SealedBlob(blob_id, flags, sealed, raw_length)]) == 1
 
     def add_sealed_many(self, blobs: Sequence[SealedBlob]) -> int:
         """Store already sealed blobs ``(id, flags, sealed, plaintext length)`` that the repository does
         not hold yet (sealed by a helper process, or copied by prune); returns how many were stored."""
         self._raise_error()
-        fresh = [blobs[i] for i in self._claim_many([blob[0] for blob in blobs])]
+        fresh = [blobs[i] for i in self._claim_many([blob.blob_id for blob in blobs])]
         self._append_many(fresh)
         return len(fresh)
-
-    def _claim(self, blob_id: bytes) -> bool:
-        """The dedup gate: True when this call must store the blob."""
-        return bool(self._claim_many([blob_id]))
-
-    def _append(
-        self, flags: int, blob_id: bytes, sealed: bytes | tuple[bytes, bytes], raw_length: int
-    ) -> None:
-        self._append_many([(blob_id, flags, sealed, raw_length)])
 
     def written_packs(self) -> dict[str, list[PackEntry]]:
         """Packs written and not yet covered by an index file (all of them when write_index=False)."""
@@ -346,3 +382,51 @@ class BlobWriter:
             self._queue.put(_STOP)
         for t in threads:
             t.join()
+
+
+class DryRunWriter:
+    """A :class:`BlobSink` that counts what a backup would add and stores nothing (``backup --dry-run``):
+    it hashes and deduplicates as :class:`BlobWriter` does, and never compresses or seals."""
+
+    stores_sealed = False  # sealing ahead of the dedup check would be wasted: nothing is stored
+
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+        self.codec: BlobCodec = repo.codec
+        self._seen: set[bytes] = set()
+        self._lock = threading.Lock()
+        self.blobs_new = self.bytes_new = 0
+
+    def _count(self, blob_id: bytes, length: int) -> bool:
+        with self._lock:
+            if blob_id in self._seen or self._repo.has_blob(blob_id):
+                return False
+            self._seen.add(blob_id)
+            self.blobs_new += 1
+            self.bytes_new += length
+            return True
+
+    def save(self, data: Buffer, *, kind: str = "data") -> bytes:
+        blob_id = self.codec.blob_id(data)
+        self._count(blob_id, len(data))
+        return blob_id
+
+    def claim(self, data: Buffer) -> ClaimedBlob:
+        blob_id = self.codec.blob_id(data)
+        self._count(blob_id, len(data))
+        return ClaimedBlob(blob_id, False)  # counted: nothing left to store
+
+    def store_claimed(self, blob_id: bytes, data: Buffer, *, kind: str = "data") -> None:
+        return None
+
+    def add(self, blob_id: bytes, data: Buffer, *, kind: str = "data") -> bool:
+        return self._count(blob_id, len(data))
+
+    def add_many(self, blobs: Sequence[PlainBlob], *, kind: str = "data") -> int:
+        return sum(self._count(blob_id, len(data)) for blob_id, data in blobs)
+
+    def add_sealed_many(self, blobs: Sequence[SealedBlob]) -> int:
+        return sum(self._count(blob.blob_id, blob.raw_length) for blob in blobs)
+
+    def flush(self) -> None:
+        return None

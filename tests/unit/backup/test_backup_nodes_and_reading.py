@@ -142,7 +142,7 @@ def test_a_version_renamed_over_while_read_counts_as_unchanged(tmp_path: Path) -
 
 
 def test_read_file_backs_up_the_version_found_and_gives_up_only_on_a_non_file(saver, tmp_path: Path) -> None:
-    from cbr_agent.backup.readers import read_file
+    from cbr_agent.backup.readers import FileItem, read_file
     from cbr_agent.backup.runstate import BackupStats, RunState
 
     fs, store, pool = saver
@@ -152,13 +152,13 @@ def test_read_file_backs_up_the_version_found_and_gives_up_only_on_a_non_file(sa
     (tmp_path / "new").write_bytes(b"new version")
     os.rename(tmp_path / "new", f)
     state = RunState(None)
-    node = read_file(fs, state, BackupStats(), (None, 0, str(f), "f", listed, True))
+    node = read_file(fs, state, BackupStats(), FileItem(None, 0, str(f), "f", listed, True))
     assert node is not None and node["inode"] == os.lstat(f).st_ino != listed.st_ino
     assert node["size"] == 11 and _content(store, pool, node["content"]) == b"new version"
     assert state.stats.warnings == []
     os.unlink(f)
     os.mkfifo(f)  # a FIFO now, on every look: left out, with one warning
-    assert read_file(fs, state, BackupStats(), (None, 0, str(f), "f", listed, True)) is None
+    assert read_file(fs, state, BackupStats(), FileItem(None, 0, str(f), "f", listed, True)) is None
     assert state.stats.warnings == [f"{f}: not backed up: changed type during backup"]
 
 

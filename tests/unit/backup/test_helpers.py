@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from cbr_agent import compress as zcompress
-from cbr_agent.backup.helpers import CODE, DEPTH, LOST, HelperPool
-from cbr_agent.backup.smallbatch import BlobSealer, Ready, prepare_batch
+from cbr_agent.backup.helpers import DEPTH, LOST, HelperPool, init_message
+from cbr_agent.backup.smallbatch import Ready, prepare_batch
 from cbr_agent.crypto.aead import Sealer
+from cbr_agent.repository.codec import BlobCodec
 from cbr_agent.repository.objects import FLAG_COMPRESSED
 
 ID_KEY = bytes(range(32))
@@ -23,13 +24,13 @@ LIMIT = 64 * 1024
 
 
 @pytest.fixture
-def sealer() -> BlobSealer:
-    return BlobSealer(ID_KEY, ENC_KEY, 3)
+def sealer() -> BlobCodec:
+    return BlobCodec(ID_KEY, ENC_KEY, 3)
 
 
 @pytest.fixture
-def pool(sealer: BlobSealer):
-    p = HelperPool(1, (CODE, sealer.to_message(), LIMIT))
+def pool(sealer: BlobCodec):
+    p = HelperPool(1, init_message(sealer, LIMIT))
     p.start()
     yield p
     p.close()
@@ -123,7 +124,7 @@ def test_keys_reach_the_helper_by_pipe_only(pool) -> None:
 
 
 def test_helpers_exit_when_the_pool_closes(sealer) -> None:
-    p = HelperPool(2, (CODE, sealer.to_message(), LIMIT))
+    p = HelperPool(2, init_message(sealer, LIMIT))
     p.start()
     procs = [h.proc for h in p._helpers]
     assert all(proc.poll() is None for proc in procs)
@@ -135,7 +136,8 @@ def test_helpers_exit_when_the_pool_closes(sealer) -> None:
 
 def test_a_helper_refuses_to_work_for_other_code(sealer, tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
-    p = HelperPool(1, ("another version", sealer.to_message(), LIMIT))  # as after an upgrade on disk
+    _code, codec, limit = init_message(sealer, LIMIT)
+    p = HelperPool(1, ("another version", codec, limit))  # as after an upgrade on disk
     p.start()
     try:
         items = make_files(tmp_path / "src", 2)

@@ -14,6 +14,7 @@ from cbr_agent.backup.blobpool import BlobPool
 from cbr_agent.backup.dirtree import DirTask, TreeAssembler
 from cbr_agent.backup.filesaver import FileProblem, FileSaver
 from cbr_agent.backup.nodes import node_from_stat
+from cbr_agent.backup.readers import FileItem
 from cbr_agent.backup.runstate import RunState
 from cbr_agent.backup.smallbatch import read_small
 from cbr_agent.backup.smallfiles import SmallFiles
@@ -70,7 +71,7 @@ def parts(request, tmp_path: Path):
     state = RunState(None)
     saver = FileSaver(repo, writer, pool, should_stop=state.should_stop)
     trees = TreeAssembler(repo, writer, None, state)
-    small = SmallFiles(repo, writer, saver, state, trees, tick=lambda: None, helpers=request.param,
+    small = SmallFiles(writer, saver, state, trees, tick=lambda: None, helpers=request.param,
                        helpers_after=0)
     yield repo, writer, pool, state, trees, small
     small.close()
@@ -97,7 +98,7 @@ def test_batch_builds_the_tree_and_takes_the_careful_path_when_needed(parts, tmp
     with open(src / "grows", "r+b") as fh:
         fh.write(grown)
     for i, (name, st) in enumerate(entries):
-        small.add((top, first + i, str(src / name), name, st, name == "dup"), st.st_size)
+        small.add(FileItem(top, first + i, str(src / name), name, st, name == "dup"), st.st_size)
     assert trees.root_tree is None
     small.flush()
     trees.walked(top)
@@ -132,7 +133,7 @@ def test_a_helper_killed_mid_backup_loses_no_file(tmp_path: Path) -> None:
     state = RunState(None)
     saver = FileSaver(repo, writer, pool, should_stop=state.should_stop)
     trees = TreeAssembler(repo, writer, None, state)
-    small = SmallFiles(repo, writer, saver, state, trees, tick=lambda: None, helpers=1, helpers_after=0)
+    small = SmallFiles(writer, saver, state, trees, tick=lambda: None, helpers=1, helpers_after=0)
     src = tmp_path / "src"
     src.mkdir()
     contents = {f"f{i:04d}": b"%d\n" % i * (1 + i % 30) for i in range(64 * 12)}
@@ -143,7 +144,7 @@ def test_a_helper_killed_mid_backup_loses_no_file(tmp_path: Path) -> None:
     first = trees.new_slots(top, len(entries))
     try:
         for i, (name, st) in enumerate(entries):
-            small.add((top, first + i, str(src / name), name, st, False), st.st_size)
+            small.add(FileItem(top, first + i, str(src / name), name, st, False), st.st_size)
             if i == 64:  # the first batch started the helper: freeze it so batches pile up, then kill it
                 helper = small._pool._helpers[0].proc
                 os.kill(helper.pid, signal.SIGSTOP)
