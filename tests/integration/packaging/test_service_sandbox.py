@@ -75,8 +75,10 @@ class Host:
 
     def command(self, *argv: str, layers_only: bool = False) -> list[str]:
         layer_args = [f"--layer={d}={u}" for d, u in self.layers.items()]
+        # the source tree and the dpkg root stay visible even when they lie below /tmp (PrivateTmp)
+        keep = [f"--keep={REPO}", *([f"--keep={self.packaged}"] if self.packaged is not None else [])]
         return ["unshare", "-m", "--propagation", "private", sys.executable, str(SANDBOX),
-                "--unit", str(UNIT), *layer_args, *(["--layers-only"] if layers_only else []),
+                "--unit", str(UNIT), *layer_args, *keep, *(["--layers-only"] if layers_only else []),
                 "--", *argv]
 
     def run(self, *argv: str, layers_only: bool = False) -> subprocess.CompletedProcess[str]:

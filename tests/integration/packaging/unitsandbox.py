@@ -83,7 +83,31 @@ def add_layers(layers: list[tuple[str, Path]]) -> None:
                f"lowerdir={directory},upperdir={upper},workdir={work}", directory)
 
 
-def protect(service: dict[str, list[str]]) -> None:
+PRIVATE_TMP = ("/tmp", "/var/tmp")
+
+
+def _hold(paths: list[str]) -> list[tuple[str, str]]:
+    """Bind each path somewhere the private /tmp will not cover (the test's own files: the source
+    tree, a dpkg root; pytest may keep them below /tmp), to be put back on top of it."""
+    held = []
+    for number, path in enumerate(paths):
+        spot = f"/dev/shm/unitsandbox-keep-{os.getpid()}-{number}"
+        os.makedirs(spot)
+        _mount("--bind", path, spot)
+        held.append((path, spot))
+    return held
+
+
+def _put_back(held: list[tuple[str, str]]) -> None:
+    for path, spot in held:
+        os.makedirs(path, exist_ok=True)
+        _mount("--bind", spot, path)
+        subprocess.run(["umount", spot], check=True)
+        os.rmdir(spot)
+
+
+def protect(service: dict[str, list[str]], keep: list[str] | tuple[str, ...] = ()) -> None:
+    """``keep``: the test's own paths that stay visible (read-only) through the private /tmp."""
     writable: list[str] = []
     for key, base in (("StateDirectory", "/var/lib"), ("CacheDirectory", "/var/cache")):
         mode = int((service.get(key.replace("Directory", "DirectoryMode")) or ["0755"])[0], 8)
@@ -104,9 +128,11 @@ def protect(service: dict[str, list[str]]) -> None:
         _mount("--bind", path, path)
     private_tmp = service.get("PrivateTmp", ["no"])[-1] in ("yes", "true", "1")
     if private_tmp:
-        for path in ("/tmp", "/var/tmp"):
+        held = _hold([k for k in keep if _under(k, PRIVATE_TMP)])
+        for path in PRIVATE_TMP:
             _mount("-t", "tmpfs", "-o", "mode=1777", "tmpfs", path)
             writable.append(path)
+        _put_back(held)
     if service.get("ProtectSystem", ["no"])[-1] != "strict":
         raise SystemExit("unitsandbox: only ProtectSystem=strict is implemented")
     for point in sorted(set(_mount_points())):
@@ -142,6 +168,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--unit", type=Path, required=True)
     parser.add_argument("--layer", action="append", default=[], metavar="DIR=UPPER")
     parser.add_argument("--layers-only", action="store_true")
+    parser.add_argument("--keep", action="append", default=[], metavar="DIR",
+                        help="a path of the test's own (source tree, dpkg root) that the private /tmp "
+                        "must not hide")
     args = parser.parse_args(own)
     if os.geteuid() != 0:
         raise SystemExit("unitsandbox: needs root (mount)")
@@ -149,7 +178,7 @@ def main(argv: list[str]) -> int:
     add_layers([(d, Path(u)) for d, _, u in (layer.partition("=") for layer in args.layer)])
     if args.layers_only:
         os.execvp(command[0], command)
-    protect(service)
+    protect(service, keep=[os.path.realpath(k) for k in args.keep])
     env = environment(service)
     if service.get("UMask"):
         os.umask(int(service["UMask"][-1], 8))
