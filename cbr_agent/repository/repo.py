@@ -452,11 +452,15 @@ def _read_config_head(backend: Backend) -> dict[str, Any]:
         ) from None
     if head.get("format") != FORMAT_MAGIC:
         raise RepositoryError(f"{backend.location} is not a cbr-agent repository (config is not ours)")
-    if head.get("version") != FORMAT_VERSION:
+    version = head.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RepositoryError(f"{backend.location}: the repository config file is damaged (no valid "
+                              "format version)")
+    if version != FORMAT_VERSION:
         raise RepositoryError(
-            f"repository {backend.location} has format version {head.get('version')}, this agent reads "
-            f"{FORMAT_VERSION}",
-            hint="upgrade cbr-agent",
+            f"repository {backend.location} has format version {version} (by its config file), this agent "
+            f"reads {FORMAT_VERSION}",
+            hint="upgrade cbr-agent" if version > FORMAT_VERSION else None,
         )
     return head
 

@@ -119,6 +119,26 @@ def test_damaged_config_is_an_integrity_error(tmp_path) -> None:
         Repository.open(str(tmp_path / "r"), "pw")
 
 
+@pytest.mark.parametrize(("version", "says"), [
+    (None, "config file is damaged"), ("1", "config file is damaged"), (True, "config file is damaged"),
+    (0, "config file is damaged"), (9, "format version 9 (by its config file)"),
+])
+def test_a_config_format_version_that_is_not_ours_names_the_config(tmp_path, version, says) -> None:
+    """A flipped byte in the plain head (a lost or mangled "version") is damage; a larger number is a
+    newer format, which an upgrade reads."""
+    init_repo(tmp_path / "r")
+    config = tmp_path / "r" / "config"
+    head = json.loads(config.read_text())
+    head.pop("version")
+    if version is not None:
+        head["version"] = version
+    config.write_text(json.dumps(head))
+    with pytest.raises(RepositoryError) as caught:
+        Repository.open(str(tmp_path / "r"), "pw")
+    assert says in str(caught.value)
+    assert ("upgrade cbr-agent" in str(caught.value)) == (version == 9)
+
+
 def test_bad_urls_and_empty_password(tmp_path) -> None:
     with pytest.raises(RepositoryError, match="scheme"):
         Repository.open("ftp://host/prefix", "pw")
