@@ -295,6 +295,7 @@ def _walk_snapshot(repo: Any, tree: str, below: str) -> Any:
     """``(path, node)`` of every entry at or below ``below``, in name order."""
     from cbr_agent.errors import UsageError
     from cbr_agent.repository import decode_tree
+    from cbr_agent.repository.walk import walk
 
     below = os.path.normpath("/" + below.strip("/")) if below not in ("", "/") else "/"
     parts = [p for p in below.split("/") if p]
@@ -310,18 +311,7 @@ def _walk_snapshot(repo: Any, tree: str, below: str) -> Any:
         if node.get("type") != "dir":
             return
         tree_id = node["subtree"]
-    # depth first, pre-order: a directory, then everything in it
-    stack = [(iter(decode_tree(repo.load_blob(bytes.fromhex(tree_id)))), prefix)]
-    while stack:
-        nodes, where = stack[-1]
-        node = next(nodes, None)
-        if node is None:
-            stack.pop()
-            continue
-        path = where + "/" + node["name"]
-        yield path, node
-        if node.get("type") == "dir" and node.get("subtree"):
-            stack.append((iter(decode_tree(repo.load_blob(bytes.fromhex(node["subtree"])))), path))
+    yield from walk(repo, tree_id, prefix)  # depth first: a directory, then everything in it
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

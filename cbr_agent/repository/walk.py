@@ -7,7 +7,7 @@ copy). A tree that cannot be read raises :class:`IntegrityError` naming the dire
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from cbr_agent.errors import IntegrityError
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from cbr_agent.repository.repo import Repository
 
 Node = dict[str, Any]
+#: ``choose(path, node) -> (yield it, walk into it)``
+Chooser = Callable[[str, Node], tuple[bool, bool]]
 
 
 def load_tree(repo: Repository, tree_hex: str, where: str = "/") -> list[Node]:
@@ -53,9 +55,11 @@ def lookup(repo: Repository, tree_hex: str, path: str) -> Node | None:
     return node
 
 
-def walk(repo: Repository, tree_hex: str, prefix: str = "") -> Iterator[tuple[str, Node]]:
+def walk(repo: Repository, tree_hex: str, prefix: str = "",
+         choose: Chooser | None = None) -> Iterator[tuple[str, Node]]:
     """``(path, node)`` of every entry below the tree, depth first, a directory before its contents,
-    names in order; ``prefix`` is the tree's own path ("" for the snapshot root)."""
+    names in order; ``prefix`` is the tree's own path ("" for the snapshot root). ``choose`` decides,
+    entry by entry, what is yielded and which directories are walked into (default: everything)."""
     stack = [(iter(load_tree(repo, tree_hex, prefix or "/")), prefix)]
     while stack:
         nodes, where = stack[-1]
@@ -64,6 +68,8 @@ def walk(repo: Repository, tree_hex: str, prefix: str = "") -> Iterator[tuple[st
             stack.pop()
             continue
         path = where + "/" + node["name"]
-        yield path, node
-        if node.get("type") == "dir" and node.get("subtree"):
+        take, walk_in = choose(path, node) if choose is not None else (True, True)
+        if take:
+            yield path, node
+        if walk_in and node.get("type") == "dir" and node.get("subtree"):
             stack.append((iter(load_tree(repo, node["subtree"], path)), path))

@@ -16,7 +16,7 @@ from typing import Any
 from cbr_agent.errors import UsageError
 from cbr_agent.explore.find import Pattern, compile_pattern
 from cbr_agent.pathrules import PathRuleError
-from cbr_agent.repository.walk import load_tree
+from cbr_agent.repository.walk import walk
 
 Excluded = Callable[[str, str], bool]
 
@@ -78,37 +78,21 @@ def include_matches(repo: Any, tree: str, roots: Sequence[str], include: Sequenc
     directory; a matching directory stands for everything below it."""
     scope = Selection(paths, excluded)
     roots = [os.path.normpath(r) for r in roots]
-    found: list[str] = []
-    stack: list[tuple[Iterator[dict[str, Any]], str]] = [(iter(load_tree(repo, tree, "/")), "")]
-    while stack:
-        nodes, where = stack[-1]
-        node = next(nodes, None)
-        if node is None:
-            stack.pop()
-            continue
-        path = where + "/" + node["name"]
+
+    def choose(path: str, node: dict[str, Any]) -> tuple[bool, bool]:
         take, walk_in = scope.visit(path, node["name"])
         if take and any(p.matches(path, node["name"], roots) for p in include):
-            found.append(path)
-            continue
-        if walk_in and node.get("type") == "dir" and node.get("subtree"):
-            stack.append((iter(load_tree(repo, node["subtree"], path)), path))
-    return found
+            return True, False  # a match stands for everything below it
+        return False, walk_in
+
+    return [path for path, _node in walk(repo, tree, choose=choose)]
 
 
 def selected_files(repo: Any, tree: str, selection: Selection) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(path, node)`` of every regular file the selection restores."""
-    stack: list[tuple[Iterator[dict[str, Any]], str]] = [(iter(load_tree(repo, tree, "/")), "")]
-    while stack:
-        nodes, where = stack[-1]
-        node = next(nodes, None)
-        if node is None:
-            stack.pop()
-            continue
-        path = where + "/" + node["name"]
+
+    def choose(path: str, node: dict[str, Any]) -> tuple[bool, bool]:
         take, walk_in = selection.visit(path, node["name"])
-        if node.get("type") == "file":
-            if take:
-                yield path, node
-        elif walk_in and node.get("type") == "dir" and node.get("subtree"):
-            stack.append((iter(load_tree(repo, node["subtree"], path)), path))
+        return take and node.get("type") == "file", walk_in
+
+    yield from walk(repo, tree, choose=choose)
