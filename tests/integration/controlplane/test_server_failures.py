@@ -161,7 +161,7 @@ def test_postgresql_restarting_under_load_answers_503_fast_and_the_server_recove
     # every request that ended while the database was down failed, with 503 and fast
     ended_during = [r for r in results if down_at + 0.2 < r[1] < up_at]
     assert ended_during, "no request ended while the database was down"
-    for _, _, status, took, headers, body in ended_during:
+    for _, _, status, _took, headers, body in ended_during:
         assert status == 503
         assert {k.lower(): v for k, v in headers.items()}.get("retry-after", "").isdigit()
         assert json.loads(body)["error_code"] == "APIGW.0308"
