@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from cbr_agent.errors import ApiError
+
 T = TypeVar("T")
 
 #: threads for a SQLite store (see above)
@@ -26,6 +28,20 @@ SQLITE_THREADS = 1
 _STOP = object()
 
 _Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+
+
+def database_unavailable(exc: ApiError) -> bool:
+    """A 503 from the store: no database connection to be had within its timeout. The calls batched
+    behind it get the same answer at once: each would wait that timeout again for the same missing
+    connection, and none of the batch's answers leave before the last (so one batch of four took four
+    timeouts, 12 s, when PostgreSQL went down)."""
+    return exc.status == 503
+
+
+def _same_error(exc: ApiError) -> ApiError:
+    again = ApiError(exc.status, exc.error_code, exc.error_msg)
+    again.__dict__.update(vars(exc))  # Retry-After too
+    return again
 
 
 def _deliver(done: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
@@ -79,15 +95,23 @@ class DbCalls:
                     break
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
             stop = False
+            unavailable: ApiError | None = None
             for item in batch:
                 if item is _STOP:
+                    if stop:  # one batch took two threads' stops: leave the other its own
+                        self._queue.put(_STOP)
                     stop = True
                     continue
                 loop, future, fn, args = item
-                try:
-                    outcome = (future, True, fn(*args))
-                except BaseException as exc:  # handed to the awaiting request
-                    outcome = (future, False, exc)
+                if unavailable is not None:  # see database_unavailable
+                    outcome = (future, False, _same_error(unavailable))
+                else:
+                    try:
+                        outcome = (future, True, fn(*args))
+                    except BaseException as exc:  # handed to the awaiting request
+                        outcome = (future, False, exc)
+                        if isinstance(exc, ApiError) and database_unavailable(exc):
+                            unavailable = exc
                 by_loop.setdefault(loop, []).append(outcome)
             for loop, done in by_loop.items():
                 if not loop.is_closed():

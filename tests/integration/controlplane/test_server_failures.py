@@ -165,7 +165,10 @@ def test_postgresql_restarting_under_load_answers_503_fast_and_the_server_recove
         assert status == 503
         assert {k.lower(): v for k, v in headers.items()}.get("retry-after", "").isdigit()
         assert json.loads(body)["error_code"] == "APIGW.0308"
-    assert all(r[3] < CONNECT_TIMEOUT + 3.0 for r in results), "a request hung"
+    # (a request batched behind one that waited out the pool's timeout used to wait it out again)
+    hung = [(round(r[0] - down_at, 2), round(r[3], 2), r[2])
+            for r in results if r[3] >= CONNECT_TIMEOUT + 2.0]
+    assert not hung, f"requests hung (started after the stop, seconds, status): {hung}"
     after = [r for r in results if r[0] > up_at + 4.0]
     assert after and all(r[2] == 200 for r in after), "the server did not recover by itself"
     assert "Traceback" not in server.log_text()
