@@ -13,7 +13,7 @@ import os
 import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
 from cbr_agent.errors import RepositoryError, UnsupportedLocation
@@ -51,6 +51,26 @@ class Backend(Protocol):
 
     def is_empty(self) -> bool:
         """Whether the location holds nothing at all (to tell "no repository" from "something else")."""
+
+
+class Spool(Protocol):
+    """An object being written piece by piece (a pack), so it need not be held in memory whole."""
+
+    def write(self, bufs: Sequence[Buffer]) -> None: ...
+
+    def commit(self, name: str) -> None:
+        """Store what was written under ``name``, atomically and durably, as :meth:`Backend.put` does."""
+
+    def discard(self) -> None: ...
+
+
+@runtime_checkable
+class SpoolingBackend(Protocol):
+    """A backend that can store an object written piece by piece (a local directory: straight into a
+    temp file beside its final place). ``open_spool`` returns None where writes must go through ``put``
+    (a wrapper that limits or injects faults into puts)."""
+
+    def open_spool(self) -> Spool | None: ...
 
 
 def path_from_url(url: str) -> Path:
@@ -178,6 +198,11 @@ class DirectoryBackend:
                 os.unlink(tmp)
             raise _os_error(exc, "writing", path) from None
 
+    def open_spool(self) -> Spool:
+        """A temp file in ``data/`` (same file system as the packs: committing is a rename; a crash
+        leaves a ``.tmp-`` file that :meth:`remove_stale_temp_files` clears)."""
+        return _FileSpool(self, self.root / "data")
+
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(name)
         try:
@@ -256,6 +281,49 @@ class DirectoryBackend:
                     except OSError:
                         pass
         return removed
+
+
+class _FileSpool:
+    """A pack written into a temp file as it fills, then fsynced and renamed into place."""
+
+    def __init__(self, backend: DirectoryBackend, where: Path) -> None:
+        self._backend = backend
+        self._tmp = where / f".tmp-{secrets.token_hex(8)}"
+        try:
+            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _os_error(exc, "writing", self._tmp) from None
+
+    def write(self, bufs: Sequence[Buffer]) -> None:
+        try:
+            _write_all(self._fd, list(bufs))  # a copy: a partial write replaces an item
+        except OSError as exc:
+            self.discard()
+            raise _os_error(exc, "writing", self._tmp) from None
+
+    def commit(self, name: str) -> None:
+        path = self._backend._path(name)
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            try:
+                os.rename(self._tmp, path)
+            except FileNotFoundError:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(self._tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            self.discard()
+            raise _os_error(exc, "writing", path) from None
+
+    def discard(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
 
 
 def _scandir(path: Path) -> list[os.DirEntry[str]]:

@@ -8,13 +8,17 @@ checked (and an index rebuilt) without any index file.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import blake3
 
 from cbr_agent.crypto import Sealer
 from cbr_agent.repository.objects import AAD_PACK_HEADER, FLAG_COMPRESSED, FLAG_TREE
+
+if TYPE_CHECKING:
+    from cbr_agent.repository.backend import Spool
 
 HEADER_MAGIC = b"CBRP\x01"
 ENTRY = struct.Struct("<B32sIII")
@@ -30,13 +34,26 @@ class PackEntry(NamedTuple):
     raw_length: int
 
 
+#: a spooled pack keeps at most this many bytes of blobs in memory before writing them out
+SPOOL_BUFFER = 1024 * 1024
+
+
 @dataclass
 class PackBuilder:
-    """Collects sealed blobs of one kind until the pack is big enough to write."""
+    """Collects sealed blobs of one kind until the pack is big enough to write.
 
+    With ``open_spool`` (a backend that can store an object written piece by piece), the blobs go to
+    the spool in writes of about :data:`SPOOL_BUFFER` bytes, so a pack is never held whole in memory;
+    a pack that never fills one buffer opens no spool and is stored with one ``put``.
+    """
+
+    open_spool: Callable[[], Spool | None] | None = None
     pieces: list[bytes] = field(default_factory=list)
     entries: list[PackEntry] = field(default_factory=list)
     size: int = 0
+    spool: Spool | None = None
+    _buffered: int = 0
+    _hasher: Any = None
 
     def add(self, flags: int, blob_id: bytes, sealed: bytes | tuple[bytes, ...], raw_length: int) -> None:
         """``sealed``: the sealed blob, whole or as consecutive pieces (nonce, ciphertext)."""
@@ -48,18 +65,50 @@ class PackBuilder:
             self.pieces.append(sealed)
         self.entries.append(PackEntry(flags, blob_id, self.size, n, raw_length))
         self.size += n
+        self._buffered += n
+        if self._buffered >= SPOOL_BUFFER and self.open_spool is not None:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self.spool is None:
+            assert self.open_spool is not None
+            self.spool = self.open_spool()
+            if self.spool is None:  # the backend wants whole puts
+                self.open_spool = None
+                return
+            self._hasher = blake3.blake3(max_threads=1)
+        body = _joined(self.pieces)
+        for buf in body:
+            self._hasher.update(buf)
+        self.spool.write(body)
+        self.pieces = []
+        self._buffered = 0
 
     def finish(self, sealer: Sealer) -> tuple[str, list[bytes]]:
-        """``(pack id hex, buffers to store)``; the id is the BLAKE3 of the stored bytes."""
+        """``(pack id hex, buffers to store)``; the id is the BLAKE3 of the stored bytes. A spooled pack
+        has written every buffer to :attr:`spool` (returned empty): commit it under the id."""
         header = sealer.seal(encode_header(self.entries), AAD_PACK_HEADER)
-        body = self.pieces
-        if len(body) > 64 and self.size < len(body) * 16384:
-            body = [b"".join(body)]  # many tiny blobs: one copy beats a Python call per piece
-        buffers = [*body, header, TAIL.pack(len(header))]
-        hasher = blake3.blake3(max_threads=1)
+        buffers = [*_joined(self.pieces), header, TAIL.pack(len(header))]
+        hasher = self._hasher or blake3.blake3(max_threads=1)
         for buf in buffers:
             hasher.update(buf)
-        return hasher.hexdigest(), buffers
+        if self.spool is None:
+            return hasher.hexdigest(), buffers
+        self.spool.write(buffers)
+        self.pieces = []
+        return hasher.hexdigest(), []
+
+    def discard(self) -> None:
+        """Drop a pack that will not be stored (its spool file too)."""
+        self.pieces = []
+        if self.spool is not None:
+            self.spool.discard()
+
+
+def _joined(pieces: list[bytes]) -> list[bytes]:
+    if len(pieces) > 64 and sum(map(len, pieces)) < len(pieces) * 16384:
+        return [b"".join(pieces)]  # many tiny blobs: one copy beats a Python call per piece
+    return pieces
 
 
 def encode_header(entries: list[PackEntry]) -> bytes:

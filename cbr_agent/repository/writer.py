@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from cbr_agent.errors import RepositoryError
+from cbr_agent.repository.backend import SpoolingBackend
 from cbr_agent.repository.codec import BlobCodec, Buffer, PlainBlob, SealedBlob
 from cbr_agent.repository.objects import FLAG_TREE
 from cbr_agent.repository.pack import MAX_PACK_SIZE, PackBuilder, PackEntry
@@ -125,6 +126,10 @@ class BlobWriter:
         self._write_index_files = write_index
         self.stats = WriterStats()
         self.stores_sealed = True
+        # packs go to the backend as they fill where it can take them piecewise (a local directory),
+        # so memory does not hold every pack in flight whole
+        backend = repo.backend
+        self._open_spool = backend.open_spool if isinstance(backend, SpoolingBackend) else None
 
     # -- context manager
     def __enter__(self) -> BlobWriter:
@@ -224,7 +229,7 @@ class BlobWriter:
                 kind = flags & FLAG_TREE
                 builder = self._open.get(kind)
                 if builder is None:
-                    builder = self._open[kind] = PackBuilder()
+                    builder = self._open[kind] = PackBuilder(self._open_spool)
                 before = builder.size
                 builder.add(flags, blob_id, parts, raw_length)
                 self.stats.blobs_new += 1
@@ -267,6 +272,7 @@ class BlobWriter:
                 return
             except queue.Full:
                 if self._closed and not self._threads:  # aborted meanwhile: nobody will take it
+                    builder.discard()
                     raise RepositoryError("blob writer is closed") from None
 
     # -- background
@@ -276,9 +282,11 @@ class BlobWriter:
             try:
                 if item is _STOP:
                     return
+                assert isinstance(item, PackBuilder)
                 if self._error is None:
-                    assert isinstance(item, PackBuilder)
                     self._write_pack(item)
+                else:
+                    item.discard()
             except BaseException as exc:  # remembered and raised in the caller's thread
                 log.debug("pack write failed", exc_info=True)
                 with self._lock:
@@ -288,8 +296,15 @@ class BlobWriter:
                 self._queue.task_done()
 
     def _write_pack(self, builder: PackBuilder) -> None:
-        pack_id, buffers = builder.finish(self._repo.key.sealer)
-        self._repo.backend.put("data/" + pack_id, buffers)
+        try:
+            pack_id, buffers = builder.finish(self._repo.key.sealer)
+            if builder.spool is not None:
+                builder.spool.commit("data/" + pack_id)
+            else:
+                self._repo.backend.put("data/" + pack_id, buffers)
+        except BaseException:
+            builder.discard()
+            raise
         self._repo.index.add_pack(pack_id, builder.entries)
         due = False
         with self._lock:
@@ -361,7 +376,10 @@ class BlobWriter:
         """After a failure: keep what reached the repository (index for written packs), drop the rest."""
         with self._lock:
             self._closed = True
+            dropped = list(self._open.values())
             self._open.clear()
+        for builder in dropped:
+            builder.discard()
         try:
             self._queue.join()
             self._write_index()

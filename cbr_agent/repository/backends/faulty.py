@@ -129,5 +129,8 @@ class FaultyBackend:
         self._raise(self._fault("is_empty"))
         return self.inner.is_empty()
 
+    def open_spool(self) -> None:
+        return None  # packs go through put: a fault injected into put must apply to packs too
+
     def __getattr__(self, attr: str) -> object:  # upload_parallelism, remove_stale_temp_files, ...
         return getattr(self.inner, attr)

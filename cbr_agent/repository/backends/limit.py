@@ -82,5 +82,8 @@ class LimitedBackend:
     def is_empty(self) -> bool:
         return self.inner.is_empty()
 
+    def open_spool(self) -> None:
+        return None  # packs go through put: the upload limit applies in put
+
     def __getattr__(self, attr: str) -> object:
         return getattr(self.inner, attr)
