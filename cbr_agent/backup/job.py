@@ -27,7 +27,7 @@ from cbr_agent.backup.pipeline import Archiver, BackupStats, Root
 from cbr_agent.backup.prescan import Prescan
 from cbr_agent.config import Settings
 from cbr_agent.errors import BackupError, RepositoryNotFound, UsageError
-from cbr_agent.memtune import cap_malloc_arenas
+from cbr_agent.memtune import tune_malloc
 from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude, normalize_path
 from cbr_agent.progress import refresh_seconds
 from cbr_agent.repository.writer import DryRunWriter
@@ -196,7 +196,7 @@ def backup_paths(
     it is used only when that snapshot is the parent, else every directory is walked."""
     started = time.monotonic()
     start_time = datetime.now(timezone.utc)
-    cap_malloc_arenas()
+    tune_malloc()
     roots = normalize_roots(paths)
     missing = [p for p, _ in roots if not os.path.lexists(p)]
     if len(missing) == len(roots):

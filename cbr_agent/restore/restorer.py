@@ -34,7 +34,7 @@ from typing import Any
 
 from cbr_agent.backup.longpath import close_all, short
 from cbr_agent.errors import IntegrityError, RepositoryError, RestoreError
-from cbr_agent.memtune import cap_malloc_arenas
+from cbr_agent.memtune import tune_malloc
 from cbr_agent.progress import Progress
 from cbr_agent.restore.metadata import IS_ROOT, FileMeta, apply_path
 from cbr_agent.restore.select import Excluded, Selection, normal_paths
@@ -627,7 +627,7 @@ def restore_snapshot(repo: Any, snapshot: Any, target: str, *, paths: Sequence[s
     :mod:`cbr_agent.restore.select`)."""
     from cbr_agent.restore.select import compile_patterns, exclude_predicate, include_matches
 
-    cap_malloc_arenas()
+    tune_malloc()
     excluded = exclude_predicate(compile_patterns(exclude, "--exclude"), snapshot.paths)
     whole = not any(p.strip("/") for p in paths) and not include and not exclude
     if progress is not None and whole:
