@@ -1,6 +1,6 @@
 """Scheduled backups in the daemon: one at a time, in a worker thread, cancelled cleanly on shutdown.
 
-The job function is injected (the daemon passes :func:`cbr_agent.backup.job.backup_paths`); it gets the
+The job function is injected (the daemon passes :func:`cbr_agent.backup.run.backup_paths`); it gets the
 settings, the paths to back up and a cancel event, and returns a summary with ``snapshot_id``,
 ``warnings`` and ``to_dict()``. Outcomes and the next due time go to the agent state for ``status``.
 """
@@ -44,7 +44,7 @@ def local_now() -> datetime:
 def default_job() -> JobFunction:
     """The backup engine's entry point, imported only when a backup runs."""
     try:
-        from cbr_agent.backup.job import backup_paths
+        from cbr_agent.backup.run import backup_paths
     except ImportError as exc:
         raise CbrAgentError(f"the backup engine is not available in this installation ({exc})",
                             hint="reinstall cbr-agent") from None

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from cbr_agent.backup.blobpool import BlobPool
 from cbr_agent.backup.longpath import short
 from cbr_agent.backup.nodes import read_xattrs
+from cbr_agent.backup.sealthreads import BlobPool
 from cbr_agent.chunking import Chunker, ChunkerParams
 from cbr_agent.repository.writer import BlobSink
 

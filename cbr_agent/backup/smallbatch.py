@@ -1,6 +1,6 @@
 """Reading, hashing, compressing and sealing a batch of small files: the per-file work of a first backup
 of many small files, as one pure function that runs the same in the backup process and in its helper
-processes (:mod:`cbr_agent.backup.helpers`).
+processes (:mod:`cbr_agent.backup.helperprocs`).
 
 A batch is a list of ``(path, inode seen by lstat)``; the result has one outcome per file, in order:
 

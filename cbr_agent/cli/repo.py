@@ -123,7 +123,7 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
 
 
 def _open(settings: Any) -> Any:
-    # what backup.job.open_repository(settings) does without create_default, minus importing the
+    # what backup.run.open_repository(settings) does without create_default, minus importing the
     # whole backup pipeline (about a third of the start-up time of snapshots/ls/restore/check)
     from cbr_agent.cli.limits import open_configured
 
@@ -215,7 +215,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from cbr_agent.backup.job import backup_paths
+    from cbr_agent.backup.run import backup_paths
     from cbr_agent.cli import progress as progress_line
     from cbr_agent.cli.backup_args import backup_tags, cli_excludes, cli_paths, with_excludes
     from cbr_agent.cli.output import print_json

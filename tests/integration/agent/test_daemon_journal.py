@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cbr_agent.agent.journal import Journal
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import backup_paths
 from cbr_agent.config import load_settings
 from tests.integration.agent.conftest import server_env, wait_for
 

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from cbr_agent.backup.changehint import DirtyDirs
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import backup_paths
 from cbr_agent.repository import decode_tree
 
 

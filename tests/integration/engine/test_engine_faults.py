@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import backup_paths
 from cbr_agent.restore.restorer import restore_snapshot
 from tests.integration.engine.conftest import PASSWORD, SMALL_CHUNKS
 from tests.integration.engine.treeutil import IS_ROOT, random_bytes, write

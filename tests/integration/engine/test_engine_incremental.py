@@ -7,7 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import backup_paths
 from cbr_agent.repository.prune import prune
 from cbr_agent.restore.restorer import restore_snapshot
 from tests.integration.engine.treeutil import assert_same_tree, build_tree, random_bytes, write

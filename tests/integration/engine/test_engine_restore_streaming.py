@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import backup_paths
 from cbr_agent.restore import restorer as restorer_mod
 from cbr_agent.restore.restorer import Restorer, restore_snapshot
 from tests.integration.engine.test_engine_corruption import flip_byte_of_blob

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from cbr_agent.backup.blobpool import BlobPool
 from cbr_agent.backup.filesaver import FileProblem, FileSaver
 from cbr_agent.backup.nodes import node_from_stat, read_xattrs, same_file
 from cbr_agent.backup.password import generate_password_file, require_password, resolve_password
+from cbr_agent.backup.sealthreads import BlobPool
 from cbr_agent.chunking import ChunkerParams
 from cbr_agent.config import load_settings
 from cbr_agent.errors import ConfigError

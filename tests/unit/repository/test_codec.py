@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cbr_agent.backup.helpers import HelperPool, init_message
+from cbr_agent.backup.helperprocs import HelperPool, init_message
 from cbr_agent.backup.smallbatch import Ready, prepare_batch
 from cbr_agent.chunking import ChunkerParams
 from cbr_agent.crypto import AuthenticationFailed, KdfParams, MasterKey

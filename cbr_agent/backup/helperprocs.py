@@ -45,7 +45,7 @@ DEPTH = 4
 LOST = -1
 
 _BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1]); import cbr_agent; del sys.path[0]; "
-              "from cbr_agent.backup.helpers import serve; serve()")
+              "from cbr_agent.backup.helperprocs import serve; serve()")
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 

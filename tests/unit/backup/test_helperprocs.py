@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cbr_agent import compress as zcompress
-from cbr_agent.backup.helpers import DEPTH, LOST, HelperPool, init_message
+from cbr_agent.backup.helperprocs import DEPTH, LOST, HelperPool, init_message
 from cbr_agent.backup.smallbatch import Ready, prepare_batch
 from cbr_agent.crypto.aead import Sealer
 from cbr_agent.repository.codec import BlobCodec

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from cbr_agent.backup.archiver import Archiver, BackupStats, Root
 from cbr_agent.backup.changehint import ChangeHint, usable_hint
 from cbr_agent.backup.filescache import FilesCache
-from cbr_agent.backup.helpers import usable_cpus
+from cbr_agent.backup.helperprocs import usable_cpus
 from cbr_agent.backup.password import Password, find_password, generate_password_file, require_password
-from cbr_agent.backup.pipeline import Archiver, BackupStats, Root
 from cbr_agent.backup.prescan import Prescan
 from cbr_agent.config import Settings
 from cbr_agent.errors import BackupError, RepositoryNotFound, UsageError

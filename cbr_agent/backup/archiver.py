@@ -4,16 +4,16 @@ Threads::
 
     walker (caller's thread)  sorted scandir + lstat, excludes, one-file-system, change detection
                               (walker.py); small files in batches (smallfiles.py): read right there,
-                              or by helper processes when there are many (helpers.py)
+                              or by helper processes when there are many (helperprocs.py)
         | larger files, one by one, bounded queue
     reader threads            open (O_NOATIME, O_NOFOLLOW), chunk, writer.save (hash, dedup gate,
                               compress, seal, pack: repository/writer.py)   (readers.py, filesaver.py)
         | chunks of large files (hashed and claimed), bounded by bytes in flight
     blob pool threads         writer.store_claimed (compress + seal) so one big file uses every core
-                              (blobpool.py)
+                              (sealthreads.py)
 
 A directory's tree is built as soon as all its entries are resolved, by whichever thread resolved the
-last one; its node then resolves a slot in the parent's listing (dirtree.py). Memory is bounded by the
+last one; its node then resolves a slot in the parent's listing (treesaver.py). Memory is bounded by the
 queues, the byte budgets and the directories still waiting for files.
 
 A directory whose listing fingerprint (names and stat fields of every entry, listing.py) equals the one
@@ -29,9 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cbr_agent.backup.blobpool import BlobPool
 from cbr_agent.backup.changehint import ChangeHint
-from cbr_agent.backup.dirtree import DirTask, TreeAssembler
 from cbr_agent.backup.filesaver import FileSaver
 from cbr_agent.backup.filescache import FilesCache
 from cbr_agent.backup.listing import join, listing_fingerprint
@@ -39,7 +37,9 @@ from cbr_agent.backup.longpath import close_all
 from cbr_agent.backup.previous import RACY_NS
 from cbr_agent.backup.readers import FileItem, ReaderThreads
 from cbr_agent.backup.runstate import BackupStats, RunState
+from cbr_agent.backup.sealthreads import BlobPool
 from cbr_agent.backup.smallfiles import SmallFiles
+from cbr_agent.backup.treesaver import DirTask, TreeAssembler
 from cbr_agent.backup.walker import Root, Walker
 from cbr_agent.errors import Cancelled
 from cbr_agent.repository.writer import BlobSink
