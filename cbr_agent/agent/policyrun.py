@@ -182,7 +182,7 @@ class PolicyRunner:
             forget_snapshots(settings, ids)
             last_prune = _parse(ledger.get("last_prune"))
             if last_prune is None or now - last_prune >= PRUNE_EVERY:
-                from cbr_agent.backup.run import open_repository
+                from cbr_agent.repoaccess.configured import open_repository
                 from cbr_agent.repository.prune import prune
 
                 repo = open_repository(settings)

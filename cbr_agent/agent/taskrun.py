@@ -99,7 +99,7 @@ def check_destination(destination: str, backed_up: list[str]) -> str:
 def run_restore(
     ctx: Context, task: dict[str, Any], cancel: threading.Event, progress: Callable[[int], None]
 ) -> dict[str, Any]:
-    from cbr_agent.backup.run import open_repository
+    from cbr_agent.repoaccess.configured import open_repository
     from cbr_agent.restore.restorer import restore_snapshot
 
     params = task.get("parameters") or {}
@@ -124,7 +124,7 @@ def run_restore(
 
 def forget_snapshots(settings: Any, snapshot_ids: list[str]) -> list[str]:
     """Forget those of ``snapshot_ids`` the repository has; the ones forgotten (gone ones count too)."""
-    from cbr_agent.backup.run import open_repository
+    from cbr_agent.repoaccess.configured import open_repository
 
     if not snapshot_ids:
         return []

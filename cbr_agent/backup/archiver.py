@@ -33,7 +33,6 @@ from cbr_agent.backup.changehint import ChangeHint
 from cbr_agent.backup.filesaver import FileSaver
 from cbr_agent.backup.filescache import FilesCache
 from cbr_agent.backup.listing import join, listing_fingerprint
-from cbr_agent.backup.longpath import close_all
 from cbr_agent.backup.previous import RACY_NS
 from cbr_agent.backup.readers import FileItem, ReaderThreads
 from cbr_agent.backup.runstate import BackupStats, RunState
@@ -42,6 +41,7 @@ from cbr_agent.backup.smallfiles import SmallFiles
 from cbr_agent.backup.treesaver import DirTask, TreeAssembler
 from cbr_agent.backup.walker import Root, Walker
 from cbr_agent.errors import Cancelled
+from cbr_agent.fs.longpath import close_all
 from cbr_agent.repository.writer import BlobSink
 
 __all__ = ["RACY_NS", "Archiver", "ArchiverOptions", "BackupStats", "DirTask", "Root", "join",

@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from cbr_agent.backup.longpath import short
-from cbr_agent.backup.nodes import read_xattrs
 from cbr_agent.backup.sealthreads import BlobPool
 from cbr_agent.chunking import Chunker, ChunkerParams
+from cbr_agent.fs.longpath import short
+from cbr_agent.fs.nodes import read_xattrs
 from cbr_agent.repository.writer import BlobSink
 
 #: holes are recorded as chunks of zeros of at most this size (restored as holes again)

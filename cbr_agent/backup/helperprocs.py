@@ -31,9 +31,10 @@ from typing import IO, Any
 import blake3
 
 from cbr_agent import __version__, compress
-from cbr_agent.backup import filesaver, nodes, smallbatch
+from cbr_agent.backup import filesaver, smallbatch
 from cbr_agent.backup.smallbatch import prepare_batch
 from cbr_agent.crypto import aead, keys
+from cbr_agent.fs import longpath, nodes
 from cbr_agent.repository import codec as blobcodec
 from cbr_agent.repository.codec import BlobCodec
 
@@ -53,7 +54,8 @@ def _code_fingerprint() -> str:
     """Of the code a helper runs, as this process loaded it: a helper started after the package was
     upgraded on disk refuses to work for a backup process still running the old code."""
     digest = blake3.blake3(__version__.encode())
-    for module in (smallbatch, filesaver, nodes, compress, aead, keys, blobcodec, sys.modules[__name__]):
+    modules = (smallbatch, filesaver, nodes, longpath, compress, aead, keys, blobcodec, sys.modules[__name__])
+    for module in modules:
         try:
             digest.update(Path(module.__file__ or "").read_bytes())
         except OSError:  # not a plain file (a zip import): the version alone has to do

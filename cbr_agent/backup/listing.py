@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import blake3
 
 from cbr_agent.backup.filesaver import describe
-from cbr_agent.backup.longpath import short
+from cbr_agent.fs.longpath import short
 from cbr_agent.pathrules import ExcludeMatcher
 
 Listing = list[tuple[str, os.stat_result]]

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 
 from cbr_agent.backup.listing import join
-from cbr_agent.backup.longpath import SAFE_BYTES
+from cbr_agent.fs.longpath import SAFE_BYTES
 from cbr_agent.pathrules import ExcludeMatcher
 
 

@@ -23,13 +23,13 @@ from cbr_agent.backup.archiver import Archiver, BackupStats, Root
 from cbr_agent.backup.changehint import ChangeHint, usable_hint
 from cbr_agent.backup.filescache import FilesCache
 from cbr_agent.backup.helperprocs import usable_cpus
-from cbr_agent.backup.password import Password, find_password, generate_password_file, require_password
 from cbr_agent.backup.prescan import Prescan
 from cbr_agent.config import Settings
-from cbr_agent.errors import BackupError, RepositoryNotFound, UsageError
+from cbr_agent.errors import BackupError, UsageError
 from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude, normalize_path
 from cbr_agent.progress import refresh_seconds
+from cbr_agent.repoaccess.configured import open_repository
 from cbr_agent.repository.writer import DryRunWriter
 
 log = logging.getLogger(__name__)
@@ -91,41 +91,6 @@ class ProgressInfo:
     scanned_files: int = 0       # what the pre-scan beside the backup has counted so far ...
     scanned_bytes: int = 0
     scan_done: bool = False      # ... and whether that is the total
-
-
-def _default_repository(settings: Settings) -> bool:
-    return settings.repository == (settings.state_dir / "repository").absolute().as_uri()
-
-
-def open_repository(settings: Settings, *, create_default: bool = False) -> Any:
-    """Open the configured repository. With ``create_default``, a missing repository at the default
-    location is created (generating a password file in the state dir if no password is configured):
-    that is how the daemon's first scheduled backup and ``cbr-agent run --once`` work on a fresh
-    machine. A missing repository elsewhere is an error, never silently re-created (a NAS that is not
-    mounted must not get a new empty repository)."""
-    from cbr_agent.repository import Repository
-    from cbr_agent.repository.backends import BackendOptions
-
-    options = BackendOptions.from_settings(settings)
-
-    if create_default and _default_repository(settings):
-        found = find_password(settings)
-        try:
-            if found is None:
-                raise RepositoryNotFound("no password yet")
-            return Repository.open(settings.repository, found.value, options=options)
-        except RepositoryNotFound:
-            if found is None:
-                password, path = generate_password_file(settings)
-                found = Password(password, f"password file {path} (generated)", path)
-            with contextlib.suppress(RepositoryNotFound):
-                return Repository.open(settings.repository, found.value, options=options)
-            repo = Repository.init(settings.repository, found.value, options=options)
-            log.warning("created the repository %s; its password is the %s: keep a copy of it somewhere "
-                        "else, without it the backups cannot be restored", settings.repository,
-                        found.source)
-            return repo
-    return Repository.open(settings.repository, require_password(settings), options=options)
 
 
 def normalize_roots(paths: Sequence[Any]) -> list[tuple[str, tuple[str, ...]]]:

@@ -26,7 +26,7 @@ from cbr_agent.backup.filesaver import (
     open_or_problem,
     unchanged_while_read,
 )
-from cbr_agent.backup.nodes import Node, node_from_stat, read_xattrs
+from cbr_agent.fs.nodes import Node, node_from_stat, read_xattrs
 from cbr_agent.repository.codec import BlobCodec, PlainBlob, SealedBlob
 
 

@@ -18,11 +18,11 @@ from cbr_agent.backup.changehint import BELOW, CLEAN, DEGRADED, ChangeHint
 from cbr_agent.backup.filesaver import describe
 from cbr_agent.backup.filescache import DirRecord, FilesCache
 from cbr_agent.backup.listing import join, list_dir, listing_fingerprint
-from cbr_agent.backup.longpath import short
-from cbr_agent.backup.nodes import TYPE_BY_FMT, Node, node_from_stat, read_xattrs, same_file
 from cbr_agent.backup.previous import RACY_NS, LazyPrev, Prev, materialize, prev_of_node, prev_of_subtree
 from cbr_agent.backup.runstate import RunState
 from cbr_agent.backup.treesaver import DirTask, TreeAssembler
+from cbr_agent.fs.longpath import short
+from cbr_agent.fs.nodes import TYPE_BY_FMT, Node, node_from_stat, read_xattrs, same_file
 from cbr_agent.pathrules import ExcludeMatcher
 
 Ancestors = tuple[tuple[int, int], ...]

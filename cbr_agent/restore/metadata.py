@@ -10,8 +10,8 @@ import pwd
 from functools import lru_cache
 from typing import Any
 
-from cbr_agent.backup.longpath import short
-from cbr_agent.backup.nodes import decode_xattr_value
+from cbr_agent.fs.longpath import short
+from cbr_agent.fs.nodes import decode_xattr_value
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 

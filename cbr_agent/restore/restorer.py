@@ -32,8 +32,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from cbr_agent.backup.longpath import close_all, short
 from cbr_agent.errors import IntegrityError, RepositoryError, RestoreError
+from cbr_agent.fs.longpath import close_all, short
 from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.progress import Progress
 from cbr_agent.restore.metadata import IS_ROOT, FileMeta, apply_path

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cbr_agent.backup.longpath import close_all, short
+from cbr_agent.fs.longpath import close_all, short
 from cbr_agent.restore.select import Excluded, Selection, selected_files
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from cbr_agent.backup.filesaver import FileProblem, FileSaver
-from cbr_agent.backup.nodes import node_from_stat
 from cbr_agent.backup.readers import FileItem
 from cbr_agent.backup.runstate import RunState
 from cbr_agent.backup.sealthreads import BlobPool
@@ -20,6 +19,7 @@ from cbr_agent.backup.smallfiles import SmallFiles
 from cbr_agent.backup.treesaver import DirTask, TreeAssembler
 from cbr_agent.chunking import ChunkerParams
 from cbr_agent.crypto import KdfParams
+from cbr_agent.fs.nodes import node_from_stat
 from cbr_agent.repository import Repository, decode_tree
 
 
