@@ -41,7 +41,7 @@ from cbr_agent.backup.smallfiles import SmallFiles
 from cbr_agent.backup.treesaver import DirTask, TreeAssembler
 from cbr_agent.backup.walker import Root, Walker
 from cbr_agent.errors import Cancelled
-from cbr_agent.fs.longpath import close_all
+from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.repository.writer import BlobSink
 
 __all__ = ["RACY_NS", "Archiver", "ArchiverOptions", "BackupStats", "DirTask", "Root", "join",
@@ -84,7 +84,10 @@ class Archiver:
         self.cancel = self._state.cancel
         self.stats: BackupStats = self._state.stats
         self._pool = BlobPool(writer, threads=options.blob_threads)
-        saver = FileSaver(repo, writer, self._pool, should_stop=self._state.should_stop)
+        #: this run's long-path descriptors, closed when the run ends (never another run's)
+        self._longpaths = LongPaths()
+        saver = FileSaver(repo, writer, self._pool, should_stop=self._state.should_stop,
+                          longpaths=self._longpaths)
         self._trees = TreeAssembler(repo, writer, options.cache, self._state)
         self._readers = ReaderThreads(saver, self._state, self._trees, readers=options.readers,
                                       tick=self._tick)
@@ -92,7 +95,7 @@ class Archiver:
                                  helpers=options.helpers)
         self._walker = Walker(repo, options.cache, self._state, self._trees,
                               one_file_system=options.one_file_system, queue_file=self._queue_file,
-                              tick=self._tick, hint=options.hint)
+                              tick=self._tick, longpaths=self._longpaths, hint=options.hint)
         self._checkpoint = options.checkpoint
         self._checkpoint_interval = options.checkpoint_interval
         self._last_checkpoint = time.monotonic()
@@ -111,7 +114,7 @@ class Archiver:
             self._small.close()
             self._readers.stop()
             self._pool.close()
-            close_all()
+            self._longpaths.close()
         if self._state.fatal is not None:
             raise self._state.fatal
         assert self._trees.root_tree is not None

@@ -35,6 +35,7 @@ from cbr_agent.backup import filesaver, smallbatch
 from cbr_agent.backup.smallbatch import prepare_batch
 from cbr_agent.crypto import aead, keys
 from cbr_agent.fs import longpath, nodes
+from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.repository import codec as blobcodec
 from cbr_agent.repository.codec import BlobCodec
 
@@ -234,14 +235,15 @@ def serve() -> None:
     if not isinstance(codec, BlobCodec):
         sys.stderr.write("the backup process sent no blob codec\n")
         sys.exit(3)
-    while True:
-        try:
-            token, items, seal = pickle.load(stdin)
-        except EOFError:
-            return
-        outcomes: Sequence[Any] = prepare_batch(items, limit, codec, seal=seal)
-        try:
-            pickle.dump((token, outcomes), stdout, protocol=_PROTOCOL)
-            stdout.flush()
-        except BrokenPipeError:  # the backup process is gone
-            return
+    with LongPaths() as longpaths:  # this helper's own: descriptors are per process anyway
+        while True:
+            try:
+                token, items, seal = pickle.load(stdin)
+            except EOFError:
+                return
+            outcomes: Sequence[Any] = prepare_batch(items, limit, codec, longpaths, seal=seal)
+            try:
+                pickle.dump((token, outcomes), stdout, protocol=_PROTOCOL)
+                stdout.flush()
+            except BrokenPipeError:  # the backup process is gone
+                return

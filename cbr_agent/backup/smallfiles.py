@@ -140,7 +140,8 @@ class SmallFiles:
     # -- storing
     def _store_here(self, batch: list[FileItem]) -> None:
         """Prepare a batch in this process (no helper, none with room, or its helper died)."""
-        self._store(batch, prepare_batch(_items(batch), self.limit, self._codec, seal=self._seal))
+        self._store(batch, prepare_batch(_items(batch), self.limit, self._codec, self.saver.longpaths,
+                                          seal=self._seal))
 
     def _store(self, batch: list[FileItem], outcomes: Sequence[Outcome]) -> None:
         """Turn a batch's outcomes into nodes, store its blobs in one writer call, resolve its slots."""

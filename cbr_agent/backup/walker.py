@@ -21,7 +21,7 @@ from cbr_agent.backup.listing import join, list_dir, listing_fingerprint
 from cbr_agent.backup.previous import RACY_NS, LazyPrev, Prev, materialize, prev_of_node, prev_of_subtree
 from cbr_agent.backup.runstate import RunState
 from cbr_agent.backup.treesaver import DirTask, TreeAssembler
-from cbr_agent.fs.longpath import short
+from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.fs.nodes import TYPE_BY_FMT, Node, node_from_stat, read_xattrs, same_file
 from cbr_agent.pathrules import ExcludeMatcher
 
@@ -42,8 +42,9 @@ class Root:
 class Walker:
     def __init__(self, repo: Any, cache: FilesCache | None, state: RunState, trees: TreeAssembler, *,
                  one_file_system: bool, queue_file: Callable[[tuple[Any, ...], int], None],
-                 tick: Callable[[], None], hint: ChangeHint | None = None) -> None:
+                 tick: Callable[[], None], longpaths: LongPaths, hint: ChangeHint | None = None) -> None:
         self.repo = repo
+        self.longpaths = longpaths      # the run's: paths longer than PATH_MAX
         self.hint = hint                # which directories changed, or None: walk everything
         self.cache = cache
         self.state = state
@@ -177,7 +178,7 @@ class Walker:
                   ancestors: Ancestors, journal: bool = False) -> list[Pending]:
         path = task.path
         scan_ns = time.time_ns()
-        entries = list_dir(path, root.matcher, self.state.warn)
+        entries = list_dir(path, root.matcher, self.state.warn, self.longpaths)
         with self.state.lock:
             self.state.stats.dirs_scanned += 1
         fingerprint, newest = listing_fingerprint(entries)
@@ -249,7 +250,7 @@ class Walker:
 
     def _add_xattrs(self, node: Node, path: str) -> None:
         try:
-            xattrs = read_xattrs(short(path))
+            xattrs = read_xattrs(self.longpaths.short(path))
         except OSError as exc:
             if not isinstance(exc, FileNotFoundError):
                 self.state.warn(f"{path}: cannot read extended attributes: {describe(exc)}")
@@ -322,7 +323,7 @@ class Walker:
         node = node_from_stat(name, st)
         if stat.S_ISLNK(st.st_mode):
             try:
-                node["target"] = os.readlink(short(path))
+                node["target"] = os.readlink(self.longpaths.short(path))
             except OSError as exc:
                 if not isinstance(exc, FileNotFoundError):
                     self.state.warn(f"{path}: cannot read link: {describe(exc)}")

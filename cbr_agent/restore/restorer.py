@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cbr_agent.errors import IntegrityError, RepositoryError, RestoreError
-from cbr_agent.fs.longpath import close_all, short
+from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.progress import Progress
 from cbr_agent.restore.metadata import IS_ROOT, FileMeta, apply_path
@@ -168,6 +168,9 @@ class Restorer:
         self._in_flight = 0  # items handed to the threads and not collected yet, at most
         self._pending: deque[Future[None]] = deque()
         self._planned = (0, 0)  # files and content bytes the walk found so far
+        #: this restore's long-path descriptors, closed when :meth:`run` ends (never another run's)
+        self._longpaths = LongPaths()
+        self._short = self._longpaths.short
 
     # ------------------------------------------------------------------ public
     def run(self, tree_id: str, includes: Sequence[str] = (), *, excluded: Excluded | None = None,
@@ -198,9 +201,9 @@ class Restorer:
             if not self.dry_run:
                 self._finish_links()
                 for path, node in reversed(self._dirs):
-                    self._problems(path, apply_path(path, node))
+                    self._problems(path, apply_path(self._short(path), node))
         finally:
-            close_all()
+            self._longpaths.close()
         return self.summary
 
     # ------------------------------------------------------------------ walk
@@ -267,7 +270,7 @@ class Restorer:
     def _new_file_gid(self, path: str) -> int:
         """The group a new file gets in this directory: the directory's when it is setgid, else ours."""
         try:
-            st = os.stat(short(path))
+            st = os.stat(self._short(path))
         except OSError:
             return self._egid
         return st.st_gid if st.st_mode & stat.S_ISGID else self._egid
@@ -281,22 +284,22 @@ class Restorer:
         if self.dry_run:
             return self._egid, False
         try:
-            os.mkdir(short(dest), 0o700)
+            os.mkdir(self._short(dest), 0o700)
             return parent_gid, True
         except FileExistsError:
             pass
         except OSError as exc:
             self._error(dest, f"cannot create directory: {exc.strerror}")
             return None
-        st = os.lstat(short(dest))
+        st = os.lstat(self._short(dest))
         if stat.S_ISDIR(st.st_mode):
             return (st.st_gid if st.st_mode & stat.S_ISGID else self._egid), False
         if self.overwrite == "never":
             self._error(dest, "exists and is not a directory; not replaced (--overwrite never)")
             return None
         try:
-            os.unlink(short(dest))
-            os.mkdir(short(dest), 0o700)
+            os.unlink(self._short(dest))
+            os.mkdir(self._short(dest), 0o700)
         except OSError as exc:
             self._error(dest, f"cannot replace with a directory: {exc.strerror}")
             return None
@@ -304,7 +307,7 @@ class Restorer:
 
     def _skip_existing(self, dest: str, node: dict[str, Any]) -> bool:
         try:
-            st = os.lstat(short(dest))
+            st = os.lstat(self._short(dest))
         except FileNotFoundError:
             return False
         if stat.S_ISDIR(st.st_mode):
@@ -468,7 +471,7 @@ class Restorer:
         if job.failed is None:
             try:
                 # a file of one blob is created here and finished through this descriptor: one open
-                fd = os.open(short(job.tmp), job.flags, job.create_mode)
+                fd = os.open(self._short(job.tmp), job.flags, job.create_mode)
                 if not zero:
                     os.pwrite(fd, data, offset)
             except OSError as exc:
@@ -520,26 +523,26 @@ class Restorer:
             if fd >= 0:
                 os.close(fd)
             self._failed(job, f"not restored: {job.failed}")
-            _unlink_quietly(job.tmp)
+            self._unlink_quietly(job.tmp)
             return
         try:
             if fd < 0:
-                fd = os.open(short(job.tmp), _CREATE, job.create_mode)
+                fd = os.open(self._short(job.tmp), _CREATE, job.create_mode)
             if job.written != job.size:
                 os.ftruncate(fd, job.size)  # the size, holes at the end included
             problems = job.meta.apply(fd)
         except OSError as exc:
             self._failed(job, f"cannot write: {exc.strerror}")
-            _unlink_quietly(job.tmp)
+            self._unlink_quietly(job.tmp)
             return
         finally:
             if fd >= 0:
                 os.close(fd)
         try:
-            os.rename(short(job.tmp), short(job.final))
+            os.rename(self._short(job.tmp), self._short(job.final))
         except OSError as exc:
             self._failed(job, f"cannot move into place: {exc.strerror}")
-            _unlink_quietly(job.tmp)
+            self._unlink_quietly(job.tmp)
             return
         self._restored(job)
         if problems:
@@ -554,11 +557,11 @@ class Restorer:
                 continue
             tmp = self._tmp_name(dest)
             try:
-                os.link(short(first.final), short(tmp))
-                os.rename(short(tmp), short(dest))
+                os.link(self._short(first.final), self._short(tmp))
+                os.rename(self._short(tmp), self._short(dest))
                 self.summary.hardlinks += 1
             except OSError as exc:
-                _unlink_quietly(tmp)
+                self._unlink_quietly(tmp)
                 self._error(dest, f"cannot create hard link: {exc.strerror}")
 
     def _restore_other(self, dest: str, node: dict[str, Any]) -> None:
@@ -567,29 +570,33 @@ class Restorer:
         mode = int(node.get("mode", 0o644))
         try:
             if kind == "symlink":
-                os.symlink(node["target"], short(tmp))
+                os.symlink(node["target"], self._short(tmp))
             elif kind == "fifo":
-                os.mkfifo(short(tmp), mode)
+                os.mkfifo(self._short(tmp), mode)
             elif kind in ("chardev", "blockdev"):
                 if not IS_ROOT:
                     self._warn(dest, f"{kind} not recreated (needs root)")
                     return
                 fmt = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
-                os.mknod(short(tmp), mode | fmt, int(node.get("rdev", 0)))
+                os.mknod(self._short(tmp), mode | fmt, int(node.get("rdev", 0)))
             else:
                 self._warn(dest, f"{kind} not recreated")
                 return
         except OSError as exc:
             self._error(dest, f"cannot create {kind}: {exc.strerror}")
             return
-        problems = apply_path(tmp, node, symlink=kind == "symlink")
+        problems = apply_path(self._short(tmp), node, symlink=kind == "symlink")
         try:
-            os.rename(short(tmp), short(dest))
+            os.rename(self._short(tmp), self._short(dest))
         except OSError as exc:
-            _unlink_quietly(tmp)
+            self._unlink_quietly(tmp)
             self._error(dest, f"cannot move into place: {exc.strerror}")
             return
         self._problems(dest, problems)
+
+    def _unlink_quietly(self, path: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self._short(path))
 
     def _problems(self, path: str, problems: Iterable[str]) -> None:
         for p in problems:
@@ -610,11 +617,6 @@ def is_zeros(data: bytes) -> bool:
     """A blob worth a hole: large enough and only zeros (the prefix test rejects most data at once)."""
     n = len(data)
     return n >= HOLE_MIN and data[:64] == _ZEROS[:64] and data == _ZEROS[:n]
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(short(path))
 
 
 def restore_snapshot(repo: Any, snapshot: Any, target: str, *, paths: Sequence[str] = (),

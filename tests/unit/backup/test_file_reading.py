@@ -12,6 +12,7 @@ import pytest
 from cbr_agent.backup.filesaver import FileProblem, FileSaver
 from cbr_agent.backup.sealthreads import BlobPool
 from cbr_agent.chunking import ChunkerParams
+from cbr_agent.fs.longpath import LongPaths
 
 
 @pytest.fixture
@@ -23,7 +24,9 @@ def saver(tmp_path: Path):
                            chunker=ChunkerParams(min_size=4096, avg_size=16384, max_size=65536))
     writer = repo.writer()
     pool = BlobPool(writer, threads=2, budget=1 << 20)
-    yield FileSaver(repo, writer, pool, should_stop=lambda: False), (repo, writer), pool
+    with LongPaths() as longpaths:
+        saver = FileSaver(repo, writer, pool, should_stop=lambda: False, longpaths=longpaths)
+        yield saver, (repo, writer), pool
     pool.close()
     writer.close()
 
