@@ -136,7 +136,7 @@ class PolicyRunner:
         return 0.05
 
     def fire(self, policy: dict[str, Any], vault_id: str | None) -> None:
-        from cbr_agent.backup.run import backup_paths
+        from cbr_agent.backup.run import RunOptions, backup_paths
 
         settings = self.ctx.settings()
         state_dir = settings.state_dir
@@ -152,7 +152,7 @@ class PolicyRunner:
                 with self.ctx.engine_lock:
                     if self.ctx.stopping.is_set():
                         return
-                    summary = backup_paths(settings, list(paths), cancel=cancel)
+                    summary = backup_paths(settings, list(paths), RunOptions(cancel=cancel))
             except Cancelled:
                 return
             except CbrAgentError as exc:

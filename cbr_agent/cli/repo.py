@@ -215,7 +215,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from cbr_agent.backup.run import backup_paths
+    from cbr_agent.backup.run import RunOptions, backup_paths
     from cbr_agent.cli import progress as progress_line
     from cbr_agent.cli.backup_args import backup_tags, cli_excludes, cli_paths, with_excludes
     from cbr_agent.cli.output import print_json
@@ -230,8 +230,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     try:
         with progress_line.showing(line) if progress_line.wanted(args) else contextlib.nullcontext():
             progress = progress_line.BackupLine(line) if progress_line.wanted(args) else None
-            summary = backup_paths(settings, paths, cancel=cancel, progress=progress,
-                                   dry_run=args.dry_run, lock_wait=args.retry_lock, tags=tags)
+            options = RunOptions(cancel=cancel, progress=progress, dry_run=args.dry_run,
+                                 lock_wait=args.retry_lock, tags=tags)
+            summary = backup_paths(settings, paths, options)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not args.dry_run:  # every snapshot is a CBR backup (issue 12); queued if the control plane is away
