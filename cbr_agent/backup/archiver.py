@@ -120,8 +120,7 @@ class Archiver:
         assert self._trees.root_tree is not None
         return self._trees.root_tree
 
-    def _queue_file(self, found: tuple[Any, ...], size: int) -> None:
-        item = FileItem._make(found)  # the walker's (task, index, path, name, lstat, existed)
+    def _queue_file(self, item: FileItem, size: int) -> None:
         if size <= self._small.limit:
             self._small.add(item, size)
         else:

@@ -336,7 +336,8 @@ def _fill(summary: BackupSummary, stats: BackupStats, writer: Any, dry_run: bool
 def _stored_summary(summary: BackupSummary) -> dict[str, Any]:
     keys = ("files_new", "files_changed", "files_unchanged", "dirs", "others", "bytes_read",
             "bytes_total", "bytes_added", "bytes_stored", "blobs_new")
-    out = {k: getattr(summary, k) for k in keys}
+    fields = summary.to_dict()
+    out = {k: fields[k] for k in keys}
     out["warnings"] = len(summary.warnings)
     out["duration"] = summary.duration
     return out

@@ -30,12 +30,14 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cbr_agent.errors import IntegrityError, RepositoryError, RestoreError
 from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.progress import Progress
+from cbr_agent.repository.index import BlobLocation
+from cbr_agent.repository.snapshot import Snapshot
 from cbr_agent.restore.metadata import IS_ROOT, FileMeta, apply_path
 from cbr_agent.restore.select import Excluded, Selection, normal_paths
 
@@ -99,12 +101,33 @@ class _Batch:
         self.files = 0
         self.bytes = 0
         self.empty: list[_FileJob] = []  # nothing to read: finished by a worker as they are
-        self.refs: dict[bytes, list[tuple[_FileJob, int]]] = {}
-        self.locs: dict[bytes, Any] = {}
+        self.refs: dict[bytes, list[_Use]] = {}
+        self.locs: dict[bytes, BlobLocation] = {}
 
 
-#: one read: a pack, and per blob its location and the (file, offset) pairs that use it
-_Item = tuple[str, list[tuple[bytes, Any, list[tuple[_FileJob, int]]]]]
+#: a file that needs a blob, and where in the file (plain pairs: one per blob reference, many)
+_Use = tuple[_FileJob, int]
+
+
+class _Wanted(NamedTuple):
+    """One blob of a read: where it is, and the files that use it."""
+
+    blob_id: bytes
+    loc: BlobLocation
+    users: list[_Use]
+
+
+class _Read(NamedTuple):
+    """One read of neighbouring blobs of one pack."""
+
+    pack_id: str
+    blobs: list[_Wanted]
+
+    @property
+    def span(self) -> int:
+        """Bytes read: from the first blob's start to the last one's end."""
+        first, last = self.blobs[0].loc, self.blobs[-1].loc
+        return last.offset + last.length - first.offset
 
 
 def check_name(name: Any) -> str:
@@ -113,30 +136,35 @@ def check_name(name: Any) -> str:
     return name
 
 
-def work_items(batch_locs: dict[bytes, Any], refs: dict[bytes, list[tuple[_FileJob, int]]]) -> list[_Item]:
+def work_items(batch_locs: dict[bytes, BlobLocation], refs: dict[bytes, list[_Use]]) -> list[_Read]:
     """The reads for a batch: per pack, blobs by offset, cut at RANGE_BYTES, ITEM_BLOBS and gaps over
     GAP_BYTES; the biggest reads first, so the slowest do not end up last."""
-    by_pack: dict[str, list[tuple[bytes, Any]]] = {}
+    by_pack: dict[str, list[_Wanted]] = {}
     for blob_id, loc in batch_locs.items():
-        by_pack.setdefault(loc.pack_id, []).append((blob_id, loc))
-    items: list[_Item] = []
+        by_pack.setdefault(loc.pack_id, []).append(_Wanted(blob_id, loc, refs[blob_id]))
+    items: list[_Read] = []
     for pack_id, blobs in by_pack.items():
-        blobs.sort(key=lambda b: b[1].offset)
-        batch: list[tuple[bytes, Any, list[tuple[_FileJob, int]]]] = []
+        blobs.sort(key=_pack_offset)
+        batch: list[_Wanted] = []
         start = end = 0
-        for blob_id, loc in blobs:
+        for wanted in blobs:
+            loc = wanted.loc
             if batch and (loc.offset + loc.length - start > RANGE_BYTES or len(batch) >= ITEM_BLOBS
                           or loc.offset - end > GAP_BYTES):
-                items.append((pack_id, batch))
+                items.append(_Read(pack_id, batch))
                 batch = []
             if not batch:
                 start = loc.offset
-            batch.append((blob_id, loc, refs[blob_id]))
+            batch.append(wanted)
             end = loc.offset + loc.length
         if batch:
-            items.append((pack_id, batch))
-    items.sort(key=lambda it: -(it[1][-1][1].offset + it[1][-1][1].length - it[1][0][1].offset))
+            items.append(_Read(pack_id, batch))
+    items.sort(key=lambda read: -read.span)
     return items
+
+
+def _pack_offset(wanted: _Wanted) -> int:
+    return wanted.loc.offset
 
 
 class Restorer:
@@ -253,7 +281,8 @@ class Restorer:
                 if kind == "dir":
                     made = self._plan_dir(dest, node, gid)
                     if made is not None and node.get("subtree"):
-                        stack.append((node["subtree"], snap_path, dest, made[0], made[1]))
+                        new_files_gid, created = made
+                        stack.append((node["subtree"], snap_path, dest, new_files_gid, created))
                 elif wanted:
                     self._plan_entry(dest, node, gid, fresh)
                     if self._batch.files >= BATCH_FILES or self._batch.bytes >= BATCH_BYTES:
@@ -374,7 +403,7 @@ class Restorer:
             offset += loc.raw_length
         if job.failed:  # never handed to a thread: the blobs it did list are written for nobody
             for users in batch.refs.values():
-                users[:] = [u for u in users if u[0] is not job]
+                users[:] = [(user, at) for user, at in users if user is not job]
             job.remaining = 0
         if self.dry_run:
             if job.failed:
@@ -394,11 +423,10 @@ class Restorer:
         if self.dry_run or not (batch.empty or batch.locs):
             return
         # drop whole-batch references: each item holds what it needs, and is freed when done
-        items: list[Any] = work_items(batch.locs, batch.refs)
+        items: list[_Read | list[_FileJob]] = [*work_items(batch.locs, batch.refs)]
         if batch.empty:
             items.append(batch.empty)
-        batch.refs = batch.locs = {}
-        batch.empty = []
+        batch.refs, batch.locs, batch.empty = {}, {}, []
         if self._pool is None:
             threads = self._thread_count_for(items)
             self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="restore")
@@ -413,7 +441,7 @@ class Restorer:
                 if not pending:
                     break
 
-    def _thread_count_for(self, items: list[Any]) -> int:
+    def _thread_count_for(self, items: list[_Read | list[_FileJob]]) -> int:
         """Large blobs (decompression, decryption, big writes release the GIL) gain from more threads;
         many small files are mostly Python work and short system calls, each a GIL hand-over: a third
         thread was sometimes faster on tmpfs but always cost more CPU (futex wake-ups), so two."""
@@ -421,9 +449,9 @@ class Restorer:
             return self.threads
         blobs = sizes = 0
         for item in items:
-            if isinstance(item, tuple):
-                blobs += len(item[1])
-                sizes += sum(b[1].raw_length for b in item[1])
+            if isinstance(item, _Read):
+                blobs += len(item.blobs)
+                sizes += sum(wanted.loc.raw_length for wanted in item.blobs)
         return 4 if blobs and sizes / blobs >= LARGE_BLOB else 2
 
     def _drain(self) -> None:
@@ -436,17 +464,16 @@ class Restorer:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def _run_item(self, item: Any) -> None:
-        if isinstance(item, list):
+    def _run_item(self, item: _Read | list[_FileJob]) -> None:
+        if isinstance(item, _Read):
+            self._restore_range(item.pack_id, item.blobs)
+        else:
             for job in item:
                 self._finish_file(job)
-        else:
-            self._restore_range(*item)
 
-    def _restore_range(self, pack_id: str, blobs: list[tuple[bytes, Any, list[tuple[_FileJob, int]]]]
-                       ) -> None:
-        start = blobs[0][1].offset
-        end = blobs[-1][1].offset + blobs[-1][1].length
+    def _restore_range(self, pack_id: str, blobs: list[_Wanted]) -> None:
+        start = blobs[0].loc.offset
+        end = blobs[-1].loc.offset + blobs[-1].loc.length
         try:
             raw = self.repo.backend.get("data/" + pack_id, start, end - start)
         except (OSError, RepositoryError) as exc:
@@ -486,7 +513,7 @@ class Restorer:
         elif fd >= 0:
             os.close(fd)
 
-    def _blob_failed(self, users: list[tuple[_FileJob, int]], reason: str) -> None:
+    def _blob_failed(self, users: list[_Use], reason: str) -> None:
         for job, _offset in users:
             job.failed = job.failed or reason
             with self._lock:
@@ -619,7 +646,7 @@ def is_zeros(data: bytes) -> bool:
     return n >= HOLE_MIN and data[:64] == _ZEROS[:64] and data == _ZEROS[:n]
 
 
-def restore_snapshot(repo: Any, snapshot: Any, target: str, *, paths: Sequence[str] = (),
+def restore_snapshot(repo: Any, snapshot: Snapshot, target: str, *, paths: Sequence[str] = (),
                      overwrite: str = "always", dry_run: bool = False, threads: int = 0,
                      progress: Progress | None = None, include: Sequence[str] = (),
                      exclude: Sequence[str] = ()) -> RestoreSummary:
@@ -633,7 +660,7 @@ def restore_snapshot(repo: Any, snapshot: Any, target: str, *, paths: Sequence[s
     excluded = exclude_predicate(compile_patterns(exclude, "--exclude"), snapshot.paths)
     whole = not any(p.strip("/") for p in paths) and not include and not exclude
     if progress is not None and whole:
-        summary = getattr(snapshot, "summary", None) or {}
+        summary = snapshot.summary or {}
         if "bytes_total" in summary:
             progress.items_total = sum(int(summary.get(k, 0)) for k in
                                        ("files_new", "files_changed", "files_unchanged"))

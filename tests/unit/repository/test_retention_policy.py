@@ -16,6 +16,7 @@ class Snap:
     time: datetime
     host: str = "h"
     paths: list[str] = field(default_factory=lambda: ["/data"])
+    tags: list[str] = field(default_factory=list)
     id: str = ""
 
 
