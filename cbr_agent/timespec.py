@@ -53,12 +53,14 @@ class Duration:
 
 
 def parse_duration(text: str) -> Duration:
-    """``1y6m``, ``2w``, ``36h``...; TimeSpecError for anything else (also for an empty duration)."""
+    """``1y6m``, ``2w``, ``36h``...; TimeSpecError for anything else (also for an empty or zero duration)."""
     match = _DURATION.fullmatch(text.strip())
     if not text.strip() or match is None or not any(match.groups()):
         raise TimeSpecError(f"{text!r} is not a duration (use e.g. 7d, 2w, 6m, 1y6m, 36h: "
                             "y years, m months, w weeks, d days, h hours)")
     years, months, weeks, days, hours = (int(g or 0) for g in match.groups())
+    if not (years or months or weeks or days or hours):
+        raise TimeSpecError(f"{text!r} is a duration of zero; give a length of time, e.g. 7d or 36h")
     if years + months // 12 > _MAX_YEARS:
         raise TimeSpecError(f"duration {text!r} is too long")
     return Duration(years=years, months=months, days=days + 7 * weeks, hours=hours)

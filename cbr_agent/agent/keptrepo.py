@@ -32,7 +32,7 @@ class KeptRepository:
     def get(self, settings: Settings) -> Any:
         """The open repository for ``settings``, brought up to date; opened (and, at the default
         location, created) when there is none yet. Raises what opening raises."""
-        from cbr_agent.backup.job import open_repository
+        from cbr_agent.repoaccess.configured import open_repository
 
         with self._lock:
             wanted = _identity(settings)

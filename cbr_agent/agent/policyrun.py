@@ -136,7 +136,7 @@ class PolicyRunner:
         return 0.05
 
     def fire(self, policy: dict[str, Any], vault_id: str | None) -> None:
-        from cbr_agent.backup.job import backup_paths
+        from cbr_agent.backup.run import RunOptions, backup_paths
 
         settings = self.ctx.settings()
         state_dir = settings.state_dir
@@ -152,7 +152,7 @@ class PolicyRunner:
                 with self.ctx.engine_lock:
                     if self.ctx.stopping.is_set():
                         return
-                    summary = backup_paths(settings, list(paths), cancel=cancel)
+                    summary = backup_paths(settings, list(paths), RunOptions(cancel=cancel))
             except Cancelled:
                 return
             except CbrAgentError as exc:
@@ -182,7 +182,7 @@ class PolicyRunner:
             forget_snapshots(settings, ids)
             last_prune = _parse(ledger.get("last_prune"))
             if last_prune is None or now - last_prune >= PRUNE_EVERY:
-                from cbr_agent.backup.job import open_repository
+                from cbr_agent.repoaccess.configured import open_repository
                 from cbr_agent.repository.prune import prune
 
                 repo = open_repository(settings)

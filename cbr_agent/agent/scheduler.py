@@ -1,8 +1,9 @@
 """Scheduled backups in the daemon: one at a time, in a worker thread, cancelled cleanly on shutdown.
 
-The job function is injected (the daemon passes :func:`cbr_agent.backup.job.backup_paths`); it gets the
-settings, the paths to back up and a cancel event, and returns a summary with ``snapshot_id``,
-``warnings`` and ``to_dict()``. Outcomes and the next due time go to the agent state for ``status``.
+The job function is injected (the daemon passes :func:`default_job`: the engine's
+:func:`cbr_agent.backup.run.backup_paths` with its options as keywords); it gets the settings, the paths
+to back up and a cancel event, and returns a summary with ``snapshot_id``, ``warnings`` and
+``to_dict()``. Outcomes and the next due time go to the agent state for ``status``.
 """
 
 from __future__ import annotations
@@ -42,13 +43,18 @@ def local_now() -> datetime:
 
 
 def default_job() -> JobFunction:
-    """The backup engine's entry point, imported only when a backup runs."""
+    """The backup engine's entry point, imported only when a backup runs, as a job function: its keyword
+    arguments (``cancel``, ``changes``, ...) are fields of :class:`cbr_agent.backup.run.RunOptions`."""
     try:
-        from cbr_agent.backup.job import backup_paths
+        from cbr_agent.backup.run import RunOptions, backup_paths
     except ImportError as exc:
         raise CbrAgentError(f"the backup engine is not available in this installation ({exc})",
                             hint="reinstall cbr-agent") from None
-    return backup_paths  # type: ignore[no-any-return]
+
+    def job(settings: Settings, paths: Sequence[AgentPath], **options: Any) -> Summary:
+        return backup_paths(settings, paths, RunOptions(**options))
+
+    return job
 
 
 def run_job(job: JobFunction, settings: Settings, paths: Sequence[AgentPath],

@@ -47,7 +47,7 @@ class TaskFailed(CbrAgentError):
 def run_backup(
     ctx: Context, task: dict[str, Any], cancel: threading.Event, progress: Callable[[int], None]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from cbr_agent.backup.job import backup_paths
+    from cbr_agent.backup.run import RunOptions, backup_paths
 
     paths = ctx.paths()
     if not paths:
@@ -61,7 +61,7 @@ def run_backup(
         else:  # a first backup: no size to compare with; creep towards 95
             progress(int(95 * (1 - 1 / (1 + info.bytes_done / 2**28))))
 
-    summary = backup_paths(ctx.settings(), list(paths), cancel=cancel, progress=on_progress)
+    summary = backup_paths(ctx.settings(), list(paths), RunOptions(cancel=cancel, progress=on_progress))
     params = task.get("parameters") or {}
     report = outbox.backup_report(
         summary, agent_id=ctx.agent_id, trigger="checkpoint", auto=bool(params.get("auto_trigger"))
@@ -99,7 +99,7 @@ def check_destination(destination: str, backed_up: list[str]) -> str:
 def run_restore(
     ctx: Context, task: dict[str, Any], cancel: threading.Event, progress: Callable[[int], None]
 ) -> dict[str, Any]:
-    from cbr_agent.backup.job import open_repository
+    from cbr_agent.repoaccess.configured import open_repository
     from cbr_agent.restore.restorer import restore_snapshot
 
     params = task.get("parameters") or {}
@@ -124,7 +124,7 @@ def run_restore(
 
 def forget_snapshots(settings: Any, snapshot_ids: list[str]) -> list[str]:
     """Forget those of ``snapshot_ids`` the repository has; the ones forgotten (gone ones count too)."""
-    from cbr_agent.backup.job import open_repository
+    from cbr_agent.repoaccess.configured import open_repository
 
     if not snapshot_ids:
         return []

@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from cbr_agent.backup.blobpool import BlobPool
-from cbr_agent.backup.longpath import short
-from cbr_agent.backup.nodes import read_xattrs
+from cbr_agent.backup.sealthreads import BlobPool
 from cbr_agent.chunking import Chunker, ChunkerParams
+from cbr_agent.fs.longpath import LongPaths
+from cbr_agent.fs.nodes import read_xattrs
 from cbr_agent.repository.writer import BlobSink
 
 #: holes are recorded as chunks of zeros of at most this size (restored as holes again)
@@ -79,9 +79,9 @@ def describe(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def open_or_problem(path: str) -> int:
+def open_or_problem(path: str, longpaths: LongPaths) -> int:
     try:
-        return open_file(short(path))
+        return open_file(longpaths.short(path))
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENXIO):
             raise TypeChanged() from None
@@ -168,8 +168,10 @@ class FileSaver:
     compresses, seals and packs them); one instance shared by the reader threads."""
 
     def __init__(self, repo: ChunkerSource, writer: BlobSink, pool: BlobPool, *,
-                 should_stop: Callable[[], bool]) -> None:
+                 should_stop: Callable[[], bool], longpaths: LongPaths) -> None:
         self.writer = writer
+        #: the run's long-path descriptors (the walker and the small-file batches use them too)
+        self.longpaths = longpaths
         self.pool = pool
         self.should_stop = should_stop
         params = repo.chunker
@@ -200,7 +202,7 @@ class FileSaver:
 
     def save(self, path: str) -> SavedFile:
         """The file now at ``path`` (see the module docstring); ``changed`` if it changed while read."""
-        fd = open_or_problem(path)
+        fd = open_or_problem(path, self.longpaths)
         try:
             return self._save_fd(fd)
         finally:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import blake3
 
 from cbr_agent.backup.filesaver import describe
-from cbr_agent.backup.longpath import short
+from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.pathrules import ExcludeMatcher
 
 Listing = list[tuple[str, os.stat_result]]
@@ -19,13 +19,14 @@ def join(parent: str, name: str) -> str:
     return parent + name if parent.endswith("/") else parent + "/" + name
 
 
-def list_dir(path: str, matcher: ExcludeMatcher, warn: Callable[[str], None]) -> Listing:
+def list_dir(path: str, matcher: ExcludeMatcher, warn: Callable[[str], None],
+             longpaths: LongPaths) -> Listing:
     """The entries of ``path`` not excluded, sorted by name, each with its lstat; problems are warnings."""
     entries: Listing = []
     excluding = bool(matcher)
     append = entries.append
     try:
-        with os.scandir(short(path)) as it:
+        with os.scandir(longpaths.short(path)) as it:
             for entry in it:
                 name = entry.name
                 if excluding and matcher.excluded(join(path, name)):

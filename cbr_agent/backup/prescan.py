@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 
 from cbr_agent.backup.listing import join
-from cbr_agent.backup.longpath import SAFE_BYTES
+from cbr_agent.fs.longpath import is_long
 from cbr_agent.pathrules import ExcludeMatcher
 
 
@@ -67,7 +67,7 @@ class Prescan:
         excluding = bool(matcher)
         while stack and not self._stop.is_set():
             path = stack.pop()
-            if len(path) * 4 >= SAFE_BYTES and len(os.fsencode(path)) >= SAFE_BYTES:
+            if is_long(path):
                 continue  # too long for one system call: not worth the walker's long-path machinery
             try:
                 with os.scandir(path) as entries:

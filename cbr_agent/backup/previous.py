@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from cbr_agent.backup.nodes import Node
 from cbr_agent.errors import RepositoryError
+from cbr_agent.fs.nodes import Node
 from cbr_agent.repository import decode_tree
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
-from cbr_agent.backup.dirtree import DirTask, TreeAssembler
 from cbr_agent.backup.filesaver import FileProblem, FileSaver, TypeChanged
-from cbr_agent.backup.nodes import Node, node_from_stat
 from cbr_agent.backup.runstate import BackupStats, RunState
+from cbr_agent.backup.treesaver import DirTask, TreeAssembler
+from cbr_agent.fs.nodes import Node, node_from_stat
 
 READ_QUEUE = 64
 #: reads of a file that keeps changing (or is briefly not a regular file) before it is given up on

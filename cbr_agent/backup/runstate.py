@@ -31,7 +31,7 @@ class BackupStats:
 
 
 class RunState:
-    """``lock`` guards ``stats`` and the directory slots (see :mod:`cbr_agent.backup.dirtree`)."""
+    """``lock`` guards ``stats`` and the directory slots (see :mod:`cbr_agent.backup.treesaver`)."""
 
     def __init__(self, cancel: threading.Event | None) -> None:
         self.cancel = cancel or threading.Event()

@@ -1,6 +1,6 @@
 """Reading, hashing, compressing and sealing a batch of small files: the per-file work of a first backup
 of many small files, as one pure function that runs the same in the backup process and in its helper
-processes (:mod:`cbr_agent.backup.helpers`).
+processes (:mod:`cbr_agent.backup.helperprocs`).
 
 A batch is a list of ``(path, inode seen by lstat)``; the result has one outcome per file, in order:
 
@@ -26,7 +26,8 @@ from cbr_agent.backup.filesaver import (
     open_or_problem,
     unchanged_while_read,
 )
-from cbr_agent.backup.nodes import Node, node_from_stat, read_xattrs
+from cbr_agent.fs.longpath import LongPaths
+from cbr_agent.fs.nodes import Node, node_from_stat, read_xattrs
 from cbr_agent.repository.codec import BlobCodec, PlainBlob, SealedBlob
 
 
@@ -46,14 +47,14 @@ class Ready(NamedTuple):
 Outcome = Ready | str | None
 
 
-def read_small(path: str, inode: int, limit: int) -> SmallRead | None:
+def read_small(path: str, inode: int, limit: int, longpaths: LongPaths) -> SmallRead | None:
     """A regular file of at most ``limit`` bytes, read with one pread (the common case of small files,
     kept to the fewest calls). None when it is not that simple (it grew, or changed while read): the
     caller then takes :meth:`FileSaver.save`, which handles those cases. FileProblem as there.
 
     ``inode`` is what the directory listing saw; another one is a newer version saved by rename since,
     read as it is (its own stat goes into the node)."""
-    fd = open_or_problem(path)
+    fd = open_or_problem(path, longpaths)
     try:
         before = fstat_regular(fd)
         size = before.st_size
@@ -74,7 +75,7 @@ def read_small(path: str, inode: int, limit: int) -> SmallRead | None:
         os.close(fd)
 
 
-def prepare_batch(items: Sequence[tuple[str, int]], limit: int, codec: BlobCodec, *,
+def prepare_batch(items: Sequence[tuple[str, int]], limit: int, codec: BlobCodec, longpaths: LongPaths, *,
                   seal: bool = True) -> list[Outcome]:
     """Read every file of the batch and hash its content; with ``seal``, also compress and seal it (the
     repository's codec: the same ids and sealed form whether this runs in a helper or in the backup)."""
@@ -84,7 +85,7 @@ def prepare_batch(items: Sequence[tuple[str, int]], limit: int, codec: BlobCodec
     blob_id = codec.blob_id
     for path, inode in items:
         try:
-            got = read_small(path, inode, limit)
+            got = read_small(path, inode, limit, longpaths)
         except FileProblem as problem:
             outcomes.append(str(problem))
             continue

@@ -3,7 +3,7 @@ on the walker's own thread otherwise (and whenever every helper is busy, so no c
 
 Tiny files are mostly fixed per-file cost (a handful of system calls, hashing, a node). Another thread
 only adds GIL hand-offs (measured on 80,000 files of 0-4 KiB: 15 % more CPU and wall time than the
-walker reading them itself), so the parallelism comes from processes (:mod:`cbr_agent.backup.helpers`):
+walker reading them itself), so the parallelism comes from processes (:mod:`cbr_agent.backup.helperprocs`):
 once a backup has seen :data:`HELPERS_AFTER` batches, each further batch goes to a helper with room for
 it, or is done right here. Either way a batch is :func:`~cbr_agent.backup.smallbatch.prepare_batch`
 (each file read with one pread, one zstd call for the batch), then one writer call and one lock round
@@ -23,12 +23,12 @@ import logging
 import queue
 from collections.abc import Callable, Sequence
 
-from cbr_agent.backup.dirtree import Resolved, TreeAssembler
 from cbr_agent.backup.filesaver import FileSaver
-from cbr_agent.backup.helpers import LOST, HelperPool, init_message
+from cbr_agent.backup.helperprocs import LOST, HelperPool, init_message
 from cbr_agent.backup.readers import FileItem, read_file
 from cbr_agent.backup.runstate import BackupStats, RunState
 from cbr_agent.backup.smallbatch import Outcome, prepare_batch
+from cbr_agent.backup.treesaver import Resolved, TreeAssembler
 from cbr_agent.repository.codec import PlainBlob, SealedBlob
 from cbr_agent.repository.writer import BlobSink
 
@@ -140,7 +140,8 @@ class SmallFiles:
     # -- storing
     def _store_here(self, batch: list[FileItem]) -> None:
         """Prepare a batch in this process (no helper, none with room, or its helper died)."""
-        self._store(batch, prepare_batch(_items(batch), self.limit, self._codec, seal=self._seal))
+        self._store(batch, prepare_batch(_items(batch), self.limit, self._codec, self.saver.longpaths,
+                                          seal=self._seal))
 
     def _store(self, batch: list[FileItem], outcomes: Sequence[Outcome]) -> None:
         """Turn a batch's outcomes into nodes, store its blobs in one writer call, resolve its slots."""

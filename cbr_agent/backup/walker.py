@@ -10,19 +10,20 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cbr_agent.backup.changehint import BELOW, CLEAN, DEGRADED, ChangeHint
-from cbr_agent.backup.dirtree import DirTask, TreeAssembler
 from cbr_agent.backup.filesaver import describe
 from cbr_agent.backup.filescache import DirRecord, FilesCache
 from cbr_agent.backup.listing import join, list_dir, listing_fingerprint
-from cbr_agent.backup.longpath import short
-from cbr_agent.backup.nodes import TYPE_BY_FMT, Node, node_from_stat, read_xattrs, same_file
 from cbr_agent.backup.previous import RACY_NS, LazyPrev, Prev, materialize, prev_of_node, prev_of_subtree
+from cbr_agent.backup.readers import FileItem
 from cbr_agent.backup.runstate import RunState
+from cbr_agent.backup.treesaver import DirTask, TreeAssembler
+from cbr_agent.fs.longpath import LongPaths
+from cbr_agent.fs.nodes import TYPE_BY_FMT, Node, node_from_stat, read_xattrs, same_file
 from cbr_agent.pathrules import ExcludeMatcher
 
 Ancestors = tuple[tuple[int, int], ...]
@@ -39,17 +40,27 @@ class Root:
     matcher: ExcludeMatcher
 
 
+class WalkedRepository(Protocol):
+    """What the walker asks of the repository: the parent snapshot's trees, and whether the blobs a files
+    cache row names are all still stored."""
+
+    def load_blob(self, blob_id: bytes) -> bytes: ...
+
+    def has_all_blobs(self, blob_ids: Iterable[bytes]) -> bool: ...
+
+
 class Walker:
-    def __init__(self, repo: Any, cache: FilesCache | None, state: RunState, trees: TreeAssembler, *,
-                 one_file_system: bool, queue_file: Callable[[tuple[Any, ...], int], None],
-                 tick: Callable[[], None], hint: ChangeHint | None = None) -> None:
+    def __init__(self, repo: WalkedRepository, cache: FilesCache | None, state: RunState,
+                 trees: TreeAssembler, *, one_file_system: bool, queue_file: Callable[[FileItem, int], None],
+                 tick: Callable[[], None], longpaths: LongPaths, hint: ChangeHint | None = None) -> None:
         self.repo = repo
+        self.longpaths = longpaths      # the run's: paths longer than PATH_MAX
         self.hint = hint                # which directories changed, or None: walk everything
         self.cache = cache
         self.state = state
         self.trees = trees
         self.one_file_system = one_file_system
-        self.queue_file = queue_file    # (task, index, path, name, lstat, existed), size
+        self.queue_file = queue_file    # a file to read, and its size
         self.tick = tick                # once per directory: stop if asked, checkpoint when due
 
     def walk_all(self, roots: Sequence[Root], parent_tree: str | None, parent_time_ns: int) -> None:
@@ -177,7 +188,7 @@ class Walker:
                   ancestors: Ancestors, journal: bool = False) -> list[Pending]:
         path = task.path
         scan_ns = time.time_ns()
-        entries = list_dir(path, root.matcher, self.state.warn)
+        entries = list_dir(path, root.matcher, self.state.warn, self.longpaths)
         with self.state.lock:
             self.state.stats.dirs_scanned += 1
         fingerprint, newest = listing_fingerprint(entries)
@@ -237,10 +248,7 @@ class Walker:
         return self._all_present(ids)
 
     def _all_present(self, ids: list[bytes]) -> bool:
-        bulk = getattr(self.repo, "has_all_blobs", None)
-        if bulk is not None:
-            return bool(bulk(ids))
-        return all(map(self.repo.has_blob, ids))
+        return self.repo.has_all_blobs(ids)
 
     def _dir_node(self, path: str, name: str, st: os.stat_result) -> Node:
         node = node_from_stat(name, st)
@@ -249,7 +257,7 @@ class Walker:
 
     def _add_xattrs(self, node: Node, path: str) -> None:
         try:
-            xattrs = read_xattrs(short(path))
+            xattrs = read_xattrs(self.longpaths.short(path))
         except OSError as exc:
             if not isinstance(exc, FileNotFoundError):
                 self.state.warn(f"{path}: cannot read extended attributes: {describe(exc)}")
@@ -295,7 +303,7 @@ class Walker:
         prev_node = prev.nodes.get(name) if prev is not None else None
         if prev_node is None:  # new: the common case of a first backup, kept short
             if stat.S_ISREG(mode):
-                self.queue_file((task, index, path, name, st, False), st.st_size)
+                self.queue_file(FileItem(task, index, path, name, st, False), st.st_size)
             else:
                 self._other(task, index, path, name, st)
             return
@@ -310,7 +318,7 @@ class Walker:
                     s.bytes_done += st.st_size
                 self.trees.resolve(task, index, prev_node)
                 return
-            self.queue_file((task, index, path, name, st, True), st.st_size)
+            self.queue_file(FileItem(task, index, path, name, st, True), st.st_size)
             return
         if trusted and prev_node.get("type") == TYPE_BY_FMT.get(stat.S_IFMT(mode)):
             self.trees.resolve(task, index, prev_node)
@@ -322,7 +330,7 @@ class Walker:
         node = node_from_stat(name, st)
         if stat.S_ISLNK(st.st_mode):
             try:
-                node["target"] = os.readlink(short(path))
+                node["target"] = os.readlink(self.longpaths.short(path))
             except OSError as exc:
                 if not isinstance(exc, FileNotFoundError):
                     self.state.warn(f"{path}: cannot read link: {describe(exc)}")

@@ -33,8 +33,8 @@ def keep_given(args: argparse.Namespace) -> bool:
 
 def policy_from_args(args: argparse.Namespace) -> tuple[Any, tuple[str, ...]]:
     """The retention policy and the group-by fields; UsageError for bad values."""
-    from cbr_agent.backup.retention import GROUP_FIELDS, Policy
     from cbr_agent.errors import UsageError
+    from cbr_agent.repository.retention import GROUP_FIELDS, Policy
     from cbr_agent.timespec import TimeSpecError, parse_duration
 
     counts = {name: getattr(args, f"keep_{name}") for name in KEEP_COUNTS}

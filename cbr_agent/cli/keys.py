@@ -138,8 +138,8 @@ def cmd_key_passwd(args: argparse.Namespace) -> int:
 
 
 def _password_source(args: argparse.Namespace) -> Any:
-    from cbr_agent.backup.password import default_password_file
     from cbr_agent.cli.context import settings_from_args
+    from cbr_agent.repoaccess.password import default_password_file
 
     settings = settings_from_args(args)
     if settings.password:

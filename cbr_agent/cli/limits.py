@@ -25,7 +25,7 @@ def limit_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def open_configured(settings: Any, url: str | None = None, password: str | None = None) -> Any:
     """The repository at ``url`` (default: the configured one), opened with the configuration's storage
     options; the password is the configured one unless given."""
-    from cbr_agent.backup.password import require_password
+    from cbr_agent.repoaccess.password import require_password
     from cbr_agent.repository import Repository
     from cbr_agent.repository.backends import BackendOptions
 

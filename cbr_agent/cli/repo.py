@@ -123,8 +123,8 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
 
 
 def _open(settings: Any) -> Any:
-    # what backup.job.open_repository(settings) does without create_default, minus importing the
-    # whole backup pipeline (about a third of the start-up time of snapshots/ls/restore/check)
+    # what repoaccess.configured.open_repository(settings) does without create_default; cli.limits
+    # imports nothing at module level (start-up time of snapshots/ls/restore/check)
     from cbr_agent.cli.limits import open_configured
 
     return open_configured(settings)
@@ -153,8 +153,8 @@ def _json_text(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- init
 def cmd_init(args: argparse.Namespace) -> int:
-    from cbr_agent.backup.password import find_password, generate_password_file
     from cbr_agent.cli.output import print_json
+    from cbr_agent.repoaccess.password import find_password, generate_password_file
     from cbr_agent.repository import Repository
     from cbr_agent.repository.backends import BackendOptions, open_backend
 
@@ -215,7 +215,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from cbr_agent.backup.job import backup_paths
+    from cbr_agent.backup.run import RunOptions, backup_paths
     from cbr_agent.cli import progress as progress_line
     from cbr_agent.cli.backup_args import backup_tags, cli_excludes, cli_paths, with_excludes
     from cbr_agent.cli.output import print_json
@@ -230,8 +230,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     try:
         with progress_line.showing(line) if progress_line.wanted(args) else contextlib.nullcontext():
             progress = progress_line.BackupLine(line) if progress_line.wanted(args) else None
-            summary = backup_paths(settings, paths, cancel=cancel, progress=progress,
-                                   dry_run=args.dry_run, lock_wait=args.retry_lock, tags=tags)
+            options = RunOptions(cancel=cancel, progress=progress, dry_run=args.dry_run,
+                                 lock_wait=args.retry_lock, tags=tags)
+            summary = backup_paths(settings, paths, options)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if not args.dry_run:  # every snapshot is a CBR backup (issue 12); queued if the control plane is away
@@ -464,11 +465,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- forget/prune
 def cmd_forget(args: argparse.Namespace) -> int:
-    from cbr_agent.backup.retention import select_with_reasons
     from cbr_agent.cli.forget_args import keep_given, policy_from_args
     from cbr_agent.cli.output import print_json
     from cbr_agent.cli.snapargs import snapshot_filter
     from cbr_agent.errors import UsageError
+    from cbr_agent.repository.retention import select_with_reasons
 
     if args.snapshot_ids:
         if keep_given(args):

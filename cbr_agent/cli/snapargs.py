@@ -61,7 +61,7 @@ def latest_of_groups(snapshots: list[Any], n: int) -> list[Any]:
     """The ``n`` newest snapshots of each host and path set (all of them when ``n`` is 0)."""
     if n <= 0:
         return snapshots
-    from cbr_agent.backup.retention import group_key
+    from cbr_agent.repository.retention import group_key
 
     counts: dict[tuple[Any, ...], int] = {}
     keep: set[int] = set()

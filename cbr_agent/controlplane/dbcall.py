@@ -103,6 +103,7 @@ class DbCalls:
                     stop = True
                     continue
                 loop, future, fn, args = item
+                outcome: tuple[asyncio.Future[Any], bool, Any]
                 if unavailable is not None:  # see database_unavailable
                     outcome = (future, False, _same_error(unavailable))
                 else:

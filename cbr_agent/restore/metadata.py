@@ -10,8 +10,7 @@ import pwd
 from functools import lru_cache
 from typing import Any
 
-from cbr_agent.backup.longpath import short
-from cbr_agent.backup.nodes import decode_xattr_value
+from cbr_agent.fs.nodes import decode_xattr_value
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -116,8 +115,8 @@ class FileMeta:
 
 
 def apply_path(path: str, node: dict[str, Any], *, symlink: bool = False) -> list[str]:
-    """Metadata of anything by path, never following a symlink."""
-    path = short(path)
+    """Metadata of anything by path, never following a symlink; ``path`` short enough for one system
+    call (:meth:`cbr_agent.fs.longpath.LongPaths.short`)."""
     problems: list[str] = []
     if IS_ROOT:
         try:

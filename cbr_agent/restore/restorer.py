@@ -30,12 +30,14 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from cbr_agent.backup.longpath import close_all, short
 from cbr_agent.errors import IntegrityError, RepositoryError, RestoreError
+from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.memtune import tune_malloc
 from cbr_agent.progress import Progress
+from cbr_agent.repository.index import BlobLocation
+from cbr_agent.repository.snapshot import Snapshot
 from cbr_agent.restore.metadata import IS_ROOT, FileMeta, apply_path
 from cbr_agent.restore.select import Excluded, Selection, normal_paths
 
@@ -99,12 +101,33 @@ class _Batch:
         self.files = 0
         self.bytes = 0
         self.empty: list[_FileJob] = []  # nothing to read: finished by a worker as they are
-        self.refs: dict[bytes, list[tuple[_FileJob, int]]] = {}
-        self.locs: dict[bytes, Any] = {}
+        self.refs: dict[bytes, list[_Use]] = {}
+        self.locs: dict[bytes, BlobLocation] = {}
 
 
-#: one read: a pack, and per blob its location and the (file, offset) pairs that use it
-_Item = tuple[str, list[tuple[bytes, Any, list[tuple[_FileJob, int]]]]]
+#: a file that needs a blob, and where in the file (plain pairs: one per blob reference, many)
+_Use = tuple[_FileJob, int]
+
+
+class _Wanted(NamedTuple):
+    """One blob of a read: where it is, and the files that use it."""
+
+    blob_id: bytes
+    loc: BlobLocation
+    users: list[_Use]
+
+
+class _Read(NamedTuple):
+    """One read of neighbouring blobs of one pack."""
+
+    pack_id: str
+    blobs: list[_Wanted]
+
+    @property
+    def span(self) -> int:
+        """Bytes read: from the first blob's start to the last one's end."""
+        first, last = self.blobs[0].loc, self.blobs[-1].loc
+        return last.offset + last.length - first.offset
 
 
 def check_name(name: Any) -> str:
@@ -113,30 +136,35 @@ def check_name(name: Any) -> str:
     return name
 
 
-def work_items(batch_locs: dict[bytes, Any], refs: dict[bytes, list[tuple[_FileJob, int]]]) -> list[_Item]:
+def work_items(batch_locs: dict[bytes, BlobLocation], refs: dict[bytes, list[_Use]]) -> list[_Read]:
     """The reads for a batch: per pack, blobs by offset, cut at RANGE_BYTES, ITEM_BLOBS and gaps over
     GAP_BYTES; the biggest reads first, so the slowest do not end up last."""
-    by_pack: dict[str, list[tuple[bytes, Any]]] = {}
+    by_pack: dict[str, list[_Wanted]] = {}
     for blob_id, loc in batch_locs.items():
-        by_pack.setdefault(loc.pack_id, []).append((blob_id, loc))
-    items: list[_Item] = []
+        by_pack.setdefault(loc.pack_id, []).append(_Wanted(blob_id, loc, refs[blob_id]))
+    items: list[_Read] = []
     for pack_id, blobs in by_pack.items():
-        blobs.sort(key=lambda b: b[1].offset)
-        batch: list[tuple[bytes, Any, list[tuple[_FileJob, int]]]] = []
+        blobs.sort(key=_pack_offset)
+        batch: list[_Wanted] = []
         start = end = 0
-        for blob_id, loc in blobs:
+        for wanted in blobs:
+            loc = wanted.loc
             if batch and (loc.offset + loc.length - start > RANGE_BYTES or len(batch) >= ITEM_BLOBS
                           or loc.offset - end > GAP_BYTES):
-                items.append((pack_id, batch))
+                items.append(_Read(pack_id, batch))
                 batch = []
             if not batch:
                 start = loc.offset
-            batch.append((blob_id, loc, refs[blob_id]))
+            batch.append(wanted)
             end = loc.offset + loc.length
         if batch:
-            items.append((pack_id, batch))
-    items.sort(key=lambda it: -(it[1][-1][1].offset + it[1][-1][1].length - it[1][0][1].offset))
+            items.append(_Read(pack_id, batch))
+    items.sort(key=lambda read: -read.span)
     return items
+
+
+def _pack_offset(wanted: _Wanted) -> int:
+    return wanted.loc.offset
 
 
 class Restorer:
@@ -168,6 +196,9 @@ class Restorer:
         self._in_flight = 0  # items handed to the threads and not collected yet, at most
         self._pending: deque[Future[None]] = deque()
         self._planned = (0, 0)  # files and content bytes the walk found so far
+        #: this restore's long-path descriptors, closed when :meth:`run` ends (never another run's)
+        self._longpaths = LongPaths()
+        self._short = self._longpaths.short
 
     # ------------------------------------------------------------------ public
     def run(self, tree_id: str, includes: Sequence[str] = (), *, excluded: Excluded | None = None,
@@ -198,9 +229,9 @@ class Restorer:
             if not self.dry_run:
                 self._finish_links()
                 for path, node in reversed(self._dirs):
-                    self._problems(path, apply_path(path, node))
+                    self._problems(path, apply_path(self._short(path), node))
         finally:
-            close_all()
+            self._longpaths.close()
         return self.summary
 
     # ------------------------------------------------------------------ walk
@@ -250,7 +281,8 @@ class Restorer:
                 if kind == "dir":
                     made = self._plan_dir(dest, node, gid)
                     if made is not None and node.get("subtree"):
-                        stack.append((node["subtree"], snap_path, dest, made[0], made[1]))
+                        new_files_gid, created = made
+                        stack.append((node["subtree"], snap_path, dest, new_files_gid, created))
                 elif wanted:
                     self._plan_entry(dest, node, gid, fresh)
                     if self._batch.files >= BATCH_FILES or self._batch.bytes >= BATCH_BYTES:
@@ -267,7 +299,7 @@ class Restorer:
     def _new_file_gid(self, path: str) -> int:
         """The group a new file gets in this directory: the directory's when it is setgid, else ours."""
         try:
-            st = os.stat(short(path))
+            st = os.stat(self._short(path))
         except OSError:
             return self._egid
         return st.st_gid if st.st_mode & stat.S_ISGID else self._egid
@@ -281,22 +313,22 @@ class Restorer:
         if self.dry_run:
             return self._egid, False
         try:
-            os.mkdir(short(dest), 0o700)
+            os.mkdir(self._short(dest), 0o700)
             return parent_gid, True
         except FileExistsError:
             pass
         except OSError as exc:
             self._error(dest, f"cannot create directory: {exc.strerror}")
             return None
-        st = os.lstat(short(dest))
+        st = os.lstat(self._short(dest))
         if stat.S_ISDIR(st.st_mode):
             return (st.st_gid if st.st_mode & stat.S_ISGID else self._egid), False
         if self.overwrite == "never":
             self._error(dest, "exists and is not a directory; not replaced (--overwrite never)")
             return None
         try:
-            os.unlink(short(dest))
-            os.mkdir(short(dest), 0o700)
+            os.unlink(self._short(dest))
+            os.mkdir(self._short(dest), 0o700)
         except OSError as exc:
             self._error(dest, f"cannot replace with a directory: {exc.strerror}")
             return None
@@ -304,7 +336,7 @@ class Restorer:
 
     def _skip_existing(self, dest: str, node: dict[str, Any]) -> bool:
         try:
-            st = os.lstat(short(dest))
+            st = os.lstat(self._short(dest))
         except FileNotFoundError:
             return False
         if stat.S_ISDIR(st.st_mode):
@@ -371,7 +403,7 @@ class Restorer:
             offset += loc.raw_length
         if job.failed:  # never handed to a thread: the blobs it did list are written for nobody
             for users in batch.refs.values():
-                users[:] = [u for u in users if u[0] is not job]
+                users[:] = [(user, at) for user, at in users if user is not job]
             job.remaining = 0
         if self.dry_run:
             if job.failed:
@@ -391,11 +423,10 @@ class Restorer:
         if self.dry_run or not (batch.empty or batch.locs):
             return
         # drop whole-batch references: each item holds what it needs, and is freed when done
-        items: list[Any] = work_items(batch.locs, batch.refs)
+        items: list[_Read | list[_FileJob]] = [*work_items(batch.locs, batch.refs)]
         if batch.empty:
             items.append(batch.empty)
-        batch.refs = batch.locs = {}
-        batch.empty = []
+        batch.refs, batch.locs, batch.empty = {}, {}, []
         if self._pool is None:
             threads = self._thread_count_for(items)
             self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="restore")
@@ -410,7 +441,7 @@ class Restorer:
                 if not pending:
                     break
 
-    def _thread_count_for(self, items: list[Any]) -> int:
+    def _thread_count_for(self, items: list[_Read | list[_FileJob]]) -> int:
         """Large blobs (decompression, decryption, big writes release the GIL) gain from more threads;
         many small files are mostly Python work and short system calls, each a GIL hand-over: a third
         thread was sometimes faster on tmpfs but always cost more CPU (futex wake-ups), so two."""
@@ -418,9 +449,9 @@ class Restorer:
             return self.threads
         blobs = sizes = 0
         for item in items:
-            if isinstance(item, tuple):
-                blobs += len(item[1])
-                sizes += sum(b[1].raw_length for b in item[1])
+            if isinstance(item, _Read):
+                blobs += len(item.blobs)
+                sizes += sum(wanted.loc.raw_length for wanted in item.blobs)
         return 4 if blobs and sizes / blobs >= LARGE_BLOB else 2
 
     def _drain(self) -> None:
@@ -433,17 +464,16 @@ class Restorer:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def _run_item(self, item: Any) -> None:
-        if isinstance(item, list):
+    def _run_item(self, item: _Read | list[_FileJob]) -> None:
+        if isinstance(item, _Read):
+            self._restore_range(item.pack_id, item.blobs)
+        else:
             for job in item:
                 self._finish_file(job)
-        else:
-            self._restore_range(*item)
 
-    def _restore_range(self, pack_id: str, blobs: list[tuple[bytes, Any, list[tuple[_FileJob, int]]]]
-                       ) -> None:
-        start = blobs[0][1].offset
-        end = blobs[-1][1].offset + blobs[-1][1].length
+    def _restore_range(self, pack_id: str, blobs: list[_Wanted]) -> None:
+        start = blobs[0].loc.offset
+        end = blobs[-1].loc.offset + blobs[-1].loc.length
         try:
             raw = self.repo.backend.get("data/" + pack_id, start, end - start)
         except (OSError, RepositoryError) as exc:
@@ -468,7 +498,7 @@ class Restorer:
         if job.failed is None:
             try:
                 # a file of one blob is created here and finished through this descriptor: one open
-                fd = os.open(short(job.tmp), job.flags, job.create_mode)
+                fd = os.open(self._short(job.tmp), job.flags, job.create_mode)
                 if not zero:
                     os.pwrite(fd, data, offset)
             except OSError as exc:
@@ -483,7 +513,7 @@ class Restorer:
         elif fd >= 0:
             os.close(fd)
 
-    def _blob_failed(self, users: list[tuple[_FileJob, int]], reason: str) -> None:
+    def _blob_failed(self, users: list[_Use], reason: str) -> None:
         for job, _offset in users:
             job.failed = job.failed or reason
             with self._lock:
@@ -520,26 +550,26 @@ class Restorer:
             if fd >= 0:
                 os.close(fd)
             self._failed(job, f"not restored: {job.failed}")
-            _unlink_quietly(job.tmp)
+            self._unlink_quietly(job.tmp)
             return
         try:
             if fd < 0:
-                fd = os.open(short(job.tmp), _CREATE, job.create_mode)
+                fd = os.open(self._short(job.tmp), _CREATE, job.create_mode)
             if job.written != job.size:
                 os.ftruncate(fd, job.size)  # the size, holes at the end included
             problems = job.meta.apply(fd)
         except OSError as exc:
             self._failed(job, f"cannot write: {exc.strerror}")
-            _unlink_quietly(job.tmp)
+            self._unlink_quietly(job.tmp)
             return
         finally:
             if fd >= 0:
                 os.close(fd)
         try:
-            os.rename(short(job.tmp), short(job.final))
+            os.rename(self._short(job.tmp), self._short(job.final))
         except OSError as exc:
             self._failed(job, f"cannot move into place: {exc.strerror}")
-            _unlink_quietly(job.tmp)
+            self._unlink_quietly(job.tmp)
             return
         self._restored(job)
         if problems:
@@ -554,11 +584,11 @@ class Restorer:
                 continue
             tmp = self._tmp_name(dest)
             try:
-                os.link(short(first.final), short(tmp))
-                os.rename(short(tmp), short(dest))
+                os.link(self._short(first.final), self._short(tmp))
+                os.rename(self._short(tmp), self._short(dest))
                 self.summary.hardlinks += 1
             except OSError as exc:
-                _unlink_quietly(tmp)
+                self._unlink_quietly(tmp)
                 self._error(dest, f"cannot create hard link: {exc.strerror}")
 
     def _restore_other(self, dest: str, node: dict[str, Any]) -> None:
@@ -567,29 +597,33 @@ class Restorer:
         mode = int(node.get("mode", 0o644))
         try:
             if kind == "symlink":
-                os.symlink(node["target"], short(tmp))
+                os.symlink(node["target"], self._short(tmp))
             elif kind == "fifo":
-                os.mkfifo(short(tmp), mode)
+                os.mkfifo(self._short(tmp), mode)
             elif kind in ("chardev", "blockdev"):
                 if not IS_ROOT:
                     self._warn(dest, f"{kind} not recreated (needs root)")
                     return
                 fmt = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
-                os.mknod(short(tmp), mode | fmt, int(node.get("rdev", 0)))
+                os.mknod(self._short(tmp), mode | fmt, int(node.get("rdev", 0)))
             else:
                 self._warn(dest, f"{kind} not recreated")
                 return
         except OSError as exc:
             self._error(dest, f"cannot create {kind}: {exc.strerror}")
             return
-        problems = apply_path(tmp, node, symlink=kind == "symlink")
+        problems = apply_path(self._short(tmp), node, symlink=kind == "symlink")
         try:
-            os.rename(short(tmp), short(dest))
+            os.rename(self._short(tmp), self._short(dest))
         except OSError as exc:
-            _unlink_quietly(tmp)
+            self._unlink_quietly(tmp)
             self._error(dest, f"cannot move into place: {exc.strerror}")
             return
         self._problems(dest, problems)
+
+    def _unlink_quietly(self, path: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self._short(path))
 
     def _problems(self, path: str, problems: Iterable[str]) -> None:
         for p in problems:
@@ -612,12 +646,7 @@ def is_zeros(data: bytes) -> bool:
     return n >= HOLE_MIN and data[:64] == _ZEROS[:64] and data == _ZEROS[:n]
 
 
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(short(path))
-
-
-def restore_snapshot(repo: Any, snapshot: Any, target: str, *, paths: Sequence[str] = (),
+def restore_snapshot(repo: Any, snapshot: Snapshot, target: str, *, paths: Sequence[str] = (),
                      overwrite: str = "always", dry_run: bool = False, threads: int = 0,
                      progress: Progress | None = None, include: Sequence[str] = (),
                      exclude: Sequence[str] = ()) -> RestoreSummary:
@@ -631,7 +660,7 @@ def restore_snapshot(repo: Any, snapshot: Any, target: str, *, paths: Sequence[s
     excluded = exclude_predicate(compile_patterns(exclude, "--exclude"), snapshot.paths)
     whole = not any(p.strip("/") for p in paths) and not include and not exclude
     if progress is not None and whole:
-        summary = getattr(snapshot, "summary", None) or {}
+        summary = snapshot.summary or {}
         if "bytes_total" in summary:
             progress.items_total = sum(int(summary.get(k, 0)) for k in
                                        ("files_new", "files_changed", "files_unchanged"))

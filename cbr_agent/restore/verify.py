@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cbr_agent.backup.longpath import close_all, short
+from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.restore.select import Excluded, Selection, selected_files
 
 
@@ -30,21 +30,20 @@ def verify_restore(repo: Any, tree: str, target: str, paths: Sequence[str] = ("/
                    excluded: Excluded | None = None) -> VerifyResult:
     result = VerifyResult()
     target = os.path.abspath(target).rstrip("/")
-    try:
+    with LongPaths() as longpaths:
         for snap_path, node in selected_files(repo, tree, Selection(paths, excluded)):
-            problem = _verify_file(repo, target + snap_path, node, result)
+            problem = _verify_file(repo, target + snap_path, node, result, longpaths)
             if problem:
                 result.errors.append(f"{target + snap_path}: {problem}")
             else:
                 result.files += 1
-    finally:
-        close_all()
     return result
 
 
-def _verify_file(repo: Any, path: str, node: dict[str, Any], result: VerifyResult) -> str | None:
+def _verify_file(repo: Any, path: str, node: dict[str, Any], result: VerifyResult,
+                 longpaths: LongPaths) -> str | None:
     try:
-        fd = os.open(short(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(longpaths.short(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         return f"cannot be read back: {exc.strerror}"
     try:

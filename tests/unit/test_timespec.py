@@ -42,6 +42,12 @@ def test_anything_else_is_refused_with_a_message(text: str) -> None:
         assert d and text.strip()
 
 
+def test_a_zero_duration_is_refused() -> None:
+    for text in ("0h", "0d0h", "00w"):
+        with pytest.raises(TimeSpecError, match="zero"):
+            parse_duration(text)
+
+
 def test_examples() -> None:
     assert parse_duration("1y6m") == Duration(years=1, months=6)
     assert parse_duration("2w3d") == Duration(days=17)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cbr_agent.agent.journal import Journal
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import RunOptions, backup_paths
 from cbr_agent.config import load_settings
 from tests.integration.agent.conftest import server_env, wait_for
 
@@ -187,7 +187,7 @@ def test_an_event_queue_overflow_makes_the_next_backup_a_full_scan(engine_settin
 
         def scheduled() -> Any:
             """What the scheduler does around one backup."""
-            summary = backup_paths(engine_settings, [str(data)], changes=journal.take())
+            summary = backup_paths(engine_settings, [str(data)], RunOptions(changes=journal.take()))
             journal.finished(summary.snapshot_id, summary.scan)
             return summary
 
@@ -209,7 +209,7 @@ def test_a_backup_that_fails_leaves_its_changes_for_the_next(engine_settings, tm
     journal.start()
     try:
         journal.watch([(str(data), ())], wait=True)
-        first = backup_paths(engine_settings, [str(data)], changes=journal.take())
+        first = backup_paths(engine_settings, [str(data)], RunOptions(changes=journal.take()))
         journal.finished(first.snapshot_id, first.scan)
         (data / "a" / "1" / "f").write_bytes(b"changed")
         deadline = time.monotonic() + 5
@@ -218,9 +218,9 @@ def test_a_backup_that_fails_leaves_its_changes_for_the_next(engine_settings, tm
         cancel = threading.Event()
         cancel.set()
         with pytest.raises(Exception, match="cancel"):
-            backup_paths(engine_settings, [str(data)], changes=journal.take(), cancel=cancel)
+            backup_paths(engine_settings, [str(data)], RunOptions(changes=journal.take(), cancel=cancel))
         journal.failed()
-        again = backup_paths(engine_settings, [str(data)], changes=journal.take())
+        again = backup_paths(engine_settings, [str(data)], RunOptions(changes=journal.take()))
         assert again.scan == "journal" and again.files_changed >= 1
     finally:
         journal.stop()

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from cbr_agent.backup.changehint import DirtyDirs
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import RunOptions, backup_paths
 from cbr_agent.repository import decode_tree
 
 
@@ -46,7 +46,7 @@ def test_only_dirty_directories_are_listed_and_the_tree_equals_a_full_scan(engin
 
     (src / "a" / "1" / "x").write_bytes(b"changed content")
     hint = DirtyDirs(first.snapshot_id, dirty=[str(src / "a" / "1")])
-    second = backup_paths(settings, [str(src)], changes=hint)
+    second = backup_paths(settings, [str(src)], RunOptions(changes=hint))
     assert second.scan == "journal"
     assert second.dirs_scanned == 1, "only the dirty directory is listed"
     assert second.dirs_reused == 2 + 2, "a/0, a/2, b and c are reused unopened"
@@ -63,7 +63,7 @@ def test_unchanged_tree_lists_nothing(engine, tmp_path: Path) -> None:
     make_tree(src)
     settings = engine.settings()
     first = backup_paths(settings, [str(src)])
-    second = backup_paths(settings, [str(src)], changes=DirtyDirs(first.snapshot_id))
+    second = backup_paths(settings, [str(src)], RunOptions(changes=DirtyDirs(first.snapshot_id)))
     assert second.scan == "journal" and second.dirs_scanned == 0 and second.dirs_reused == 3
     assert second.bytes_read == 0
     assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, first.snapshot_id, src)
@@ -76,7 +76,7 @@ def test_hint_counting_from_another_snapshot_is_ignored(engine, tmp_path: Path) 
     first = backup_paths(settings, [str(src)])
     (src / "b" / "2" / "new").write_bytes(b"new file")
     backup_paths(settings, [str(src)])  # e.g. a CLI backup the journal did not see
-    third = backup_paths(settings, [str(src)], changes=DirtyDirs(first.snapshot_id))
+    third = backup_paths(settings, [str(src)], RunOptions(changes=DirtyDirs(first.snapshot_id)))
     assert third.scan == "full" and third.dirs_scanned == total
 
 
@@ -91,7 +91,7 @@ def test_degraded_subtree_and_new_and_removed_directories(engine, tmp_path: Path
     (src / "b" / "0" / "x").write_bytes(b"lost by the journal")  # the journal overflowed below b
     hint = DirtyDirs(first.snapshot_id, dirty=[str(src / "c"), str(src / "c" / "new"), str(src / "a")],
                      degraded=[str(src / "b")])
-    second = backup_paths(settings, [str(src)], changes=hint)
+    second = backup_paths(settings, [str(src)], RunOptions(changes=hint))
     assert second.scan == "journal"
     # a (listed), c, c/new, c/new/deep (new: no previous tree), b and its three subdirs (degraded)
     assert second.dirs_scanned == 1 + 3 + 4
@@ -110,7 +110,8 @@ def test_changed_excludes_scan_that_path_fully(engine, tmp_path: Path) -> None:
     total = make_tree(src)
     settings = engine.settings()
     first = backup_paths(settings, [(str(src), ())])
-    second = backup_paths(settings, [(str(src), (str(src / "b"),))], changes=DirtyDirs(first.snapshot_id))
+    second = backup_paths(settings, [(str(src), (str(src / "b"),))],
+                          RunOptions(changes=DirtyDirs(first.snapshot_id)))
     assert second.scan == "full" and second.dirs_scanned == total - 4
     assert not os.path.exists(src / "nothing")
 
@@ -122,7 +123,8 @@ def test_a_directory_changed_behind_the_hints_back_is_walked(engine, tmp_path: P
     first = backup_paths(settings, [str(src)])
     (src / "b" / "0" / "unseen").write_bytes(b"the journal missed this")
     # b is listed; b/0's mtime no longer matches the parent snapshot's, so it is not taken on trust
-    second = backup_paths(settings, [str(src)], changes=DirtyDirs(first.snapshot_id, dirty=[str(src / "b")]))
+    second = backup_paths(settings, [str(src)],
+                          RunOptions(changes=DirtyDirs(first.snapshot_id, dirty=[str(src / "b")])))
     assert second.scan == "journal" and second.files_new == 1
     full = backup_paths(settings, [str(src)])
     assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
@@ -137,9 +139,10 @@ def test_a_dirty_directory_is_compared_with_the_parent_snapshot(engine, tmp_path
     first = backup_paths(settings, [str(src)])
     (src / "a" / "0" / "x").write_bytes(b"second version")  # content only: a/0's own stat stays
     second = backup_paths(settings, [str(src)],
-                          changes=DirtyDirs(first.snapshot_id, dirty=[str(src / "a" / "0")]))
+                          RunOptions(changes=DirtyDirs(first.snapshot_id, dirty=[str(src / "a" / "0")])))
     (src / "a" / "new").write_bytes(b"a new file in a")
-    third = backup_paths(settings, [str(src)], changes=DirtyDirs(second.snapshot_id, dirty=[str(src / "a")]))
+    third = backup_paths(settings, [str(src)],
+                         RunOptions(changes=DirtyDirs(second.snapshot_id, dirty=[str(src / "a")])))
     assert third.scan == "journal"
     full = backup_paths(settings, [str(src)])
     assert tree_of(engine, third.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
@@ -156,7 +159,7 @@ def test_journal_backups_do_not_age_the_files_cache_rows(engine, tmp_path: Path,
     settings = engine.settings()
     last = backup_paths(settings, [str(src)])
     for _ in range(3):  # skipped subtrees: their rows must be there for the next full scan
-        last = backup_paths(settings, [str(src)], changes=DirtyDirs(last.snapshot_id))
+        last = backup_paths(settings, [str(src)], RunOptions(changes=DirtyDirs(last.snapshot_id)))
         assert last.scan == "journal"
     with sqlite3.connect(engine.state_dir / "filescache.db") as db:
         rows = db.execute("SELECT COUNT(*) FROM dirs").fetchone()[0]

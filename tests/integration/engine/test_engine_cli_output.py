@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import backup_paths
 from tests.integration.engine.test_engine_corruption import flip_byte_of_blob
 from tests.integration.engine.treeutil import random_bytes, write
 

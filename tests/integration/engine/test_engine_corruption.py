@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import backup_paths
 from tests.integration.engine.treeutil import random_bytes, write
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import RunOptions, backup_paths
 from cbr_agent.restore.restorer import restore_snapshot
 from tests.integration.engine.conftest import PASSWORD, SMALL_CHUNKS
 from tests.integration.engine.treeutil import IS_ROOT, random_bytes, write
@@ -175,7 +175,7 @@ def test_cancel_writes_no_snapshot(engine, tmp_path: Path) -> None:
 
     cancel.set()
     with pytest.raises(Cancelled):
-        backup_paths(engine.settings(), [str(src)], cancel=cancel, progress=progress)
+        backup_paths(engine.settings(), [str(src)], RunOptions(cancel=cancel, progress=progress))
     assert engine.open().list_snapshots() == []
     # and the next run completes
     assert backup_paths(engine.settings(), [str(src)]).snapshot_id

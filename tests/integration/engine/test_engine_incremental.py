@@ -7,7 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import RunOptions, backup_paths
 from cbr_agent.repository.prune import prune
 from cbr_agent.restore.restorer import restore_snapshot
 from tests.integration.engine.treeutil import assert_same_tree, build_tree, random_bytes, write
@@ -119,7 +119,7 @@ def test_racy_files_are_read_again(engine, tmp_path: Path) -> None:
 def test_dry_run_stores_nothing(engine, tmp_path: Path) -> None:
     src = build_tree(tmp_path / "src")
     before = sorted(p.name for p in (engine.repo_path / "data").rglob("*"))
-    summary = backup_paths(engine.settings(), [str(src)], dry_run=True)
+    summary = backup_paths(engine.settings(), [str(src)], RunOptions(dry_run=True))
     assert summary.snapshot_id is None and summary.bytes_added > 0
     assert sorted(p.name for p in (engine.repo_path / "data").rglob("*")) == before
     assert engine.open().list_snapshots() == []

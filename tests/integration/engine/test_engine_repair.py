@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import backup_paths
 from tests.integration.engine.treeutil import assert_same_tree, build_tree, random_bytes, write
 
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import backup_paths
 from cbr_agent.restore.restorer import restore_snapshot
 from tests.integration.engine.treeutil import write
 

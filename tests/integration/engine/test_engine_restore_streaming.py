@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import backup_paths
 from cbr_agent.restore import restorer as restorer_mod
 from cbr_agent.restore.restorer import Restorer, restore_snapshot
 from tests.integration.engine.test_engine_corruption import flip_byte_of_blob
@@ -113,9 +113,9 @@ def test_work_items_are_cut_by_bytes_blob_count_and_gaps(monkeypatch: pytest.Mon
     big = bytes([99]) * 32
     locs[big], refs[big] = BlobLocation("p2", 0, 12_000, 12_000, 0), [(None, 0)]  # alone: over RANGE_BYTES
     items = restorer_mod.work_items(locs, refs)
-    shapes = sorted((pack, [b[1].offset for b in blobs]) for pack, blobs in items)
+    shapes = sorted((read.pack_id, [wanted.loc.offset for wanted in read.blobs]) for read in items)
     assert shapes == [("p1", [0, 100, 200, 300]), ("p1", [400, 500]), ("p1", [5_000, 5_100]), ("p2", [0])]
-    assert items[0][0] == "p2"  # the biggest read first
+    assert items[0].pack_id == "p2"  # the biggest read first
 
 
 def test_damaged_subtree_fails_only_its_directory(engine, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from cbr_agent.backup.job import backup_paths
+from cbr_agent.backup.run import backup_paths
 from cbr_agent.restore.restorer import restore_snapshot
 from tests.integration.engine.treeutil import (
     BAD_NAME,

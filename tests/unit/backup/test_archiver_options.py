@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cbr_agent.backup.pipeline import Archiver, ArchiverOptions, Root
+from cbr_agent.backup.archiver import Archiver, ArchiverOptions, Root
 from cbr_agent.chunking import ChunkerParams
 from cbr_agent.crypto import KdfParams
 from cbr_agent.pathrules import ExcludeMatcher

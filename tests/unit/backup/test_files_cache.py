@@ -8,8 +8,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cbr_agent.backup.archiver import listing_fingerprint
 from cbr_agent.backup.filescache import DirRecord, FilesCache
-from cbr_agent.backup.pipeline import listing_fingerprint
 
 
 def record(n: int = 3) -> DirRecord:

@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from cbr_agent.backup.blobpool import BlobPool
-from cbr_agent.backup.dirtree import DirTask, TreeAssembler
 from cbr_agent.backup.filesaver import FileProblem, FileSaver
-from cbr_agent.backup.nodes import node_from_stat
 from cbr_agent.backup.readers import FileItem
 from cbr_agent.backup.runstate import RunState
+from cbr_agent.backup.sealthreads import BlobPool
 from cbr_agent.backup.smallbatch import read_small
 from cbr_agent.backup.smallfiles import SmallFiles
+from cbr_agent.backup.treesaver import DirTask, TreeAssembler
 from cbr_agent.chunking import ChunkerParams
 from cbr_agent.crypto import KdfParams
+from cbr_agent.fs.longpath import LongPaths
+from cbr_agent.fs.nodes import node_from_stat
 from cbr_agent.repository import Repository, decode_tree
 
 
@@ -37,11 +38,11 @@ def test_read_small_reads_content_stat_and_xattrs_through_the_fd(tmp_path: Path)
     f.write_bytes(b"hello")
     if _xattrs_supported(f):
         os.setxattr(f, "user.note", b"\x00\xff")
-    got = read_small(str(f), os.lstat(f).st_ino, 4096)
+    got = read_small(str(f), os.lstat(f).st_ino, 4096, LongPaths())
     assert got is not None and got.data == b"hello" and got.stat_before.st_size == 5
     if _xattrs_supported(f):
         assert got.xattrs == {"user.note": "AP8="}
-    assert read_small(str(f), os.lstat(f).st_ino, 4) is None  # over the limit: not a small file
+    assert read_small(str(f), os.lstat(f).st_ino, 4, LongPaths()) is None  # over the limit: not a small file
 
 
 def test_read_small_refuses_what_is_no_longer_a_regular_file(tmp_path: Path) -> None:
@@ -51,13 +52,13 @@ def test_read_small_refuses_what_is_no_longer_a_regular_file(tmp_path: Path) -> 
     os.link(f, tmp_path / "keep")  # the listed inode stays alive: a new file cannot reuse its number
     f.unlink()
     with pytest.raises(FileProblem, match="vanished"):
-        read_small(str(f), st.st_ino, 4096)
+        read_small(str(f), st.st_ino, 4096, LongPaths())
     os.mkfifo(f)  # a FIFO now: opened without blocking, never read
     with pytest.raises(FileProblem, match="changed type"):
-        read_small(str(f), st.st_ino, 4096)
+        read_small(str(f), st.st_ino, 4096, LongPaths())
     os.unlink(f)
     f.write_bytes(b"other file, other inode")  # a newer version saved by rename: read as it is
-    got = read_small(str(f), st.st_ino, 4096)
+    got = read_small(str(f), st.st_ino, 4096, LongPaths())
     assert got is not None and got.data == b"other file, other inode"
     assert got.stat_before.st_ino == os.lstat(f).st_ino != st.st_ino
 
@@ -69,7 +70,8 @@ def parts(request, tmp_path: Path):
     writer = repo.writer()
     pool = BlobPool(writer, threads=1, budget=1 << 20)
     state = RunState(None)
-    saver = FileSaver(repo, writer, pool, should_stop=state.should_stop)
+    saver = FileSaver(repo, writer, pool, should_stop=state.should_stop,
+                      longpaths=LongPaths())
     trees = TreeAssembler(repo, writer, None, state)
     small = SmallFiles(writer, saver, state, trees, tick=lambda: None, helpers=request.param,
                        helpers_after=0)
@@ -131,7 +133,8 @@ def test_a_helper_killed_mid_backup_loses_no_file(tmp_path: Path) -> None:
     writer = repo.writer()
     pool = BlobPool(writer, threads=1, budget=1 << 20)
     state = RunState(None)
-    saver = FileSaver(repo, writer, pool, should_stop=state.should_stop)
+    saver = FileSaver(repo, writer, pool, should_stop=state.should_stop,
+                      longpaths=LongPaths())
     trees = TreeAssembler(repo, writer, None, state)
     small = SmallFiles(writer, saver, state, trees, tick=lambda: None, helpers=1, helpers_after=0)
     src = tmp_path / "src"

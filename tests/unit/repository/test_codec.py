@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cbr_agent.backup.helpers import HelperPool, init_message
+from cbr_agent.backup.helperprocs import HelperPool, init_message
 from cbr_agent.backup.smallbatch import Ready, prepare_batch
 from cbr_agent.chunking import ChunkerParams
 from cbr_agent.crypto import AuthenticationFailed, KdfParams, MasterKey
+from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.repository import Repository
 from cbr_agent.repository.codec import BlobCodec, PlainBlob, SealedBlob
 from cbr_agent.repository.objects import FLAG_COMPRESSED, FLAG_TREE
@@ -101,7 +102,7 @@ def test_the_helper_process_and_this_process_produce_the_same_blobs(tmp_path: Pa
         f = src / f"f{i}"
         f.write_bytes((b"line %d of text\n" % i) * i + os.urandom(i % 5))
         items.append((str(f), os.lstat(f).st_ino))
-    local = prepare_batch(items, 64 * 1024, c, seal=True)
+    local = prepare_batch(items, 64 * 1024, c, LongPaths(), seal=True)
     pool = HelperPool(1, init_message(c, 64 * 1024))
     pool.start()
     try:

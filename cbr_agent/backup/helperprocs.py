@@ -31,9 +31,11 @@ from typing import IO, Any
 import blake3
 
 from cbr_agent import __version__, compress
-from cbr_agent.backup import filesaver, nodes, smallbatch
+from cbr_agent.backup import filesaver, smallbatch
 from cbr_agent.backup.smallbatch import prepare_batch
 from cbr_agent.crypto import aead, keys
+from cbr_agent.fs import longpath, nodes
+from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.repository import codec as blobcodec
 from cbr_agent.repository.codec import BlobCodec
 
@@ -45,7 +47,7 @@ DEPTH = 4
 LOST = -1
 
 _BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1]); import cbr_agent; del sys.path[0]; "
-              "from cbr_agent.backup.helpers import serve; serve()")
+              "from cbr_agent.backup.helperprocs import serve; serve()")
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
@@ -53,7 +55,8 @@ def _code_fingerprint() -> str:
     """Of the code a helper runs, as this process loaded it: a helper started after the package was
     upgraded on disk refuses to work for a backup process still running the old code."""
     digest = blake3.blake3(__version__.encode())
-    for module in (smallbatch, filesaver, nodes, compress, aead, keys, blobcodec, sys.modules[__name__]):
+    modules = (smallbatch, filesaver, nodes, longpath, compress, aead, keys, blobcodec, sys.modules[__name__])
+    for module in modules:
         try:
             digest.update(Path(module.__file__ or "").read_bytes())
         except OSError:  # not a plain file (a zip import): the version alone has to do
@@ -232,14 +235,15 @@ def serve() -> None:
     if not isinstance(codec, BlobCodec):
         sys.stderr.write("the backup process sent no blob codec\n")
         sys.exit(3)
-    while True:
-        try:
-            token, items, seal = pickle.load(stdin)
-        except EOFError:
-            return
-        outcomes: Sequence[Any] = prepare_batch(items, limit, codec, seal=seal)
-        try:
-            pickle.dump((token, outcomes), stdout, protocol=_PROTOCOL)
-            stdout.flush()
-        except BrokenPipeError:  # the backup process is gone
-            return
+    with LongPaths() as longpaths:  # this helper's own: descriptors are per process anyway
+        while True:
+            try:
+                token, items, seal = pickle.load(stdin)
+            except EOFError:
+                return
+            outcomes: Sequence[Any] = prepare_batch(items, limit, codec, longpaths, seal=seal)
+            try:
+                pickle.dump((token, outcomes), stdout, protocol=_PROTOCOL)
+                stdout.flush()
+            except BrokenPipeError:  # the backup process is gone
+                return

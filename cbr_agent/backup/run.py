@@ -17,19 +17,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
+from cbr_agent.backup.archiver import Archiver, ArchiverOptions, BackupStats, Root
 from cbr_agent.backup.changehint import ChangeHint, usable_hint
 from cbr_agent.backup.filescache import FilesCache
-from cbr_agent.backup.helpers import usable_cpus
-from cbr_agent.backup.password import Password, find_password, generate_password_file, require_password
-from cbr_agent.backup.pipeline import Archiver, BackupStats, Root
+from cbr_agent.backup.helperprocs import usable_cpus
 from cbr_agent.backup.prescan import Prescan
 from cbr_agent.config import Settings
-from cbr_agent.errors import BackupError, RepositoryNotFound, UsageError
+from cbr_agent.errors import BackupError, UsageError
 from cbr_agent.memtune import tune_malloc
 from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude, normalize_path
 from cbr_agent.progress import refresh_seconds
+from cbr_agent.repoaccess.configured import open_repository
+from cbr_agent.repository.snapshot import Snapshot
 from cbr_agent.repository.writer import DryRunWriter
 
 log = logging.getLogger(__name__)
@@ -93,49 +94,23 @@ class ProgressInfo:
     scan_done: bool = False      # ... and whether that is the total
 
 
-def _default_repository(settings: Settings) -> bool:
-    return settings.repository == (settings.state_dir / "repository").absolute().as_uri()
+class BackupRoot(NamedTuple):
+    """One backup path, normalized, with its excludes (normalized too)."""
+
+    path: str
+    excludes: tuple[str, ...]
 
 
-def open_repository(settings: Settings, *, create_default: bool = False) -> Any:
-    """Open the configured repository. With ``create_default``, a missing repository at the default
-    location is created (generating a password file in the state dir if no password is configured):
-    that is how the daemon's first scheduled backup and ``cbr-agent run --once`` work on a fresh
-    machine. A missing repository elsewhere is an error, never silently re-created (a NAS that is not
-    mounted must not get a new empty repository)."""
-    from cbr_agent.repository import Repository
-    from cbr_agent.repository.backends import BackendOptions
-
-    options = BackendOptions.from_settings(settings)
-
-    if create_default and _default_repository(settings):
-        found = find_password(settings)
-        try:
-            if found is None:
-                raise RepositoryNotFound("no password yet")
-            return Repository.open(settings.repository, found.value, options=options)
-        except RepositoryNotFound:
-            if found is None:
-                password, path = generate_password_file(settings)
-                found = Password(password, f"password file {path} (generated)", path)
-            with contextlib.suppress(RepositoryNotFound):
-                return Repository.open(settings.repository, found.value, options=options)
-            repo = Repository.init(settings.repository, found.value, options=options)
-            log.warning("created the repository %s; its password is the %s: keep a copy of it somewhere "
-                        "else, without it the backups cannot be restored", settings.repository,
-                        found.source)
-            return repo
-    return Repository.open(settings.repository, require_password(settings), options=options)
-
-
-def normalize_roots(paths: Sequence[Any]) -> list[tuple[str, tuple[str, ...]]]:
-    """``(path, excludes)`` pairs, normalized; accepts AgentPath objects, (path, excludes) or str."""
+def normalize_roots(paths: Sequence[Any]) -> list[BackupRoot]:
+    """The backup paths, normalized and sorted; accepts AgentPath objects, (path, excludes) or str."""
     out: dict[str, tuple[str, ...]] = {}
     for item in paths:
+        excludes: tuple[str, ...]
         if isinstance(item, str):
             raw, excludes = item, ()
         elif isinstance(item, tuple):
-            raw, excludes = item[0], tuple(item[1])
+            raw, given = item
+            excludes = tuple(given)
         else:
             raw, excludes = item.dir_path, tuple(item.excludes)
         try:
@@ -147,10 +122,10 @@ def normalize_roots(paths: Sequence[Any]) -> list[tuple[str, tuple[str, ...]]]:
     if not out:
         raise UsageError("no backup paths given and none configured",
                          hint="add one with 'cbr-agent path add PATH' or name it on the command line")
-    return sorted(out.items())
+    return [BackupRoot(path, excludes) for path, excludes in sorted(out.items())]
 
 
-def find_parent(repo: Any, host: str, paths: list[str]) -> Any:
+def find_parent(repo: Any, host: str, paths: list[str]) -> Snapshot | None:
     for snap in reversed(repo.list_snapshots()):
         if snap.host == host and sorted(snap.paths) == sorted(paths):
             return snap
@@ -175,61 +150,84 @@ def _open_cache(settings: Settings, repo_id: str) -> FilesCache | None:
         return None
 
 
-def backup_paths(
-    settings: Settings,
-    paths: Sequence[Any],
-    *,
-    cancel: threading.Event | None = None,
-    progress: Callable[[ProgressInfo], None] | None = None,
-    dry_run: bool = False,
-    agent_id: str | None = None,
-    repo: Any = None,
-    lock_wait: float = 0.0,
-    tags: Sequence[str] = (),
-    changes: ChangeHint | None = None,
-) -> BackupSummary:
+@dataclass(frozen=True)
+class RunOptions:
+    """How :func:`backup_paths` runs, beside the settings and the paths (all optional)."""
+
+    #: set from another thread: the run stops promptly (Cancelled) and writes no snapshot
+    cancel: threading.Event | None = None
+    #: called every :func:`cbr_agent.progress.refresh_seconds` and once at the end
+    progress: Callable[[ProgressInfo], None] | None = None
+    #: read and hash everything, store nothing (no snapshot, no files cache rows)
+    dry_run: bool = False
+    #: recorded in the snapshot; default: the configured one, else the daemon's stored identity
+    agent_id: str | None = None
+    #: an open repository to use (the daemon keeps one open); default: open the configured one
+    repo: Any = None
+    #: seconds to wait for a repository locked by a prune before RepositoryLocked
+    lock_wait: float = 0.0
+    #: tags of the new snapshot
+    tags: Sequence[str] = ()
+    #: the daemon's journal: the directories changed since the snapshot it counts from (used only when
+    #: that snapshot is the parent, else every directory is walked)
+    changes: ChangeHint | None = None
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one run knows before it walks: where it writes, what it backs up, what it counts from."""
+
+    settings: Settings
+    repo: Any
+    roots: list[BackupRoot]
+    missing: list[str]          # backup paths that do not exist (a warning each)
+    host: str
+    parent: Snapshot | None
+    cache: FilesCache | None
+    agent_id: str | None
+    start_time: datetime        # the snapshot's time
+    started: float              # monotonic, for durations and progress
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.parent.id if self.parent is not None else None
+
+
+def backup_paths(settings: Settings, paths: Sequence[Any],
+                 options: RunOptions | None = None) -> BackupSummary:
     """Back up ``paths`` (``AgentPath`` objects, ``(path, excludes)`` pairs or strings) into the
     configured repository and return what was done. Per-file problems are in ``.warnings``;
-    repository problems raise (no snapshot written); ``cancel`` stops it promptly (``Cancelled``).
-    A repository locked by a prune is waited for up to ``lock_wait`` seconds (RepositoryLocked).
-    ``changes`` (the daemon's journal) names the directories changed since the snapshot it counts from;
-    it is used only when that snapshot is the parent, else every directory is walked."""
+    repository problems raise (no snapshot written); see :class:`RunOptions` for the rest."""
+    options = options or RunOptions()
     started = time.monotonic()
     start_time = datetime.now(timezone.utc)
     tune_malloc()
     roots = normalize_roots(paths)
-    missing = [p for p, _ in roots if not os.path.lexists(p)]
+    missing = [r.path for r in roots if not os.path.lexists(r.path)]
     if len(missing) == len(roots):
         raise BackupError(f"nothing to back up: {', '.join(missing)} "
                           f"{'does' if len(missing) == 1 else 'do'} not exist")
+    repo = options.repo
     if repo is None:
-        repo = open_repository(settings, create_default=not dry_run)
+        repo = open_repository(settings, create_default=not options.dry_run)
     host = socket.gethostname()
-    root_paths = [p for p, _ in roots]
-    with repo.lock(exclusive=False, wait=lock_wait, cancel=cancel):
-        parent = find_parent(repo, host, root_paths)
-        cache = None if dry_run else _open_cache(settings, repo.id)
+    with repo.lock(exclusive=False, wait=options.lock_wait, cancel=options.cancel):
+        parent = find_parent(repo, host, [r.path for r in roots])
+        cache = None if options.dry_run else _open_cache(settings, repo.id)
         try:
-            return _run(settings, repo, roots, parent, cache, host, start_time, started, missing,
-                        cancel=cancel, progress=progress, dry_run=dry_run,
-                        agent_id=agent_id or settings.agent_id or _stored_agent_id(settings),
-                        tags=tags, changes=changes)
+            run = _Run(settings, repo, roots, missing, host, parent, cache,
+                       options.agent_id or settings.agent_id or _stored_agent_id(settings),
+                       start_time, started)
+            return _run(run, options)
         finally:
             if cache is not None:
                 cache.close()
 
 
-def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]], parent: Any,
-         cache: FilesCache | None, host: str, start_time: datetime, started: float,
-         missing: list[str], *,
-         cancel: threading.Event | None, progress: Callable[[ProgressInfo], None] | None,
-         dry_run: bool, agent_id: str | None, tags: Sequence[str] = (),
-         changes: ChangeHint | None = None) -> BackupSummary:
-    from cbr_agent.repository import Snapshot
-
-    writer_cm = contextlib.nullcontext(DryRunWriter(repo)) if dry_run else repo.writer()
+def _run(run: _Run, options: RunOptions) -> BackupSummary:
+    parent, cache, dry_run, progress = run.parent, run.cache, options.dry_run, options.progress
+    writer_cm = contextlib.nullcontext(DryRunWriter(run.repo)) if dry_run else run.repo.writer()
     expected = (parent.summary or {}).get("bytes_total") if parent is not None else None
-    parent_ns = int(parent.time.timestamp() * 1e9) if parent is not None else 0
     ticker: _Ticker | None = None
     with writer_cm as writer:
         def checkpoint() -> None:
@@ -239,25 +237,15 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
             writer.flush()
             cache.commit(*staged)
 
-        archiver = Archiver(
-            repo, writer, cache=cache,
-            parent_tree=parent.tree if parent is not None else None,
-            parent_time_ns=parent_ns,
-            one_file_system=settings.one_file_system,
-            helpers=helper_count(settings.backup_processes),
-            cancel=cancel,
-            checkpoint=None if dry_run else checkpoint,
-            checkpoint_interval=checkpoint_seconds(),
-            hint=usable_hint(changes, parent.id if parent is not None else None, roots,
-                             parent.excludes if parent is not None else {}),
-        )
-        walk_roots = [Root(p, ExcludeMatcher(p, ex)) for p, ex in roots if p not in missing]
+        archiver = Archiver(run.repo, writer, _archiver_options(run, options, checkpoint))
+        walk_roots = [Root(r.path, ExcludeMatcher(r.path, r.excludes)) for r in run.roots
+                      if r.path not in run.missing]
         if progress is not None:
             scan = Prescan([(r.path, r.matcher) for r in walk_roots],
-                           one_file_system=settings.one_file_system)
-            ticker = _Ticker(archiver.stats, progress, started, expected, scan)
+                           one_file_system=run.settings.one_file_system)
+            ticker = _Ticker(archiver.stats, progress, run.started, expected, scan)
             ticker.start()
-        for path in missing:
+        for path in run.missing:
             archiver.warn(f"{path}: does not exist; not backed up")
         try:
             tree = archiver.run(walk_roots)
@@ -265,32 +253,54 @@ def _run(settings: Settings, repo: Any, roots: list[tuple[str, tuple[str, ...]]]
             if ticker is not None:
                 ticker.stop()
     stats = archiver.stats
-    summary = BackupSummary(snapshot_id=None, parent=parent.id if parent is not None else None,
-                            paths=[p for p, _ in roots], dry_run=dry_run)
+    summary = BackupSummary(snapshot_id=None, parent=run.parent_id, paths=[r.path for r in run.roots],
+                            dry_run=dry_run)
     _fill(summary, stats, writer, dry_run)
     summary.scan = "journal" if archiver.journal_roots else "full"
-    summary.duration = round(time.monotonic() - started, 3)
+    summary.duration = round(time.monotonic() - run.started, 3)
     if not dry_run:
-        snapshot = Snapshot(
-            time=start_time, host=host, agent_id=agent_id, paths=summary.paths,
-            excludes={p: list(ex) for p, ex in roots if ex}, tree=tree,
-            parent=summary.parent, summary=_stored_summary(summary), tags=list(tags),
-        )
-        summary.snapshot_id = repo.save_snapshot(snapshot)
-        if cache is not None:
-            try:
-                cache.commit(*cache.take_staged())
-                if summary.scan == "full":  # a journal-led backup sees part of the tree: it ages no row
-                    cache.finish()
-            except Exception as exc:  # the snapshot is safe; only the next run gets slower
-                log.warning("could not update the files cache: %s", exc)
-    summary.duration = round(time.monotonic() - started, 3)
+        _save_snapshot(run, summary, tree, options.tags)
+    summary.duration = round(time.monotonic() - run.started, 3)
     if progress is not None:
         progress(ProgressInfo(stats.files_done, stats.bytes_done, stats.bytes_read,
-                              time.monotonic() - started, stats.bytes_total, finished=True,
+                              time.monotonic() - run.started, stats.bytes_total, finished=True,
                               scanned_files=stats.files_done, scanned_bytes=stats.bytes_total,
                               scan_done=True))
     return summary
+
+
+def _archiver_options(run: _Run, options: RunOptions, checkpoint: Callable[[], None]) -> ArchiverOptions:
+    parent = run.parent
+    return ArchiverOptions(
+        cache=run.cache,
+        parent_tree=parent.tree if parent is not None else None,
+        parent_time_ns=int(parent.time.timestamp() * 1e9) if parent is not None else 0,
+        one_file_system=run.settings.one_file_system,
+        helpers=helper_count(run.settings.backup_processes),
+        cancel=options.cancel,
+        checkpoint=None if options.dry_run else checkpoint,
+        checkpoint_interval=checkpoint_seconds(),
+        hint=usable_hint(options.changes, run.parent_id, run.roots,
+                         parent.excludes if parent is not None else {}),
+    )
+
+
+def _save_snapshot(run: _Run, summary: BackupSummary, tree: str, tags: Sequence[str]) -> None:
+    """The snapshot, then the files cache rows (a snapshot is never missing rows it relies on)."""
+    snapshot = Snapshot(
+        time=run.start_time, host=run.host, agent_id=run.agent_id, paths=summary.paths,
+        excludes={r.path: list(r.excludes) for r in run.roots if r.excludes}, tree=tree,
+        parent=summary.parent, summary=_stored_summary(summary), tags=list(tags),
+    )
+    summary.snapshot_id = run.repo.save_snapshot(snapshot)
+    cache = run.cache
+    if cache is not None:
+        try:
+            cache.commit(*cache.take_staged())
+            if summary.scan == "full":  # a journal-led backup sees part of the tree: it ages no row
+                cache.finish()
+        except Exception as exc:  # the snapshot is safe; only the next run gets slower
+            log.warning("could not update the files cache: %s", exc)
 
 
 def helper_count(backup_processes: int | str) -> int:
@@ -326,7 +336,8 @@ def _fill(summary: BackupSummary, stats: BackupStats, writer: Any, dry_run: bool
 def _stored_summary(summary: BackupSummary) -> dict[str, Any]:
     keys = ("files_new", "files_changed", "files_unchanged", "dirs", "others", "bytes_read",
             "bytes_total", "bytes_added", "bytes_stored", "blobs_new")
-    out = {k: getattr(summary, k) for k in keys}
+    fields = summary.to_dict()
+    out = {k: fields[k] for k in keys}
     out["warnings"] = len(summary.warnings)
     out["duration"] = summary.duration
     return out

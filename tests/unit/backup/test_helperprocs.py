@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from cbr_agent import compress as zcompress
-from cbr_agent.backup.helpers import DEPTH, LOST, HelperPool, init_message
+from cbr_agent.backup.helperprocs import DEPTH, LOST, HelperPool, init_message
 from cbr_agent.backup.smallbatch import Ready, prepare_batch
 from cbr_agent.crypto.aead import Sealer
+from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.repository.codec import BlobCodec
 from cbr_agent.repository.objects import FLAG_COMPRESSED
 
@@ -61,7 +62,7 @@ def test_a_helper_answers_what_the_backup_process_would_compute(pool, sealer, tm
     items.append((str(tmp_path / "missing"), 1))
     assert pool.try_submit(7, (7, items, True))
     token, outcomes = answer(pool)
-    local = prepare_batch(items, LIMIT, sealer, seal=True)
+    local = prepare_batch(items, LIMIT, sealer, LongPaths(), seal=True)
     assert token == 7 and len(outcomes) == len(local) == 51
     aead = Sealer(ENC_KEY)
     for (path, ino), got, want in zip(items, outcomes, local, strict=True):

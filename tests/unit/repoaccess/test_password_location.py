@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from cbr_agent.backup.password import (
+from cbr_agent.config import load_settings
+from cbr_agent.repoaccess.password import (
     default_password_file,
     find_password,
     generate_password_file,
     legacy_password_file,
 )
-from cbr_agent.config import load_settings
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from cbr_agent.backup.filescache import DirRecord, FilesCache
-from cbr_agent.backup.nodes import Node
 from cbr_agent.backup.runstate import RunState
+from cbr_agent.fs.nodes import Node
 from cbr_agent.repository import encode_tree
 
 

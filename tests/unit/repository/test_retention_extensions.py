@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cbr_agent.backup.retention import Policy, group_key, select, select_with_reasons
+from cbr_agent.repository.retention import Policy, group_key, select, select_with_reasons
 from cbr_agent.timespec import Duration
 
 BASE = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

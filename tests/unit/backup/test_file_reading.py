@@ -1,4 +1,4 @@
-"""Nodes from lstat, the change rule, reading files (small, chunked, sparse, vanished), password rules."""
+"""Reading files (small, chunked, sparse, vanished, replaced while read)."""
 
 from __future__ import annotations
 
@@ -9,40 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from cbr_agent.backup.blobpool import BlobPool
 from cbr_agent.backup.filesaver import FileProblem, FileSaver
-from cbr_agent.backup.nodes import node_from_stat, read_xattrs, same_file
-from cbr_agent.backup.password import generate_password_file, require_password, resolve_password
+from cbr_agent.backup.sealthreads import BlobPool
 from cbr_agent.chunking import ChunkerParams
-from cbr_agent.config import load_settings
-from cbr_agent.errors import ConfigError
-
-
-def test_node_fields(tmp_path: Path) -> None:
-    f = tmp_path / "f"
-    f.write_bytes(b"abc")
-    os.chmod(f, 0o2750)
-    os.setxattr(f, "user.k", b"\xff")
-    node = node_from_stat("f", os.lstat(f))
-    assert node["type"] == "file" and node["mode"] == 0o2750 and node["size"] == 3
-    assert "links" not in node and "dev" not in node
-    os.link(f, tmp_path / "g")
-    linked = node_from_stat("f", os.lstat(f))
-    assert linked["links"] == 2 and linked["dev"] == os.lstat(f).st_dev
-    assert read_xattrs(str(f)) == {"user.k": "/w=="}
-    os.symlink("f", tmp_path / "l")
-    assert read_xattrs(str(tmp_path / "l")) == {}  # the link itself, not its target
-    os.mkfifo(tmp_path / "p")
-    assert node_from_stat("p", os.lstat(tmp_path / "p"))["type"] == "fifo"
-
-
-def test_same_file_rule(tmp_path: Path) -> None:
-    f = tmp_path / "f"
-    f.write_bytes(b"abc")
-    node = node_from_stat("f", os.lstat(f))
-    assert same_file(node, os.lstat(f))
-    os.chmod(f, 0o600)  # ctime moves
-    assert not same_file(node, os.lstat(f))
+from cbr_agent.fs.longpath import LongPaths
 
 
 @pytest.fixture
@@ -54,7 +24,9 @@ def saver(tmp_path: Path):
                            chunker=ChunkerParams(min_size=4096, avg_size=16384, max_size=65536))
     writer = repo.writer()
     pool = BlobPool(writer, threads=2, budget=1 << 20)
-    yield FileSaver(repo, writer, pool, should_stop=lambda: False), (repo, writer), pool
+    with LongPaths() as longpaths:
+        saver = FileSaver(repo, writer, pool, should_stop=lambda: False, longpaths=longpaths)
+        yield saver, (repo, writer), pool
     pool.close()
     writer.close()
 
@@ -160,30 +132,3 @@ def test_read_file_backs_up_the_version_found_and_gives_up_only_on_a_non_file(sa
     os.mkfifo(f)  # a FIFO now, on every look: left out, with one warning
     assert read_file(fs, state, BackupStats(), FileItem(None, 0, str(f), "f", listed, True)) is None
     assert state.stats.warnings == [f"{f}: not backed up: changed type during backup"]
-
-
-def test_password_sources(tmp_path: Path, monkeypatch) -> None:
-    config = tmp_path / "conf" / "agent.toml"
-    config.parent.mkdir()
-    config.write_text("")
-    monkeypatch.setenv("CBR_AGENT_CONFIG", str(config))
-    monkeypatch.setenv("CBR_AGENT_STATE_DIR", str(tmp_path / "state"))
-    settings = load_settings()
-    assert resolve_password(settings) is None
-    with pytest.raises(ConfigError, match="no repository password"):
-        require_password(settings)
-    password, path = generate_password_file(settings)
-    assert path == tmp_path / "state" / "repository.password"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert resolve_password(settings) == password
-    assert generate_password_file(settings)[0] == password  # never overwritten
-    other = tmp_path / "pw"
-    other.write_text("from-file\n")
-    monkeypatch.setenv("CBR_AGENT_PASSWORD_FILE", str(other))
-    assert resolve_password(load_settings()) == "from-file"
-    monkeypatch.setenv("CBR_AGENT_PASSWORD", "from-env")
-    assert resolve_password(load_settings()) == "from-env"
-    monkeypatch.delenv("CBR_AGENT_PASSWORD")
-    monkeypatch.setenv("CBR_AGENT_PASSWORD_FILE", str(tmp_path / "missing"))
-    with pytest.raises(ConfigError, match="does not exist"):
-        resolve_password(load_settings())

@@ -13,11 +13,33 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from cbr_agent.timespec import Duration
 
 GROUP_FIELDS = ("host", "paths", "tags")
+
+
+class Retained(Protocol):
+    """What the rules read of a snapshot (:class:`cbr_agent.repository.Snapshot` has it all)."""
+
+    @property
+    def time(self) -> datetime: ...
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def paths(self) -> Sequence[str]: ...
+
+    @property
+    def tags(self) -> Sequence[str]: ...
+
+    @property
+    def id(self) -> str | None: ...
+
+
+S = TypeVar("S", bound=Retained)
 
 
 @dataclass(frozen=True)
@@ -54,7 +76,7 @@ def _buckets(policy: Policy) -> list[tuple[str, int, Callable[[datetime], Any]]]
     ]
 
 
-def group_key(snap: Any, group_by: Sequence[str]) -> tuple[Any, ...]:
+def group_key(snap: Retained, group_by: Sequence[str]) -> tuple[Any, ...]:
     key: list[Any] = []
     for part in group_by:
         if part == "host":
@@ -62,23 +84,23 @@ def group_key(snap: Any, group_by: Sequence[str]) -> tuple[Any, ...]:
         elif part == "paths":
             key.append(tuple(sorted(snap.paths)))
         elif part == "tags":
-            key.append(tuple(sorted(set(getattr(snap, "tags", ()) or ()))))
+            key.append(tuple(sorted(set(snap.tags or ()))))
         else:
             raise ValueError(f"cannot group by {part!r}: use host, paths and/or tags")
     return tuple(key)
 
 
-def select_with_reasons(snapshots: Sequence[Any], policy: Policy,
+def select_with_reasons(snapshots: Sequence[S], policy: Policy,
                         group_by: Sequence[str] = ("host", "paths")
-                        ) -> tuple[list[Any], list[Any], dict[int, list[str]]]:
+                        ) -> tuple[list[S], list[S], dict[int, list[str]]]:
     """``(keep, forget, reasons)``: each list oldest first; ``reasons[id(snap)]`` says which rules kept a
     snapshot (``last``, ``daily`` ..., ``within 7d``, ``tag a,b``)."""
-    groups: dict[tuple[Any, ...], list[Any]] = {}
+    groups: dict[tuple[Any, ...], list[S]] = {}
     for snap in snapshots:
         groups.setdefault(group_key(snap, group_by), []).append(snap)
     reasons: dict[int, list[str]] = {}
 
-    def keep(snap: Any, why: str) -> None:
+    def keep(snap: S, why: str) -> None:
         reasons.setdefault(id(snap), []).append(why)
 
     for group in groups.values():
@@ -101,7 +123,7 @@ def select_with_reasons(snapshots: Sequence[Any], policy: Policy,
                     keep(snap, f"within {policy.within}")
         for tag_set in policy.tags:
             for snap in newest_first:
-                if tag_set <= set(getattr(snap, "tags", ()) or ()):
+                if tag_set <= set(snap.tags or ()):
                     keep(snap, "tag " + ",".join(sorted(tag_set)))
     ordered = sorted(snapshots, key=lambda s: (_local(s.time), s.id or ""))
     kept = [s for s in ordered if id(s) in reasons]
@@ -109,8 +131,8 @@ def select_with_reasons(snapshots: Sequence[Any], policy: Policy,
     return kept, forgotten, reasons
 
 
-def select(snapshots: Sequence[Any], policy: Policy,
-           group_by: Sequence[str] = ("host", "paths")) -> tuple[list[Any], list[Any]]:
+def select(snapshots: Sequence[S], policy: Policy,
+           group_by: Sequence[str] = ("host", "paths")) -> tuple[list[S], list[S]]:
     """``(keep, forget)``, each oldest first."""
     kept, forgotten, _reasons = select_with_reasons(snapshots, policy, group_by)
     return kept, forgotten

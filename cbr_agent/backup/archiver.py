@@ -4,16 +4,16 @@ Threads::
 
     walker (caller's thread)  sorted scandir + lstat, excludes, one-file-system, change detection
                               (walker.py); small files in batches (smallfiles.py): read right there,
-                              or by helper processes when there are many (helpers.py)
+                              or by helper processes when there are many (helperprocs.py)
         | larger files, one by one, bounded queue
     reader threads            open (O_NOATIME, O_NOFOLLOW), chunk, writer.save (hash, dedup gate,
                               compress, seal, pack: repository/writer.py)   (readers.py, filesaver.py)
         | chunks of large files (hashed and claimed), bounded by bytes in flight
     blob pool threads         writer.store_claimed (compress + seal) so one big file uses every core
-                              (blobpool.py)
+                              (sealthreads.py)
 
 A directory's tree is built as soon as all its entries are resolved, by whichever thread resolved the
-last one; its node then resolves a slot in the parent's listing (dirtree.py). Memory is bounded by the
+last one; its node then resolves a slot in the parent's listing (treesaver.py). Memory is bounded by the
 queues, the byte budgets and the directories still waiting for files.
 
 A directory whose listing fingerprint (names and stat fields of every entry, listing.py) equals the one
@@ -29,19 +29,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cbr_agent.backup.blobpool import BlobPool
 from cbr_agent.backup.changehint import ChangeHint
-from cbr_agent.backup.dirtree import DirTask, TreeAssembler
 from cbr_agent.backup.filesaver import FileSaver
 from cbr_agent.backup.filescache import FilesCache
 from cbr_agent.backup.listing import join, listing_fingerprint
-from cbr_agent.backup.longpath import close_all
 from cbr_agent.backup.previous import RACY_NS
 from cbr_agent.backup.readers import FileItem, ReaderThreads
 from cbr_agent.backup.runstate import BackupStats, RunState
+from cbr_agent.backup.sealthreads import BlobPool
 from cbr_agent.backup.smallfiles import SmallFiles
+from cbr_agent.backup.treesaver import DirTask, TreeAssembler
 from cbr_agent.backup.walker import Root, Walker
 from cbr_agent.errors import Cancelled
+from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.repository.writer import BlobSink
 
 __all__ = ["RACY_NS", "Archiver", "ArchiverOptions", "BackupStats", "DirTask", "Root", "join",
@@ -84,7 +84,10 @@ class Archiver:
         self.cancel = self._state.cancel
         self.stats: BackupStats = self._state.stats
         self._pool = BlobPool(writer, threads=options.blob_threads)
-        saver = FileSaver(repo, writer, self._pool, should_stop=self._state.should_stop)
+        #: this run's long-path descriptors, closed when the run ends (never another run's)
+        self._longpaths = LongPaths()
+        saver = FileSaver(repo, writer, self._pool, should_stop=self._state.should_stop,
+                          longpaths=self._longpaths)
         self._trees = TreeAssembler(repo, writer, options.cache, self._state)
         self._readers = ReaderThreads(saver, self._state, self._trees, readers=options.readers,
                                       tick=self._tick)
@@ -92,7 +95,7 @@ class Archiver:
                                  helpers=options.helpers)
         self._walker = Walker(repo, options.cache, self._state, self._trees,
                               one_file_system=options.one_file_system, queue_file=self._queue_file,
-                              tick=self._tick, hint=options.hint)
+                              tick=self._tick, longpaths=self._longpaths, hint=options.hint)
         self._checkpoint = options.checkpoint
         self._checkpoint_interval = options.checkpoint_interval
         self._last_checkpoint = time.monotonic()
@@ -111,14 +114,13 @@ class Archiver:
             self._small.close()
             self._readers.stop()
             self._pool.close()
-            close_all()
+            self._longpaths.close()
         if self._state.fatal is not None:
             raise self._state.fatal
         assert self._trees.root_tree is not None
         return self._trees.root_tree
 
-    def _queue_file(self, found: tuple[Any, ...], size: int) -> None:
-        item = FileItem._make(found)  # the walker's (task, index, path, name, lstat, existed)
+    def _queue_file(self, item: FileItem, size: int) -> None:
         if size <= self._small.limit:
             self._small.add(item, size)
         else:

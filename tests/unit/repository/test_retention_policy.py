@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cbr_agent.backup.retention import Policy, select
+from cbr_agent.repository.retention import Policy, select
 
 
 @dataclass
@@ -16,6 +16,7 @@ class Snap:
     time: datetime
     host: str = "h"
     paths: list[str] = field(default_factory=lambda: ["/data"])
+    tags: list[str] = field(default_factory=list)
     id: str = ""
 
 
