@@ -46,6 +46,11 @@ def tree_pids(root: int) -> list[int]:
     return out
 
 
+def peak_rss_kib(pid: int) -> int:
+    """VmHWM of a running process: its peak RSS so far, in KiB."""
+    return _status_kib(pid)[0]
+
+
 def _status_kib(pid: int) -> tuple[int, int]:
     """(VmHWM, VmRSS) of ``pid`` in KiB; (0, 0) when it is gone or has no memory (a zombie)."""
     hwm = rss = 0
