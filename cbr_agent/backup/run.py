@@ -26,7 +26,7 @@ from cbr_agent.backup.helperprocs import usable_cpus
 from cbr_agent.backup.prescan import Prescan
 from cbr_agent.config import Settings
 from cbr_agent.errors import BackupError, UsageError
-from cbr_agent.memtune import tune_malloc
+from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude, normalize_path
 from cbr_agent.progress import refresh_seconds
 from cbr_agent.repoaccess.configured import open_repository
@@ -201,7 +201,7 @@ def backup_paths(settings: Settings, paths: Sequence[Any],
     options = options or RunOptions()
     started = time.monotonic()
     start_time = datetime.now(timezone.utc)
-    tune_malloc()
+    cap_malloc_arenas()
     roots = normalize_roots(paths)
     missing = [r.path for r in roots if not os.path.lexists(r.path)]
     if len(missing) == len(roots):

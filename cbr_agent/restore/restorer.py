@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 from cbr_agent.errors import IntegrityError, RepositoryError, RestoreError
 from cbr_agent.fs.longpath import LongPaths
-from cbr_agent.memtune import tune_malloc
+from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.progress import Progress
 from cbr_agent.repository.index import BlobLocation
 from cbr_agent.repository.snapshot import Snapshot
@@ -656,7 +656,7 @@ def restore_snapshot(repo: Any, snapshot: Snapshot, target: str, *, paths: Seque
     :mod:`cbr_agent.restore.select`)."""
     from cbr_agent.restore.select import compile_patterns, exclude_predicate, include_matches
 
-    tune_malloc()
+    cap_malloc_arenas()
     excluded = exclude_predicate(compile_patterns(exclude, "--exclude"), snapshot.paths)
     whole = not any(p.strip("/") for p in paths) and not include and not exclude
     if progress is not None and whole:
