@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
@@ -310,18 +310,14 @@ def helper_count(backup_processes: int | str) -> int:
     return int(backup_processes) - 1
 
 
+# the counters a summary takes over from the run's stats as they are (bytes_unchanged is derived)
+_SHARED_COUNTERS = tuple(f.name for f in fields(BackupStats)
+                         if f.name in BackupSummary.__dataclass_fields__ and f.name != "warnings")
+
+
 def _fill(summary: BackupSummary, stats: BackupStats, writer: Any, dry_run: bool) -> None:
-    summary.files_new = stats.files_new
-    summary.files_changed = stats.files_changed
-    summary.files_unchanged = stats.files_unchanged
-    summary.dirs = stats.dirs
-    summary.dirs_scanned = stats.dirs_scanned
-    summary.dirs_reused = stats.dirs_reused
-    summary.others = stats.others
-    summary.bytes_read = stats.bytes_read
-    summary.bytes_total = stats.bytes_total
-    summary.bytes_new = stats.bytes_new
-    summary.bytes_changed = stats.bytes_changed
+    for name in _SHARED_COUNTERS:
+        setattr(summary, name, getattr(stats, name))
     summary.bytes_unchanged = max(0, stats.bytes_total - stats.bytes_new - stats.bytes_changed)
     summary.warnings = list(stats.warnings)
     if dry_run:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -11,18 +10,7 @@ from hypothesis import strategies as st
 
 from cbr_agent.repository.retention import Policy, group_key, select, select_with_reasons
 from cbr_agent.timespec import Duration
-
-BASE = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
-
-
-@dataclass
-class Snap:
-    time: datetime
-    host: str = "h"
-    paths: list[str] = field(default_factory=lambda: ["/data"])
-    tags: list[str] = field(default_factory=list)
-    id: str = ""
-
+from tests.unit.repository.snap_history import BASE, Snap
 
 snap_lists = st.lists(
     st.tuples(st.floats(min_value=0, max_value=3000, allow_nan=False),  # hours ago... up to ~4 months

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cbr_agent.repository.retention import Policy, select
-
-
-@dataclass
-class Snap:
-    time: datetime
-    host: str = "h"
-    paths: list[str] = field(default_factory=lambda: ["/data"])
-    tags: list[str] = field(default_factory=list)
-    id: str = ""
-
-
-BASE = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+from tests.unit.repository.snap_history import BASE, Snap
 
 
 def history(days: list[float], **kw) -> list[Snap]:
