@@ -186,6 +186,8 @@ class S3Backend:
                 return "no-bucket"
             if code in _DENIED_CODES:
                 return "denied"
+            if code == "PermanentRedirect" or status == 301:
+                return "wrong-region"
             if code in _RETRY_CODES or status >= 500 or status == 429:
                 return "retry"
             return "other"
@@ -212,6 +214,9 @@ class S3Backend:
             elif code == "403":
                 code = "403 Forbidden"
             raise RepositoryAccessDenied(f"S3 refused {what} in {where}: {code}", hint=hint) from None
+        if kind == "wrong-region":
+            raise RepositoryError(f"S3 bucket {self.bucket!r} is in another region than {self.endpoint} "
+                                  "serves", hint="set s3_region to the bucket's region") from None
         if kind == "tls":
             raise RepositoryUnavailable(
                 f"TLS verification of the S3 endpoint {self.endpoint} failed",
@@ -255,11 +260,6 @@ class S3Backend:
             return False
         except RepositoryNotFound:
             return False
-        except RepositoryError as exc:
-            if "301" in str(exc) or "PermanentRedirect" in str(exc):
-                raise RepositoryError(f"S3 bucket {self.bucket!r} is in another region",
-                                      hint="set s3_region to the bucket's region") from None
-            raise
         return True
 
     def is_present(self) -> bool:

@@ -78,7 +78,11 @@ ANSWERS = {
     "slowdown": (503, "SlowDown", "Please reduce your request rate."),
     "deny": (403, "AccessDenied", "Access Denied"),
     "badkey": (403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist."),
+    # as S3 answers for a bucket of another region (botocore follows it once, to the same endpoint here)
+    "redirect": (301, "PermanentRedirect", "The bucket you are attempting to access must be addressed "
+                 "using the specified endpoint."),
 }
+HEADERS = {"redirect": {"x-amz-bucket-region": "eu-west-1"}}
 
 
 class FaultProxy:
@@ -125,7 +129,8 @@ class FaultProxy:
                     self._hang_up()
                 elif action in ANSWERS:
                     status, code, message = ANSWERS[action]
-                    self._answer(status, _error_body(code, message), {"Content-Type": "application/xml"})
+                    self._answer(status, _error_body(code, message),
+                                 {"Content-Type": "application/xml", **HEADERS.get(action, {})})
                 elif action == "cut" and body:
                     self._forward_cut(body)
                 else:

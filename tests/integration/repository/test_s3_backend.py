@@ -68,6 +68,32 @@ def test_wrong_endpoint_is_unavailable_after_retries() -> None:
     assert all(0 <= d <= BACKOFF_BASE * 2 ** (n + 1) for n, d in enumerate(slept))  # full jitter
 
 
+def test_a_bucket_in_another_region_is_named(moto_s3, fault_proxy, bucket_name) -> None:
+    fault_proxy.add("redirect")
+    with pytest.raises(RepositoryError, match="is in another region") as info:
+        Repository.open(f"s3://{bucket_name}/x", "pw", options=s3_options(fault_proxy.url))
+    assert info.value.hint == "set s3_region to the bucket's region"
+
+
+def test_an_endpoint_that_does_not_answer_is_never_taken_for_a_redirect() -> None:
+    """A refused connection names the endpoint; '301' in its port or host is no redirect (it was)."""
+    port = next(p for p in range(30100, 30200) if _is_free(p))
+    backend = S3Backend("bucket", "x", s3_options(f"http://127.0.0.1:{port}", s3_retries=1))
+    with pytest.raises(RepositoryUnavailable, match="could not connect"):
+        backend.is_present()
+
+
+def _is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def test_bad_credentials_are_access_denied(moto_s3, fault_proxy, bucket_name) -> None:
     fault_proxy.add("badkey")
     with pytest.raises(RepositoryAccessDenied, match="InvalidAccessKeyId"):
