@@ -27,6 +27,8 @@ from typing import Any
 
 import zstandard
 
+from cbr_agent.repository.tree import TOTALS
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "2"
@@ -62,13 +64,16 @@ class DirRecord:
     files: int                # direct regular files
     size: int                 # bytes of those files
     subdirs: dict[str, str]   # name -> subtree id of its subdirectories
+    totals: bool = False      # every subdirectory's node in its tree carries totals (older rows: no)
 
     @classmethod
     def build(cls, *, scan_ns: int, fingerprint: bytes, tree: str, nodes: list[dict[str, Any]],
               blobs: bytes, files: int, size: int) -> DirRecord:
         data = _codec()[0].compress(marshal.dumps(nodes))
-        subdirs = {n["name"]: n["subtree"] for n in nodes if n.get("type") == "dir"}
-        return cls(scan_ns, fingerprint, tree, data, blobs, files, size, subdirs)
+        dirs = [n for n in nodes if n.get("type") == "dir"]
+        subdirs = {n["name"]: n["subtree"] for n in dirs}
+        return cls(scan_ns, fingerprint, tree, data, blobs, files, size, subdirs,
+                   all(TOTALS in n for n in dirs))
 
     @property
     def nodes(self) -> list[dict[str, Any]]:
@@ -79,7 +84,7 @@ class DirRecord:
 
     def to_bytes(self) -> bytes:
         return marshal.dumps((self.scan_ns, self.fingerprint, self.tree, self.nodes_data, self.blobs,
-                              self.files, self.size, self.subdirs))
+                              self.files, self.size, self.subdirs, self.totals))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DirRecord:

@@ -17,6 +17,7 @@ from cbr_agent.backup.filescache import DirRecord, FilesCache
 from cbr_agent.backup.runstate import RunState
 from cbr_agent.fs.nodes import Node
 from cbr_agent.repository import encode_tree
+from cbr_agent.repository.tree import TOTALS, Totals, totals_of, tree_totals
 
 
 class DirTask:
@@ -143,9 +144,12 @@ class TreeAssembler:
             assert record is not None
             fresh_subdirs = {n["name"]: n for n in task.slots if n is not None}
             cached = record.subtrees()
+            # the cached tree as it is, unless its subdirectories' nodes lack totals (written by an
+            # older version): then it is written again, once, with them
             if all(cached.get(name) == n["subtree"] for name, n in fresh_subdirs.items()) \
-                    and len(cached) == len(fresh_subdirs):
+                    and len(cached) == len(fresh_subdirs) and (record.totals or not cached):
                 node["subtree"] = record.tree
+                _set_totals(node, _reused_totals(record, fresh_subdirs.values()))
                 self._count_dir()
                 if self.cache is not None:
                     self.cache.touch(os.fsencode(task.path))
@@ -157,6 +161,7 @@ class TreeAssembler:
             nodes = [n for n in task.slots if n is not None]
         tree_id = self.add_tree(nodes)
         node["subtree"] = tree_id
+        _set_totals(node, tree_totals(nodes))
         self._count_dir()
         if self.cache is not None and task.scan_ns:
             self._stage_record(task, tree_id, nodes)
@@ -180,3 +185,22 @@ class TreeAssembler:
             size=sum(n.get("size", 0) for n in files),
         )
         self.cache.stage(os.fsencode(task.path), record)
+
+
+def _reused_totals(record: DirRecord, subdirs: Iterable[Node]) -> Totals | None:
+    """Totals of a directory whose tree is the cache record's: its files from the record, no node read."""
+    files, size, dirs = record.files, record.size, 1
+    for sub in subdirs:
+        totals = totals_of(sub)
+        if totals is None:
+            return None
+        files, size, dirs = files + totals.files, size + totals.bytes, dirs + totals.dirs
+    return Totals(files, size, dirs)
+
+
+def _set_totals(node: Node, totals: Totals | None) -> None:
+    """Unknown totals (a subtree from an older version) are left out, never guessed."""
+    if totals is None:
+        node.pop(TOTALS, None)
+    else:
+        node[TOTALS] = totals.as_node_value()

@@ -25,6 +25,7 @@ from cbr_agent.backup.treesaver import DirTask, TreeAssembler
 from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.fs.nodes import TYPE_BY_FMT, Node, node_from_stat, read_xattrs, same_file
 from cbr_agent.pathrules import ExcludeMatcher
+from cbr_agent.repository.tree import NO_TOTALS, TOTALS, totals_of
 
 Ancestors = tuple[tuple[int, int], ...]
 #: a directory still to walk: its task, its previous listing, the (dev, ino) of its parents and whether
@@ -158,7 +159,7 @@ class Walker:
             changed[name] = st
         here = (*ancestors, task.ident)
         subdirs: list[Pending] = []
-        files = size = reused = 0
+        files = size = dirs = reused = 0
         index = self.trees.new_slots(task, len(names))
         for name in names:
             node = prev.nodes[name]
@@ -174,15 +175,24 @@ class Walker:
                     size += node.get("size", 0)
                 elif node.get("type") == "dir":
                     reused += 1
+                    totals = totals_of(node)
+                    if totals is not None:
+                        files, size, dirs = files + totals.files, size + totals.bytes, dirs + totals.dirs
                 self.trees.resolve(task, index, node)
             index += 1
+        self._count_unopened(files, size, dirs, reused)
+        return subdirs
+
+    def _count_unopened(self, files: int, size: int, dirs: int, reused: int) -> None:
+        """Count what the parent snapshot's trees hold where they are taken unopened: the summary (and
+        the CBR backup's size) stays that of the whole snapshot, as a full scan would count it."""
         with self.state.lock:
             s = self.state.stats
             s.files_unchanged += files
             s.bytes_total += size
             s.bytes_done += size
+            s.dirs += dirs
             s.dirs_reused += reused
-        return subdirs
 
     def _scan_dir(self, task: DirTask, prev: Prev | LazyPrev | None, root: Root, root_dev: int,
                   ancestors: Ancestors, journal: bool = False) -> list[Pending]:
@@ -272,11 +282,12 @@ class Walker:
         to walk later."""
         if prev_node is not None and prev_node.get("type") == "dir" and same_file(prev_node, st) \
                 and prev_node.get("ctime_ns", 0) < (prev.scan_ns if prev else 0) - RACY_NS:
-            node = {k: v for k, v in prev_node.items() if k != "subtree"}
+            node = {k: v for k, v in prev_node.items() if k != "subtree" and k != TOTALS}
         else:
             node = self._dir_node(path, name, st)
         if self.one_file_system and st.st_dev != root_dev:
             node["subtree"] = self.trees.empty_tree()
+            node[TOTALS] = NO_TOTALS.as_node_value()
             self.trees.resolve(task, index, node)
             return None
         if (st.st_dev, st.st_ino) in ancestors:
@@ -287,8 +298,9 @@ class Walker:
             assert self.hint is not None
             if self.hint.state(path) == CLEAN:
                 if prev_node is not None and prev_node.get("subtree") and same_file(prev_node, st):
-                    with self.state.lock:  # nothing below changed: its previous tree as it is
-                        self.state.stats.dirs_reused += 1
+                    # nothing below changed: its previous tree as it is
+                    totals = totals_of(prev_node) or NO_TOTALS
+                    self._count_unopened(totals.files, totals.bytes, totals.dirs, 1)
                     self.trees.resolve(task, index, prev_node)
                     return None
                 journal = False  # new, or changed without the journal seeing it: walk all of it

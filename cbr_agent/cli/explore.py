@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from cbr_agent.cli.limits import add_limits
+from cbr_agent.cli.output import plural
 from cbr_agent.cli.snapargs import (
     Status,
     add_filter_options,
@@ -176,14 +177,20 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     repo = open_repository(args)
     old, new = resolve_snapshot(repo, args.old), resolve_snapshot(repo, args.new)
-    differ = Differ(repo, metadata=args.metadata)
+    status = Status(not args.json)
+    differ = Differ(repo, metadata=args.metadata,
+                    on_compared=lambda n: status(f"{plural(n, 'directory', 'directories')} compared"))
     changes = []
-    for change in differ.changes(old.tree, new.tree):
-        if args.json:
-            changes.append({"kind": change.kind, "path": json_text(change.path), "type": change.type})
-        else:
-            suffix = "/" if change.type == "dir" else ""
-            print(f"{change.kind}    {_printable(change.path)}{suffix}")
+    try:
+        for change in differ.changes(old.tree, new.tree):
+            if args.json:
+                changes.append({"kind": change.kind, "path": json_text(change.path), "type": change.type})
+            else:
+                status.clear()
+                suffix = "/" if change.type == "dir" else ""
+                print(f"{change.kind}    {_printable(change.path)}{suffix}")
+    finally:
+        status.clear()
     stats = differ.stats
     if args.json:
         print_json({"old": old.id, "new": new.id, "changes": changes, "stats": stats.to_dict()})
@@ -244,8 +251,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- dump
 def cmd_dump(args: argparse.Namespace) -> int:
+    from cbr_agent.cli import progress as progress_line
     from cbr_agent.errors import UsageError
-    from cbr_agent.explore.dump import NotInSnapshot, find_entry, write_file, write_tar
+    from cbr_agent.explore.dump import NotInSnapshot, dump_progress, find_entry, write_file, write_tar
 
     repo = open_repository(args)
     snap = resolve_snapshot(repo, args.snapshot, snapshot_filter(args))
@@ -255,12 +263,17 @@ def cmd_dump(args: argparse.Namespace) -> int:
         raise UsageError(f"{_printable(str(exc))} is not in snapshot {snap.short_id}",
                          hint=f"see 'cbr-agent ls {snap.short_id}'") from None
     out = sys.stdout.buffer
-    if node.get("type") == "file" and not args.tar:
-        write_file(repo, node, args.path, out)
-    else:
-        if sys.stdout.isatty():
-            raise UsageError("refusing to write a tar stream to a terminal",
-                             hint="redirect it: cbr-agent dump SNAPSHOT PATH > out.tar")
-        write_tar(repo, snap, args.path, out)
-    out.flush()
+    as_file = node.get("type") == "file" and not args.tar
+    if not as_file and sys.stdout.isatty():
+        raise UsageError("refusing to write a tar stream to a terminal",
+                         hint="redirect it: cbr-agent dump SNAPSHOT PATH > out.tar")
+    counts = dump_progress(node)
+    # the line goes to stderr, and only when stdout is not that terminal too (the data would mix with it)
+    shown = progress_line.wanted(args) and not sys.stdout.isatty()
+    with progress_line.polling(lambda t: progress_line.describe(counts, t), enabled=shown):
+        if as_file:
+            write_file(repo, node, args.path, out, counts)
+        else:
+            write_tar(repo, snap, args.path, out, counts)
+        out.flush()
     return 0

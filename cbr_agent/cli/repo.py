@@ -315,6 +315,10 @@ def _walk_snapshot(repo: Any, tree: str, below: str) -> Any:
     yield from walk(repo, tree_id, prefix)  # depth first: a directory, then everything in it
 
 
+#: node keys ls --json leaves out: blob references, the name (in "path") and the repository's bookkeeping
+_LS_HIDDEN = frozenset(("content", "subtree", "name", "xattrs", "totals"))
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     import stat as statmod
     from datetime import datetime, timezone
@@ -327,7 +331,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         out = []
         for path, node in entries:
-            item = {k: v for k, v in node.items() if k not in ("content", "subtree", "name", "xattrs")}
+            item = {k: v for k, v in node.items() if k not in _LS_HIDDEN}
             item["path"] = _json_text(path)
             if "target" in item:
                 item["target"] = _json_text(item["target"])
@@ -384,7 +388,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.verify and not args.dry_run:
         from cbr_agent.cli.restore_args import verify
 
-        verified = verify(repo, snap, args)
+        # what the restore planned (restored or left in place): what is read back
+        checked = Progress()
+        checked.start("verifying", "files", items_total=counts.items_total, bytes_total=counts.bytes_total)
+        with progress_line.polling(lambda t: progress_line.describe(checked, t),
+                                   enabled=progress_line.wanted(args)):
+            verified = verify(repo, snap, args, checked)
     if args.json:
         out = summary.to_dict()
         out["snapshot_id"] = snap.id

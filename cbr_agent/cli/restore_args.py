@@ -19,8 +19,8 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     add_filter_options(p, what="snapshots ('latest' among them)", path_option="--snapshot-path")
 
 
-def verify(repo: Any, snap: Any, args: argparse.Namespace) -> Any:
-    """Read the restored files back (the same selection the restore used)."""
+def verify(repo: Any, snap: Any, args: argparse.Namespace, progress: Any = None) -> Any:
+    """Read the restored files back (the same selection the restore used), counted in ``progress``."""
     from cbr_agent.restore.select import (
         compile_patterns,
         exclude_predicate,
@@ -33,4 +33,4 @@ def verify(repo: Any, snap: Any, args: argparse.Namespace) -> Any:
     if args.include:
         paths = include_matches(repo, snap.tree, snap.paths, compile_patterns(args.include, "--include"),
                                 paths, excluded)
-    return verify_restore(repo, snap.tree, args.target, paths, excluded)
+    return verify_restore(repo, snap.tree, args.target, paths, excluded, progress)

@@ -12,7 +12,7 @@ snapshot also uses in an unchanged directory is counted (those directories are n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,9 +55,13 @@ class _Descend:
 class Differ:
     """Iterate :meth:`changes`, then read :attr:`stats` (the byte counts are set when it is done)."""
 
-    def __init__(self, repo: Any, *, metadata: bool = False) -> None:
+    def __init__(self, repo: Any, *, metadata: bool = False,
+                 on_compared: Callable[[int], None] | None = None) -> None:
+        """``on_compared(n)``: called with the number of directories compared so far, after each."""
         self.repo = repo
         self.metadata = metadata
+        self.on_compared = on_compared
+        self.compared = 0
         self.stats = DiffStats()
         self._old_blobs: set[str] = set()
         self._new_blobs: set[str] = set()
@@ -79,6 +83,9 @@ class Differ:
             return
         old_nodes = {n["name"]: n for n in load_tree(self.repo, old, where or "/")} if old else {}
         new_nodes = {n["name"]: n for n in load_tree(self.repo, new, where or "/")} if new else {}
+        self.compared += 1
+        if self.on_compared is not None:
+            self.on_compared(self.compared)
         for name in sorted(old_nodes.keys() | new_nodes.keys()):
             path = where + "/" + name
             a, b = old_nodes.get(name), new_nodes.get(name)

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from cbr_agent.errors import IntegrityError
+from cbr_agent.progress import Progress
+from cbr_agent.repository.tree import totals_of
 from cbr_agent.repository.walk import Node, lookup, normalize, walk
 
 _TAR_TYPES = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "fifo": tarfile.FIFOTYPE,
@@ -37,14 +39,30 @@ def find_entry(repo: Any, snapshot: Any, path: str) -> Node:
     return node
 
 
-def file_blobs(repo: Any, node: Node, path: str) -> Iterator[bytes]:
-    """A file's contents, one blob at a time."""
+def dump_progress(node: Node) -> Progress:
+    """Counters for dumping ``node``: files and bytes, with totals where the snapshot records them (a
+    directory's node carries its subtree's totals; trees of older versions do not)."""
+    progress = Progress()
+    if node.get("type") == "file":
+        progress.start("dumping", "files", items_total=1, bytes_total=int(node.get("size", 0)))
+    else:
+        totals = totals_of(node)
+        progress.start("dumping", "files", items_total=totals.files if totals else None,
+                       bytes_total=totals.bytes if totals else None)
+    return progress
+
+
+def file_blobs(repo: Any, node: Node, path: str, progress: Progress | None = None) -> Iterator[bytes]:
+    """A file's contents, one blob at a time (counted in ``progress`` as they are handed out)."""
     for blob_hex in node.get("content") or ():
         try:
             blob_id = bytes.fromhex(blob_hex)
         except ValueError:
             raise IntegrityError(f"{path}: blob id {blob_hex!r} is not hex") from None
-        yield repo.load_blob(blob_id)
+        data = repo.load_blob(blob_id)
+        if progress is not None:
+            progress.bytes_done += len(data)
+        yield data
 
 
 def file_length(repo: Any, node: Node, path: str) -> int:
@@ -58,11 +76,13 @@ def file_length(repo: Any, node: Node, path: str) -> int:
     return total
 
 
-def write_file(repo: Any, node: Node, path: str, out: BinaryIO) -> int:
+def write_file(repo: Any, node: Node, path: str, out: BinaryIO, progress: Progress | None = None) -> int:
     written = 0
-    for data in file_blobs(repo, node, path):
+    for data in file_blobs(repo, node, path, progress):
         out.write(data)
         written += len(data)
+    if progress is not None:
+        progress.items_done += 1
     return written
 
 
@@ -88,9 +108,9 @@ class _BlobStream(io.RawIOBase):
         return n
 
 
-def write_tar(repo: Any, snapshot: Any, path: str, out: BinaryIO) -> int:
+def write_tar(repo: Any, snapshot: Any, path: str, out: BinaryIO, progress: Progress | None = None) -> int:
     """Write ``path`` of the snapshot (and everything below it) as a tar stream; returns the number of
-    entries."""
+    entries. ``progress`` counts the regular files and their bytes."""
     path = normalize(path)
     node = find_entry(repo, snapshot, path)
     base = posixpath.basename(path)  # "" for the snapshot root: its contents are the top level
@@ -104,7 +124,7 @@ def write_tar(repo: Any, snapshot: Any, path: str, out: BinaryIO) -> int:
         if node.get("type") == "dir" and node.get("subtree"):
             entries = _chain(entries, ((base + rel, n) for rel, n in walk(repo, node["subtree"], "")))
         for name, entry in entries:
-            count += _add(repo, tar, name.lstrip("/"), entry, path, links)
+            count += _add(repo, tar, name.lstrip("/"), entry, path, links, progress)
     return count
 
 
@@ -115,7 +135,7 @@ def _chain(first: Iterator[tuple[str, Node]], rest: Iterator[tuple[str, Node]]
 
 
 def _add(repo: Any, tar: tarfile.TarFile, name: str, node: Node, where: str,
-         links: dict[tuple[int, int], str]) -> bool:
+         links: dict[tuple[int, int], str], progress: Progress | None) -> bool:
     """Add one member; False for what tar cannot hold (sockets)."""
     info = tarfile.TarInfo(name)
     kind = node.get("type")
@@ -130,15 +150,19 @@ def _add(repo: Any, tar: tarfile.TarFile, name: str, node: Node, where: str,
     info.pax_headers = pax
     full = where.rstrip("/") + "/" + name
     if kind == "file":
+        if progress is not None:
+            progress.items_done += 1
         key = (int(node.get("dev", 0)), int(node.get("inode", 0)))
         if int(node.get("links", 1)) > 1 and key in links:
             info.type, info.linkname = tarfile.LNKTYPE, links[key]
             tar.addfile(info)
+            if progress is not None:  # the totals count each name of a file
+                progress.bytes_done += int(node.get("size", 0))
             return True
         if int(node.get("links", 1)) > 1:
             links[key] = name
         info.size = file_length(repo, node, full)
-        tar.addfile(info, io.BufferedReader(_BlobStream(file_blobs(repo, node, full)), 1 << 20))
+        tar.addfile(info, io.BufferedReader(_BlobStream(file_blobs(repo, node, full, progress)), 1 << 20))
         return True
     if kind not in _TAR_TYPES:  # sockets and unknown types have no tar form
         return False

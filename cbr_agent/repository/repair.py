@@ -25,7 +25,7 @@ from cbr_agent.errors import IntegrityError, RepositoryError
 from cbr_agent.repository.index import INDEX_MAX_FILE_ENTRIES
 from cbr_agent.repository.pack import PackEntry
 from cbr_agent.repository.snapshot import Snapshot
-from cbr_agent.repository.tree import decode_tree, encode_tree
+from cbr_agent.repository.tree import TOTALS, decode_tree, encode_tree
 
 if TYPE_CHECKING:
     from cbr_agent.repository.repo import Repository
@@ -265,8 +265,8 @@ class _TreeRepairer:
                     removed.append(f"{name}/: directory listing {subtree} {why}")
                     changed = True
                     continue
-                if new != subtree:
-                    node = {**node, "subtree": new}
+                if new != subtree:  # the totals of what was below are no longer true: left out
+                    node = {**{k: v for k, v in node.items() if k != TOTALS}, "subtree": new}
                     removed.extend(f"{name}/{path}" for path in below)
                     changed = True
             bad = next(

@@ -1,7 +1,9 @@
 """Tree blobs: one directory listing each, canonical JSON so equal directories dedup to one blob.
 
 Each node has ``name`` and ``type``; a directory has ``subtree`` (hex id of its tree blob), a regular file
-``content`` (list of hex blob ids). Everything else belongs to the backup pipeline and is kept as given.
+``content`` (list of hex blob ids). Everything else belongs to the backup pipeline and is kept as given,
+among it a directory's ``totals`` (:class:`Totals`): what its whole subtree holds, so that a backup that
+reuses the subtree unopened still counts it in its summary (optional: trees of older versions lack it).
 Names that are not valid UTF-8 arrive as surrogate-escaped ``str``; ``ensure_ascii`` keeps them intact.
 """
 
@@ -10,11 +12,59 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 _FORMAT = 1
+#: the key of a directory node's :class:`Totals`
+TOTALS = "totals"
+
+
+class Totals(NamedTuple):
+    """What a directory's subtree holds: regular file entries (a hard link counts each time), their
+    bytes, and directories (itself included)."""
+
+    files: int
+    bytes: int
+    dirs: int
+
+    def as_node_value(self) -> dict[str, int]:
+        return {"files": self.files, "bytes": self.bytes, "dirs": self.dirs}
+
+
+#: a mount point left out by one_file_system: its node holds an empty tree and counts as nothing
+NO_TOTALS = Totals(0, 0, 0)
+
+
+def totals_of(node: dict[str, Any]) -> Totals | None:
+    """A directory node's totals, or None when it has none (or they are not three counts)."""
+    value = node.get(TOTALS)
+    if not isinstance(value, dict):
+        return None
+    counts = (value.get("files"), value.get("bytes"), value.get("dirs"))
+    if not all(type(c) is int and c >= 0 for c in counts):
+        return None
+    return Totals(*counts)  # type: ignore[arg-type]
+
+
+def tree_totals(nodes: list[dict[str, Any]]) -> Totals | None:
+    """The totals of a directory that lists ``nodes``, or None when one of its subdirectories has none."""
+    files = size = 0
+    dirs = 1
+    for node in nodes:
+        kind = node.get("type")
+        if kind == "file":
+            files += 1
+            size += node.get("size", 0)
+        elif kind == "dir":
+            sub = totals_of(node)
+            if sub is None:
+                return None
+            files += sub.files
+            size += sub.bytes
+            dirs += sub.dirs
+    return Totals(files, size, dirs)
 
 
 def canonical_json(doc: Any) -> bytes:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cbr_agent.fs.longpath import LongPaths
+from cbr_agent.progress import Progress
 from cbr_agent.restore.select import Excluded, Selection, selected_files
 
 
@@ -27,7 +28,8 @@ class VerifyResult:
 
 
 def verify_restore(repo: Any, tree: str, target: str, paths: Sequence[str] = ("/",),
-                   excluded: Excluded | None = None) -> VerifyResult:
+                   excluded: Excluded | None = None, progress: Progress | None = None) -> VerifyResult:
+    """``progress``: files and bytes read back so far (its totals are the caller's to set)."""
     result = VerifyResult()
     target = os.path.abspath(target).rstrip("/")
     with LongPaths() as longpaths:
@@ -37,6 +39,9 @@ def verify_restore(repo: Any, tree: str, target: str, paths: Sequence[str] = ("/
                 result.errors.append(f"{target + snap_path}: {problem}")
             else:
                 result.files += 1
+            if progress is not None:
+                progress.items_done += 1
+                progress.bytes_done += int(node.get("size", 0))
     return result
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 from cbr_agent.backup.changehint import DirtyDirs
 from cbr_agent.backup.run import RunOptions, backup_paths
 from cbr_agent.repository import decode_tree
+from cbr_agent.repository.tree import Totals, totals_of
 
 
 def make_tree(src: Path) -> int:
@@ -37,6 +39,51 @@ def tree_of(engine, snapshot_id: str, path: Path) -> str:
     return tree
 
 
+def counts(summary) -> tuple[int, int, int]:
+    """What a summary says the snapshot holds: files, their bytes, directories."""
+    return (summary.files_new + summary.files_changed + summary.files_unchanged, summary.bytes_total,
+            summary.dirs)
+
+
+def node_of(engine, snapshot_id: str, path: Path) -> dict:
+    repo = engine.open()
+    tree = next(s.tree for s in repo.list_snapshots() if s.id == snapshot_id)
+    parts = [p for p in str(path).split("/") if p]
+    for i, part in enumerate(parts):
+        node = next(n for n in decode_tree(repo.load_blob(bytes.fromhex(tree))) if n["name"] == part)
+        if i == len(parts) - 1:
+            return node
+        tree = node["subtree"]
+    raise AssertionError(path)
+
+
+def walked_totals(engine, tree: str) -> Totals:
+    """A subtree's totals counted by reading every tree below it."""
+    repo = engine.open()
+    files = size = dirs = 0
+    stack = [tree]
+    while stack:
+        dirs += 1
+        for node in decode_tree(repo.load_blob(bytes.fromhex(stack.pop()))):
+            if node["type"] == "file":
+                files, size = files + 1, size + node["size"]
+            elif node["type"] == "dir":
+                stack.append(node["subtree"])
+    return Totals(files, size, dirs)
+
+
+def test_directory_nodes_carry_the_totals_of_their_subtree(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    total = make_tree(src)
+    (src / "a" / "0" / "big").write_bytes(bytes(range(256)) * 400)
+    first = backup_paths(engine.settings(), [str(src)])
+    node = node_of(engine, first.snapshot_id, src)
+    assert totals_of(node) == walked_totals(engine, node["subtree"]) == Totals(19, 18 * 300 + 102_400, total)
+    for sub in ("a", "a/0", "c/2"):
+        node = node_of(engine, first.snapshot_id, src / sub)
+        assert totals_of(node) == walked_totals(engine, node["subtree"])
+
+
 def test_only_dirty_directories_are_listed_and_the_tree_equals_a_full_scan(engine, tmp_path: Path) -> None:
     src = tmp_path / "src"
     total = make_tree(src)
@@ -56,6 +103,10 @@ def test_only_dirty_directories_are_listed_and_the_tree_equals_a_full_scan(engin
     full = backup_paths(settings, [str(src)])
     assert full.scan == "full" and full.dirs_scanned == total
     assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
+    # the reused subtrees count as a full scan counts them: the CBR backup's size is the snapshot's
+    assert counts(second) == counts(full)
+    assert counts(second)[0::2] == counts(first)[0::2], "the same files and directories"
+    assert second.bytes_total == first.bytes_total - 300 + len(b"changed content")
 
 
 def test_unchanged_tree_lists_nothing(engine, tmp_path: Path) -> None:
@@ -66,6 +117,8 @@ def test_unchanged_tree_lists_nothing(engine, tmp_path: Path) -> None:
     second = backup_paths(settings, [str(src)], RunOptions(changes=DirtyDirs(first.snapshot_id)))
     assert second.scan == "journal" and second.dirs_scanned == 0 and second.dirs_reused == 3
     assert second.bytes_read == 0
+    assert counts(second) == counts(first) and second.files_unchanged == first.files_new == 18
+    assert second.bytes_unchanged == first.bytes_total == 18 * 300
     assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, first.snapshot_id, src)
 
 
@@ -97,6 +150,7 @@ def test_degraded_subtree_and_new_and_removed_directories(engine, tmp_path: Path
     assert second.dirs_scanned == 1 + 3 + 4
     full = backup_paths(settings, [str(src)])
     assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
+    assert counts(second) == counts(full)
     restored = tmp_path / "out"
     assert engine.cli("restore", second.snapshot_id, "--target", str(restored)).returncode == 0
     base = restored / str(src).lstrip("/")
@@ -164,3 +218,27 @@ def test_journal_backups_do_not_age_the_files_cache_rows(engine, tmp_path: Path,
     with sqlite3.connect(engine.state_dir / "filescache.db") as db:
         rows = db.execute("SELECT COUNT(*) FROM dirs").fetchone()[0]
     assert rows >= total
+
+
+def test_trees_of_an_older_version_get_totals_at_the_next_full_scan(engine, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    from cbr_agent.backup import treesaver
+
+    src = tmp_path / "src"
+    make_tree(src)
+    time.sleep(0.25)  # past RACY_NS: the next listings are trusted, the files cache rows used as they are
+    settings = engine.settings()
+    writes_totals = treesaver._set_totals
+    # a version before totals: its trees and its files cache rows have none
+    monkeypatch.setattr(treesaver, "_set_totals", lambda node, totals: node.pop("totals", None))
+    old = backup_paths(settings, [str(src)])
+    assert "totals" not in node_of(engine, old.snapshot_id, src)
+    monkeypatch.setattr(treesaver, "_set_totals", writes_totals)
+
+    full = backup_paths(settings, [str(src)])  # nothing changed: the older rows and trees are reused
+    assert full.files_unchanged == 18 and full.bytes_read == 0
+    for sub in (src, src / "a", src / "a" / "0"):
+        node = node_of(engine, full.snapshot_id, sub)
+        assert totals_of(node) == walked_totals(engine, node["subtree"])
+    led = backup_paths(settings, [str(src)], RunOptions(changes=DirtyDirs(full.snapshot_id)))
+    assert led.scan == "journal" and counts(led) == counts(full) == counts(old)

@@ -116,3 +116,41 @@ def test_prescan_does_not_loop_on_a_bind_mount_of_a_parent(tmp_path: Path) -> No
         assert scan.done and scan.files >= 1
     finally:
         subprocess.run(["umount", str(root / "loop")])
+
+
+def test_diff_dump_and_restore_verify_show_progress_on_a_terminal(engine, tmp_path: Path) -> None:
+    src = _tree(tmp_path / "src")
+    assert engine.cli("backup", str(src)).returncode == 0
+    write(src / "d3" / "f7", b"changed")
+    assert engine.cli("backup", str(src)).returncode == 0
+
+    diff = run_cli(["diff", _nth(engine, 0), _nth(engine, 1)], env=_env(engine))
+    assert diff.returncode == 0, diff.terminal
+    assert any(re.search(r"\d+ director(y|ies) compared", s) for s in _lines(diff.terminal)), diff.terminal
+    assert f"M    {src}/d3/f7" in diff.stdout and "compared" not in diff.stdout
+
+    # dump: the totals come from the directory node (480 files, the changed one 7 bytes)
+    dump = run_cli(["dump", "latest", str(src)], env=_env(engine))
+    assert dump.returncode == 0, dump.terminal
+    states = _lines(dump.terminal)
+    assert any(re.search(r"dumping: \d+\.\d% \d+/480 files, .*/18\.3 MiB", s) for s in states), states
+    assert "100.0% 480/480 files" in states[-1] and dump.terminal.endswith("\r")
+
+    restore = run_cli(["restore", "latest", "--target", str(tmp_path / "out"), "--verify"], env=_env(engine))
+    assert restore.returncode == 0, restore.terminal
+    states = _lines(restore.terminal)
+    assert any(re.search(r"verifying: \d+\.\d% \d+/480 files", s) for s in states), states
+    assert "verified 480 files" in restore.stdout and "all match" in restore.stdout
+
+    for args in (["diff", _nth(engine, 0), _nth(engine, 1)], ["dump", "latest", str(src)],
+                 ["restore", "latest", "--target", str(tmp_path / "o2"), "--verify"]):
+        piped = run_cli(args, env=_env(engine), stderr_tty=False)
+        assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+    as_json = run_cli(["diff", _nth(engine, 0), _nth(engine, 1), "--json"], env=_env(engine))
+    assert as_json.returncode == 0 and as_json.terminal == ""
+
+
+def _nth(engine, n: int) -> str:
+    """The id of the n-th snapshot, oldest first."""
+    snaps = json.loads(engine.cli("snapshots", "--json").stdout)
+    return sorted(snaps, key=lambda s: s["time"])[n]["id"]

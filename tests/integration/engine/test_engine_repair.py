@@ -169,6 +169,10 @@ def test_repair_snapshots_rewrites_a_partly_readable_snapshot(engine, tmp_path: 
     (new,) = repo.list_snapshots()
     assert new.id != snap.id and "repaired" in new.tags
     assert new.summary["repaired"]["from"] == snap.id and new.summary["repaired"]["removed_count"] == 2
+    # what a rewritten directory held is no longer what its totals said: they are left out, up to the root
+    src_node = _node(repo, new.tree, Path(str(src)).parts[1:])
+    assert "totals" not in src_node
+    assert _node(repo, new.tree, [*Path(str(src)).parts[1:], "good"])["totals"]["files"] == 1
     proc = engine.cli("restore", "latest", "--target", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
     out = _restored(tmp_path / "out", src)
@@ -184,13 +188,18 @@ def test_repair_snapshots_rewrites_a_partly_readable_snapshot(engine, tmp_path: 
 
 
 def _tree_of(repo, root: str, parts: list[str]) -> str:
+    return _node(repo, root, parts)["subtree"]
+
+
+def _node(repo, root: str, parts) -> dict:
+    """The node of the directory at ``parts`` below the tree ``root``."""
     from cbr_agent.repository import decode_tree
 
-    tree = root
+    tree, node = root, {}
     for part in parts:
         node = next(n for n in decode_tree(repo.load_blob(bytes.fromhex(tree))) if n["name"] == part)
         tree = node["subtree"]
-    return tree
+    return node
 
 
 # ---------------------------------------------------------------------------------------------- item 3
