@@ -17,7 +17,7 @@ from cbr_agent.backup.filescache import DirRecord, FilesCache
 from cbr_agent.backup.runstate import RunState
 from cbr_agent.fs.nodes import Node
 from cbr_agent.repository import encode_tree
-from cbr_agent.repository.tree import TOTALS, Totals, totals_of, tree_totals
+from cbr_agent.repository.tree import TOTALS, Totals, tree_totals
 
 
 class DirTask:
@@ -189,13 +189,9 @@ class TreeAssembler:
 
 def _reused_totals(record: DirRecord, subdirs: Iterable[Node]) -> Totals | None:
     """Totals of a directory whose tree is the cache record's: its files from the record, no node read."""
-    files, size, dirs = record.files, record.size, 1
-    for sub in subdirs:
-        totals = totals_of(sub)
-        if totals is None:
-            return None
-        files, size, dirs = files + totals.files, size + totals.bytes, dirs + totals.dirs
-    return Totals(files, size, dirs)
+    below = tree_totals(list(subdirs))  # the directory itself and its subdirectories
+    return None if below is None else Totals(below.files + record.files, below.bytes + record.size,
+                                             below.dirs)
 
 
 def _set_totals(node: Node, totals: Totals | None) -> None:
