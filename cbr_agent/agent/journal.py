@@ -1,10 +1,11 @@
-"""The daemon's filesystem-event journal: which directories changed since the last backup.
+"""The daemon's filesystem-event journal: which directories (and entries) changed since the last backup.
 
 While ``cbr-agent run`` runs, a watchdog observer (inotify on Linux, the platform's observer elsewhere)
-watches every backup path; each event marks a directory dirty. A scheduled backup takes the dirty set at
-its start (events that arrive during the backup go to the next one: a file changed while it is being
-backed up is looked at again next time) and the engine lists only those directories, reusing the parent
-snapshot's trees for the rest (:mod:`cbr_agent.backup.changehint`).
+watches every backup path; each event marks a directory dirty and names the entry it was about. A
+scheduled backup takes the dirty set at its start (events that arrive during the backup go to the next
+one: a file changed while it is being backed up is looked at again next time) and the engine lists only
+those directories, stats only the entries named there (and new ones), and reuses the parent snapshot's
+nodes and trees for the rest (:mod:`cbr_agent.backup.changehint`).
 
 The journal is a hint, never the truth. It has nothing to say (the backup walks everything) after a
 daemon start, for a path added or whose excludes changed, and once every ``full_scan_interval`` seconds
@@ -48,6 +49,7 @@ class _Taken:
     degraded: set[str]
     started: float
     full: bool
+    names: dict[str, set[str]]
 
 
 @dataclass
@@ -75,6 +77,8 @@ class Journal:
         self._roots: dict[str, _Root] = {}
         self._dirty: set[str] = set()
         self._degraded: set[str] = set()
+        #: per dirty directory, the entries seen changing (an entry not named here is unchanged)
+        self._names: dict[str, set[str]] = {}
         self._base: str | None = None       # the snapshot the dirty set counts from
         self._last_full: float | None = None
         self._taken: _Taken | None = None
@@ -234,15 +238,20 @@ class Journal:
         # change (entries, attributes) makes it dirty, and its parent then looks at it again (BELOW).
         # A directory that came or went changes its parent's entries; one that came from elsewhere
         # has no previous tree worth trusting: walked fully.
-        parent = os.path.dirname(path)
         if not is_dir:
-            self._dirty.add(parent)
+            self._dirty_entry(path)
             return
         self._dirty.add(path)
         if kind in ("created", "deleted", "moved"):
-            self._dirty.add(parent)
+            self._dirty_entry(path)
         if kind == "created":
             self._degraded.add(path)
+
+    def _dirty_entry(self, path: str) -> None:
+        """The entry ``path`` changed: its directory is dirty, and names it."""
+        parent, name = os.path.split(path)
+        self._dirty.add(parent)
+        self._names.setdefault(parent, set()).add(name)
 
     def _root_gone(self, path: str) -> None:
         """A backup path itself was deleted or moved away: its watch ends with it. Walked fully until
@@ -299,13 +308,15 @@ class Journal:
             if self._taken is not None:  # never finished nor failed: still to back up
                 self._give_back(self._taken)
             due = self._last_full is None or now - self._last_full >= self.full_scan_interval
-            taken = _Taken(self._dirty, self._degraded, now, due or self._observer is None)
-            self._dirty, self._degraded = set(), set()
+            taken = _Taken(self._dirty, self._degraded, now, due or self._observer is None, self._names)
+            self._dirty, self._degraded, self._names = set(), set(), {}
             self._taken = taken
             limited = {p for r in self._roots.values() for p in r.limited}
             limited.update(r.path for r in self._roots.values() if r.gone or r.pending)
             base = None if taken.full else self._base
-            return DirtyDirs(base, dirty=taken.dirty, degraded=taken.degraded | limited)
+            # a dirty directory that names no entry changed only its listing (entries came or went)
+            names = {path: taken.names.get(path, ()) for path in taken.dirty}
+            return DirtyDirs(base, dirty=taken.dirty, degraded=taken.degraded | limited, names=names)
 
     def finished(self, snapshot_id: str | None, scan: str | None, warnings: Sequence[str] = ()) -> None:
         """The backup taken last wrote ``snapshot_id``: later changes count from it."""
@@ -321,7 +332,7 @@ class Journal:
             for text in warnings:  # a file that could not be read is looked at again next time
                 path = str(text).split(": ", 1)[0]
                 if path.startswith("/"):
-                    self._dirty.add(os.path.dirname(path))
+                    self._dirty_entry(path)
                     self._dirty.add(path)
 
     def failed(self) -> None:
@@ -334,6 +345,8 @@ class Journal:
     def _give_back(self, taken: _Taken) -> None:
         self._dirty |= taken.dirty
         self._degraded |= taken.degraded
+        for path, names in taken.names.items():
+            self._names.setdefault(path, set()).update(names)
 
     def _check_mounts(self) -> None:
         """A file system mounted or unmounted below a backup path: its parent walked fully, and the

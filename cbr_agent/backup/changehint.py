@@ -8,7 +8,7 @@ it counts from (:attr:`ChangeHint.base_snapshot`), and a subtree it cannot vouch
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 #: what the hint says of one directory
@@ -29,6 +29,12 @@ class ChangeHint(Protocol):
         """CLEAN, BELOW, DIRTY or DEGRADED for the directory ``path`` (absolute, normalized)."""
         ...
 
+    def changed_names(self, path: str) -> frozenset[str] | None:
+        """For a DIRTY directory: the names of its entries whose content or metadata changed (entries
+        that came or went are found by listing it); None when that is not known, and every entry is
+        compared as in a full scan."""
+        ...
+
 
 def _ancestors(path: str) -> Iterable[str]:
     while True:
@@ -40,12 +46,17 @@ def _ancestors(path: str) -> Iterable[str]:
 
 
 class DirtyDirs:
-    """A frozen set of changed directories, subtrees to walk fully and backup paths to walk fully."""
+    """A frozen set of changed directories (with, where known, which of their entries changed), subtrees
+    to walk fully and backup paths to walk fully."""
 
     def __init__(self, base_snapshot: str | None, *, dirty: Iterable[str] = (),
-                 degraded: Iterable[str] = (), full_roots: Iterable[str] = ()) -> None:
+                 degraded: Iterable[str] = (), full_roots: Iterable[str] = (),
+                 names: Mapping[str, Iterable[str]] | None = None) -> None:
         self.base_snapshot = base_snapshot
         self.dirty = frozenset(dirty)
+        #: only for dirty directories: one missing from it has every entry compared
+        self.names = {path: frozenset(changed) for path, changed in (names or {}).items()
+                      if path in self.dirty}
         self.degraded = frozenset(degraded)
         self.full_roots = frozenset(full_roots)
         below: set[str] = set()
@@ -68,6 +79,9 @@ class DirtyDirs:
             return BELOW
         return CLEAN
 
+    def changed_names(self, path: str) -> frozenset[str] | None:
+        return self.names.get(path)
+
 
 class _FullRoots:
     """A hint with more backup paths to walk fully (their excludes changed since the parent)."""
@@ -82,6 +96,9 @@ class _FullRoots:
 
     def state(self, path: str) -> int:
         return self._hint.state(path)
+
+    def changed_names(self, path: str) -> frozenset[str] | None:
+        return self._hint.changed_names(path)
 
 
 def usable_hint(hint: ChangeHint | None, parent_id: str | None,

@@ -129,6 +129,11 @@ class Walker:
                     journal = False
                 elif state in (BELOW, CLEAN):
                     subdirs = self._journal_dir(task, materialize(prev), root_dev, ancestors)
+                else:
+                    changed = self.hint.changed_names(task.path)
+                    if changed is not None:
+                        subdirs = self._named_dir(task, materialize(prev), changed, root, root_dev,
+                                                  ancestors)
             if subdirs is None:
                 subdirs = self._scan_dir(task, prev, root, root_dev, ancestors, journal)
             stack.extend(reversed(subdirs))
@@ -181,6 +186,67 @@ class Walker:
                 self.trees.resolve(task, index, node)
             index += 1
         self._count_unopened(files, size, dirs, reused)
+        return subdirs
+
+    def _named_dir(self, task: DirTask, prev: Prev | None, changed: frozenset[str], root: Root,
+                   root_dev: int, ancestors: Ancestors) -> list[Pending] | None:
+        """A directory where the journal saw which entries changed. It is listed without a stat per
+        entry (readdir gives names, types and inode numbers): the entries the journal named, new ones,
+        subdirectories and any whose type or inode is not the previous listing's are looked at as in a
+        full scan; the others are the previous nodes as they are. Writes no files cache row (it has no
+        fingerprint of the whole listing). None: scan it as usual after all."""
+        if prev is None:
+            return None
+        path = task.path
+        nodes = prev.nodes
+        matcher = root.matcher
+        excluding = bool(matcher)
+        entries: list[tuple[str, Node | os.stat_result]] = []
+        try:
+            with os.scandir(self.longpaths.short(path)) as it:
+                for entry in it:
+                    name = entry.name
+                    node = nodes.get(name)
+                    if node is not None and name not in changed and entry.inode() == node.get("inode"):
+                        kind = node.get("type")
+                        # readdir's type, as the previous node's (directories and the rare FIFOs and
+                        # devices are always looked at)
+                        if entry.is_file(follow_symlinks=False) if kind == "file" else \
+                                kind == "symlink" and entry.is_symlink():
+                            entries.append((name, node))
+                            continue
+                    if excluding and matcher.excluded(join(path, name)):
+                        continue
+                    try:
+                        entries.append((name, entry.stat(follow_symlinks=False)))
+                    except FileNotFoundError:
+                        continue  # vanished between readdir and lstat: as if it never was
+        except OSError:
+            return None  # the usual scan says what is wrong
+        entries.sort(key=_entry_name)
+        with self.state.lock:
+            self.state.stats.dirs_scanned += 1
+        here = (*ancestors, task.ident)
+        subdirs: list[Pending] = []
+        kept: list[tuple[DirTask, int, Node | None]] = []
+        files = size = 0
+        index = self.trees.new_slots(task, len(entries))
+        for name, item in entries:
+            if isinstance(item, dict):
+                if item.get("type") == "file":
+                    files += 1
+                    size += item.get("size", 0)
+                kept.append((task, index, item))
+            elif stat.S_ISDIR(item.st_mode):
+                sub = self._subdir(task, index, join(path, name), name, item, root_dev, here,
+                                   nodes.get(name), prev, True)
+                if sub is not None:
+                    subdirs.append(sub)
+            else:
+                self._entry(task, index, join(path, name), name, item, prev)
+            index += 1
+        self.trees.resolve_many(kept)
+        self._count_unopened(files, size, 0, 0)
         return subdirs
 
     def _count_unopened(self, files: int, size: int, dirs: int, reused: int) -> None:
@@ -355,3 +421,7 @@ class Walker:
 
     def _content_present(self, node: Node) -> bool:
         return self._all_present([bytes.fromhex(c) for c in node.get("content") or ()])
+
+
+def _entry_name(entry: tuple[str, Any]) -> str:
+    return entry[0]

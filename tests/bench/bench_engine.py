@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import shutil
@@ -76,6 +77,8 @@ class Context:
     args: argparse.Namespace
     run_dir: Path
     runs: list[Run] = field(default_factory=list)
+    #: seconds treegen's change took on each tree (the CLI rows'): the daemon's schedule is set above it
+    change_seconds: dict[str, float] = field(default_factory=dict)
 
     def log(self, msg: str) -> None:
         print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
@@ -151,8 +154,10 @@ def bench_tree(ctx: Context, tree: str, source: Path, round_no: int) -> None:
     try:
         for n, step in enumerate(STEPS, start=1):
             if step == "changed":
+                began = time.monotonic()
                 change = treegen.apply_change(source, args.seed, undo_dir)
                 os.sync()
+                ctx.change_seconds[tree] = time.monotonic() - began
                 ctx.log(f"{tree}: changed {len(change.appended)} appended, "
                         f"{len(change.rewritten)} rewritten, {len(change.added)} added "
                         f"({change.bytes_written / 1e6:.1f} MB written)")
@@ -223,24 +228,32 @@ def bench_daemon(ctx: Context, tree: str, source: Path, round_no: int) -> None:
     args = ctx.args
     base = ctx.run_dir / f"round{round_no}" / tree / "cbr-agent-daemon"
     base.mkdir(parents=True)
-    interval = 3 if tree == "mixed" else 6
+    # a scheduled backup must not start while the change is being made (it would take part of it and
+    # leave the measured one the rest): the interval stays well above the change's own time
+    interval = max(3 if tree == "mixed" else 6, math.ceil(3 * ctx.change_seconds.get(tree, 0.0)))
     daemon = bench_journal.Daemon(base, f"{interval}s")
     undo_dir = args.workdir / "trees" / f"{source.name}.undo"
     files, size = treegen.count(source)
+    step = "daemon unchanged"
     try:
         daemon.cli("path", "add", str(source))
         pid = daemon.start()
         first = daemon.next_backup(None, timeout=args.timeout)
         unchanged = daemon.next_backup(first["snapshot_id"], timeout=args.timeout)
-        _daemon_run(ctx, tree, "daemon unchanged", round_no, unchanged, pid, base, files, size)
+        _daemon_run(ctx, tree, step, round_no, unchanged, pid, base, files, size)
+        step = "daemon changed"
         treegen.apply_change(source, args.seed, undo_dir)
+        change_done = dt.datetime.now().astimezone().replace(microsecond=0)
         try:
             changed = daemon.next_backup(unchanged["snapshot_id"], timeout=args.timeout)
         finally:
             treegen.undo_change(source, undo_dir)
-        _daemon_run(ctx, tree, "daemon changed", round_no, changed, pid, base, files, size)
+        if dt.datetime.fromisoformat(changed["started_at"]) < change_done:
+            raise SystemExit(f"a scheduled backup started at {changed['started_at']}, before the change "
+                             f"was complete ({change_done.isoformat()}): it measured part of it")
+        _daemon_run(ctx, tree, step, round_no, changed, pid, base, files, size)
     except SystemExit as exc:  # a failed or missing backup (bench_journal's way of saying so)
-        run = Run(tree=tree, step="daemon unchanged", tool="cbr-agent", round=round_no, ok=False,
+        run = Run(tree=tree, step=step, tool="cbr-agent", round=round_no, ok=False,
                   error=f"{exc}; " + _tail(daemon.log))
         ctx.runs.append(run)
         ctx.log(_describe(run))

@@ -3,10 +3,14 @@ the parent snapshot's trees are reused, and the result is the tree a full scan w
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import time
 from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cbr_agent.backup.changehint import DirtyDirs
 from cbr_agent.backup.run import RunOptions, backup_paths
@@ -242,3 +246,106 @@ def test_trees_of_an_older_version_get_totals_at_the_next_full_scan(engine, tmp_
         assert totals_of(node) == walked_totals(engine, node["subtree"])
     led = backup_paths(settings, [str(src)], RunOptions(changes=DirtyDirs(full.snapshot_id)))
     assert led.scan == "journal" and counts(led) == counts(full) == counts(old)
+
+
+def test_in_a_dirty_directory_only_named_and_new_entries_are_looked_at(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    d = src / "a" / "1"
+    for name in ("gone", "swapped", "stays"):
+        (d / name).write_bytes(name.encode() * 10)
+    time.sleep(0.25)  # past RACY_NS
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    (d / "x").write_bytes(b"named by the journal")
+    (d / "y").write_bytes(b"changed where the journal did not look")  # trusted: not looked at
+    (d / "new").write_bytes(b"a new entry is found by listing")
+    (d / "gone").unlink()
+    (d / "swap.tmp").write_bytes(b"saved by write-then-rename")
+    os.replace(d / "swap.tmp", d / "swapped")  # another inode under the same name
+    hint = DirtyDirs(first.snapshot_id, dirty=[str(d)], names={str(d): {"x"}})
+    second = backup_paths(settings, [str(src)], RunOptions(changes=hint))
+    assert second.scan == "journal" and second.dirs_scanned == 1
+    nodes = {n["name"]: n for n in decode_tree(engine.open().load_blob(
+        bytes.fromhex(tree_of(engine, second.snapshot_id, d))))}
+    assert sorted(nodes) == ["new", "stays", "swapped", "x", "y"]
+    assert nodes["x"]["size"] == len(b"named by the journal")
+    assert nodes["new"]["size"] == len(b"a new entry is found by listing")
+    assert nodes["swapped"]["size"] == len(b"saved by write-then-rename"), "a new inode is looked at"
+    assert nodes["y"]["size"] == 300, "an entry the journal did not name is the parent snapshot's"
+    assert (second.files_new, second.files_changed) == (1, 2)
+    assert second.files_unchanged == first.files_new - 1 - 2  # less the one gone and the two changed
+
+
+def test_a_hint_naming_every_change_builds_the_full_scans_tree(engine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    (src / "b" / "2" / "link").symlink_to("x")
+    time.sleep(0.25)
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    d, e = src / "b" / "2", src / "c" / "0"
+    (d / "x").write_bytes(b"new content")
+    os.chmod(d / "y", 0o600)
+    (d / "link").unlink()
+    (d / "link").symlink_to("y")
+    (e / "x").unlink()
+    (e / "x").mkdir()  # a file became a directory
+    (e / "x" / "inside").write_bytes(b"in the new directory")
+    names = {str(d): {"x", "y", "link"}, str(e): {"x"}, str(e / "x"): {"inside"}}
+    hint = DirtyDirs(first.snapshot_id, dirty=names, degraded=[str(e / "x")], names=names)
+    second = backup_paths(settings, [str(src)], RunOptions(changes=hint))
+    assert second.scan == "journal"
+    full = backup_paths(settings, [str(src)])
+    assert tree_of(engine, second.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
+    assert counts(second) == counts(full)
+
+
+KINDS = ["write", "chmod", "delete", "create", "mkdir", "symlink", "rename"]
+OPS = st.lists(st.tuples(st.sampled_from(KINDS),
+                         st.sampled_from("abc"), st.integers(0, 2), st.sampled_from("xy")), max_size=8)
+EXAMPLE = itertools.count()
+
+
+def apply(src: Path, op: str, top: str, sub: int, name: str, hint: dict[str, set[str]],
+          fresh: set[str]) -> None:
+    """One change to the tree, recorded as the journal names it: the parent directory and the entry."""
+    d = src / top / str(sub)
+    p = d / name
+    hint.setdefault(str(d), set()).add(name)
+    if op == "rename" and p.exists():
+        hint[str(d)].add(name + ".moved")
+        os.replace(p, d / (name + ".moved"))
+    elif op == "delete" and (p.is_file() or p.is_symlink()):
+        p.unlink()
+    elif op == "chmod" and p.is_file():
+        os.chmod(p, 0o600)
+    elif op == "symlink" and not p.is_dir():
+        p.unlink(missing_ok=True)
+        p.symlink_to("elsewhere")
+    elif op == "mkdir" and not p.exists() and not p.is_symlink():
+        p.mkdir()
+        (p / "inside").write_bytes(b"in a new directory")
+        fresh.add(str(p))
+    elif op in ("write", "create") and not p.is_dir():
+        p.unlink(missing_ok=True)
+        p.write_bytes(os.urandom(50 + len(hint[str(d)]) * 7))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_a_hint_naming_what_changed_always_builds_the_full_scans_tree(engine, tmp_path: Path, ops) -> None:
+    src = tmp_path / f"src{next(EXAMPLE)}"
+    make_tree(src)
+    time.sleep(0.05)
+    settings_ = engine.settings()
+    first = backup_paths(settings_, [str(src)])
+    hint: dict[str, set[str]] = {}
+    fresh: set[str] = set()
+    for op in ops:
+        apply(src, op[0], op[1], op[2], op[3], hint, fresh)
+    led = backup_paths(settings_, [str(src)], RunOptions(changes=DirtyDirs(
+        first.snapshot_id, dirty=hint, degraded=fresh, names=hint)))
+    full = backup_paths(settings_, [str(src)])
+    assert tree_of(engine, led.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
+    assert counts(led) == counts(full)

@@ -96,6 +96,44 @@ def test_changes_during_a_backup_stay_for_the_next_and_a_failed_backup_gives_its
     assert third.base_snapshot == "snap-2" and third.state(str(tree / "a" / "y")) == DIRTY
 
 
+def test_the_hint_names_the_entries_that_changed_in_a_dirty_directory(journal, tree) -> None:
+    baseline(journal)
+    d = tree / "a" / "x"
+    (d / "g").write_bytes(b"other")
+    (d / "h").write_bytes(b"third")
+    settle(journal, str(d))
+    journal.finished("snap-2", "journal")
+    journal.take()
+    journal.finished("snap-3", "journal")  # g and h are in snap-3 now
+    (d / "f").write_bytes(b"changed")          # content
+    os.chmod(d / "g", 0o600)                   # metadata only
+    (d / "new").write_bytes(b"new")            # came
+    (d / "h").unlink()                         # went
+    os.rename(d / "new", d / "renamed")        # renamed within the directory
+    (tree / "a" / "sub").mkdir()               # a directory came: its parent names it
+    settle(journal, str(d))
+    settle(journal, str(tree / "a"))
+    hint = journal.take()
+    assert hint.state(str(d)) == DIRTY
+    assert hint.changed_names(str(d)) == {"f", "g", "new", "h", "renamed"}
+    assert "sub" in hint.changed_names(str(tree / "a"))
+    assert hint.changed_names(str(tree / "b")) is None  # not dirty: nothing to say
+
+
+def test_a_failed_backup_gives_its_names_back_and_warned_files_are_named_again(journal, tree) -> None:
+    baseline(journal)
+    (tree / "b" / "f").write_bytes(b"changed")
+    settle(journal, str(tree / "b"))
+    assert journal.take().changed_names(str(tree / "b")) == {"f"}
+    journal.failed()
+    hint = journal.take()
+    assert hint.changed_names(str(tree / "b")) == {"f"}, "a failed backup's names are looked at again"
+    journal.finished("snap-2", "journal", [f"{tree / 'a' / 'y' / 'f'}: permission denied"])
+    again = journal.take()
+    assert again.state(str(tree / "a" / "y")) == DIRTY
+    assert "f" in again.changed_names(str(tree / "a" / "y"))
+
+
 def test_new_directory_is_walked_fully(journal, tree) -> None:
     baseline(journal)
     (tree / "a" / "new" / "deep").mkdir(parents=True)
