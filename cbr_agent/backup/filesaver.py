@@ -216,7 +216,8 @@ class FileSaver:
         elif _SEEK_DATA is not None and before.st_blocks * 512 < before.st_size:
             read, length = self._save_sparse(fd, before, content)
         else:
-            read = length = self._save_stream(fd, 0, None, content, before.st_size > POOL_THRESHOLD)
+            read = length = self._save_stream(fd, 0, None, content, before.st_size > POOL_THRESHOLD,
+                                              before.st_size)
         after = fstat_or_problem(fd)
         saved = SavedFile(content, length, read, before, not unchanged_while_read(before, after))
         try:
@@ -250,9 +251,11 @@ class FileSaver:
             content.append(self._store(data, False))
         return len(data)
 
-    def _save_stream(self, fd: int, start: int, end: int | None, content: list[str], use_pool: bool) -> int:
+    def _save_stream(self, fd: int, start: int, end: int | None, content: list[str], use_pool: bool,
+                     size: int | None = None) -> int:
+        """Chunk ``[start, end)`` (to EOF: ``size`` bytes expected) and store the chunks."""
         reader = _RangeReader(fd, start, end)
-        chunks = self._local_chunker.chunks(reader)
+        chunks = self._local_chunker.chunks(reader, size if end is None else end - start)
         while True:
             if self.should_stop():
                 raise FileProblem("backup cancelled")
@@ -270,7 +273,7 @@ class FileSaver:
         try:
             segments = _data_segments(fd, before.st_size)
         except OSError:
-            read = self._save_stream(fd, 0, None, content, True)
+            read = self._save_stream(fd, 0, None, content, True, before.st_size)
             return read, read
         read = length = 0
         for start, end, is_data in segments:

@@ -100,27 +100,34 @@ class Chunker:
             seed=seed,
         )
 
-    def chunks(self, stream: ReadableInto, *, block_size: int = STREAM_BLOCK) -> Iterator[bytes]:
+    def chunks(self, stream: ReadableInto, size_hint: int | None = None, *,
+               block_size: int = STREAM_BLOCK) -> Iterator[bytes]:
         """Chunks of a readable binary stream, each copied into its own ``bytes``.
 
-        Read in blocks of ``block_size`` (plus the uncut rest of the previous block), so a stream holds
-        about one block, not the ``2 * max_size`` buffer of pyfastcdc's own stream reader (16 MiB with
-        the default sizes, per file being read); boundaries are those of :meth:`chunks_of_file`."""
-        for view in self.chunks_of_file(stream, block_size=block_size):
+        Read in blocks of ``block_size`` (plus the uncut rest of the previous block) into one buffer
+        reused from block to block, so a stream holds about one block, not the ``2 * max_size`` buffer
+        of pyfastcdc's own stream reader (16 MiB with the default sizes, per file being read), and a
+        large file costs one allocation, not one zero-filled block per 4 MiB read. ``size_hint`` (the
+        size from stat) keeps the buffer of a file smaller than a block that small. Boundaries are
+        those of :meth:`chunks_of_file`."""
+        for view in self.chunks_of_file(stream, size_hint, block_size=block_size, reuse=True):
             yield bytes(view)
 
     def chunks_of_file(
-        self, f: ReadableInto, size_hint: int | None = None, *, block_size: int | None = None
+        self, f: ReadableInto, size_hint: int | None = None, *, block_size: int | None = None,
+        reuse: bool = False,
     ) -> Iterator[memoryview]:
         """Chunks of a file, read in large blocks, as zero-copy views.
 
         Each block is a fresh buffer that is never written again once chunks of it are handed out, so the
         views stay valid for as long as anyone references them and may go to other threads uncopied (a
-        view keeps its whole block alive: budget memory by blocks, about ``2 * max_size`` each). File reads
-        and the cut-point search run without the GIL; only a chunk that straddles two blocks is copied.
-        Boundaries equal those of :meth:`chunks`: a cut is taken only with ``max_size`` bytes (or EOF) in
-        view. ``size_hint`` (the size from stat) keeps allocations small for small files; ``block_size``
-        (default 16 MiB) is for tests and tuning.
+        view keeps its whole block alive: budget memory by blocks, about ``2 * max_size`` each). With
+        ``reuse`` the next block is read into the same buffer: a view is then valid only until the next
+        one is asked for (what :meth:`chunks` does, copying each). File reads and the cut-point search
+        run without the GIL; only a chunk that straddles two blocks is copied. Boundaries equal those of
+        :meth:`chunks`: a cut is taken only with ``max_size`` bytes (or EOF) in view. ``size_hint`` (the
+        size from stat) keeps allocations small for small files; ``block_size`` (default 16 MiB) is for
+        tests and tuning.
         """
         max_size = self.params.max_size
         avg_size = self.params.avg_size
@@ -128,12 +135,16 @@ class Chunker:
         cap = block if size_hint is None else max(1, min(block, size_hint + 1))
         rest: bytes = b""
         eof = False
+        buf = bytearray()
         while not eof:
-            buf = bytearray(len(rest) + cap)
+            need = len(rest) + cap
+            if not reuse or len(buf) < need:
+                # room for the usual rest (an unfinished chunk, most often under avg_size) beside a block
+                buf = bytearray(need if not reuse or cap < block else max(need, block + 2 * avg_size))
             buf[: len(rest)] = rest
-            view = memoryview(buf)
+            view = memoryview(buf)[:need]
             filled = len(rest)
-            while filled < len(buf):
+            while filled < need:
                 n = f.readinto(view[filled:])
                 if not n:
                     eof = True

@@ -30,6 +30,7 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
+import benchtools  # noqa: E402
 import treegen  # noqa: E402
 
 from cbr_agent.agent.journal import inotify_watches  # noqa: E402
@@ -110,6 +111,7 @@ def main() -> int:
     parser.add_argument("--interval", default="", help="backup_schedule (default: idle + 10 s)")
     args = parser.parse_args()
     work = args.workdir.resolve()
+    benchtools.compile_bytecode()
     tree = work / "tiny"
     info = treegen.ensure_tree(tree, "tiny", args.seed, args.scale)
     print(f"tree: {info.files} files, {info.bytes} bytes under {tree}", flush=True)

@@ -173,6 +173,11 @@ def test_the_packaged_service_backs_up_on_a_fresh_host(built_packages: Built, dp
     dpkg_root.install(built_packages.deb)
     host = Host(tmp_path, packaged=dpkg_root.path)
     assert host.agent() == ["/opt/cbr-agent/venv/bin/cbr-agent"]
+    # the unit forbids writing bytecode (PYTHONDONTWRITEBYTECODE, a read-only /opt): without what pip
+    # compiled at install, every start and every backup helper process would compile from source again
+    package = next((dpkg_root / "opt/cbr-agent/venv").glob("lib/python3*/site-packages/cbr_agent"))
+    modules = list(package.rglob("*.py"))
+    assert modules and len(list(package.rglob("__pycache__/*.pyc"))) >= len(modules)
     first_scheduled_backup(host, tmp_path)
 
 

@@ -62,6 +62,8 @@ def test_file_and_buffer_paths_cut_exactly_like_the_stream_path(
     from_buffer = [bytes(v) for v in chunker.chunks_of_buffer(data)]
     assert from_file == stream
     assert from_buffer == stream
+    # one buffer reused from block to block, whatever the hint says of the size: the same cuts
+    assert list(chunker.chunks(io.BytesIO(data), hint, block_size=block)) == stream
 
 
 @settings(max_examples=40, deadline=None)
