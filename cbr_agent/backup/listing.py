@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import blake3
 
 from cbr_agent.backup.filesaver import describe
 from cbr_agent.fs.longpath import LongPaths
+from cbr_agent.fs.nodes import Node
 from cbr_agent.pathrules import ExcludeMatcher
 
 Listing = list[tuple[str, os.stat_result]]
@@ -22,13 +24,26 @@ def join(parent: str, name: str) -> str:
 def list_dir(path: str, matcher: ExcludeMatcher, warn: Callable[[str], None],
              longpaths: LongPaths) -> Listing:
     """The entries of ``path`` not excluded, sorted by name, each with its lstat; problems are warnings."""
-    entries: Listing = []
+    return cast(Listing, list_dir_reusing(path, matcher, warn, longpaths, None))
+
+
+def list_dir_reusing(path: str, matcher: ExcludeMatcher, warn: Callable[[str], None], longpaths: LongPaths,
+                     reuse: Callable[[os.DirEntry[str]], Node | None] | None
+                     ) -> list[tuple[str, os.stat_result | Node]]:
+    """:func:`list_dir`, where an entry for which ``reuse`` gives a node is that node as it is: what
+    readdir told (name, type, inode) was enough, so it is neither stat'ed nor matched again."""
+    entries: list[tuple[str, os.stat_result | Node]] = []
     excluding = bool(matcher)
     append = entries.append
     try:
         with os.scandir(longpaths.short(path)) as it:
             for entry in it:
                 name = entry.name
+                if reuse is not None:
+                    node = reuse(entry)
+                    if node is not None:
+                        append((name, node))
+                        continue
                 if excluding and matcher.excluded(join(path, name)):
                     continue
                 try:
@@ -43,7 +58,7 @@ def list_dir(path: str, matcher: ExcludeMatcher, warn: Callable[[str], None],
     return entries
 
 
-def _name(entry: tuple[str, os.stat_result]) -> str:
+def _name(entry: tuple[str, object]) -> str:
     return entry[0]
 
 

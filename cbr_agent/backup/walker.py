@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from cbr_agent.backup.changehint import BELOW, CLEAN, DEGRADED, ChangeHint
 from cbr_agent.backup.filesaver import describe
 from cbr_agent.backup.filescache import DirRecord, FilesCache
-from cbr_agent.backup.listing import join, list_dir, listing_fingerprint
+from cbr_agent.backup.listing import join, list_dir, list_dir_reusing, listing_fingerprint
 from cbr_agent.backup.previous import RACY_NS, LazyPrev, Prev, materialize, prev_of_node, prev_of_subtree
 from cbr_agent.backup.readers import FileItem
 from cbr_agent.backup.runstate import RunState
@@ -197,33 +197,22 @@ class Walker:
         fingerprint of the whole listing). None: scan it as usual after all."""
         if prev is None:
             return None
-        path = task.path
         nodes = prev.nodes
-        matcher = root.matcher
-        excluding = bool(matcher)
-        entries: list[tuple[str, Node | os.stat_result]] = []
-        try:
-            with os.scandir(self.longpaths.short(path)) as it:
-                for entry in it:
-                    name = entry.name
-                    node = nodes.get(name)
-                    if node is not None and name not in changed and entry.inode() == node.get("inode"):
-                        kind = node.get("type")
-                        # readdir's type, as the previous node's (directories and the rare FIFOs and
-                        # devices are always looked at)
-                        if entry.is_file(follow_symlinks=False) if kind == "file" else \
-                                kind == "symlink" and entry.is_symlink():
-                            entries.append((name, node))
-                            continue
-                    if excluding and matcher.excluded(join(path, name)):
-                        continue
-                    try:
-                        entries.append((name, entry.stat(follow_symlinks=False)))
-                    except FileNotFoundError:
-                        continue  # vanished between readdir and lstat: as if it never was
-        except OSError:
-            return None  # the usual scan says what is wrong
-        entries.sort(key=_entry_name)
+
+        def unchanged(entry: os.DirEntry[str]) -> Node | None:
+            node = nodes.get(entry.name)
+            if node is None or entry.name in changed or entry.inode() != node.get("inode"):
+                return None
+            # readdir's type, as the previous node's (directories and the rare FIFOs and devices are
+            # always looked at)
+            kind = node.get("type")
+            if entry.is_file(follow_symlinks=False) if kind == "file" else \
+                    kind == "symlink" and entry.is_symlink():
+                return node
+            return None
+
+        path = task.path
+        entries = list_dir_reusing(path, root.matcher, self.state.warn, self.longpaths, unchanged)
         with self.state.lock:
             self.state.stats.dirs_scanned += 1
         here = (*ancestors, task.ident)
@@ -421,7 +410,3 @@ class Walker:
 
     def _content_present(self, node: Node) -> bool:
         return self._all_present([bytes.fromhex(c) for c in node.get("content") or ()])
-
-
-def _entry_name(entry: tuple[str, Any]) -> str:
-    return entry[0]

@@ -118,6 +118,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def check_tools(names: list[str]) -> dict[str, str]:
+    if any(name.startswith("cbr-agent") for name in names):
+        benchtools.compile_bytecode()
     versions, missing = {}, []
     for name in names:
         v = benchtools.version(name)

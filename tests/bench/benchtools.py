@@ -237,7 +237,6 @@ def compile_bytecode() -> None:
 
 
 def _cbr_agent_version(env: dict[str, str]) -> str | None:
-    compile_bytecode()
     out = subprocess.run([sys.executable, "-m", "cbr_agent", "init", "--help"],
                          capture_output=True, text=True, timeout=60, env=env)
     if out.returncode != 0:
