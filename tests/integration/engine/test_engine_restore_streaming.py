@@ -96,6 +96,48 @@ def test_small_files_are_spread_over_every_thread(engine, tmp_path: Path, tiny_b
     assert_same_tree(src, tmp_path / "out" / str(src).lstrip("/"))
 
 
+def _restoring_threads(repo, out: Path, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Restore the latest snapshot into ``out``; the names of the threads that wrote file contents."""
+    writers: set[str] = set()
+    write_ = Restorer._write
+
+    def recording_write(self: Restorer, *args):
+        writers.add(threading.current_thread().name)
+        return write_(self, *args)
+
+    monkeypatch.setattr(Restorer, "_write", recording_write)
+    result = restore_snapshot(repo, repo.find_snapshot("latest"), str(out))
+    assert result.errors == [] and result.files == 6 * 13
+    return writers
+
+
+def test_tiny_files_from_a_local_directory_are_written_by_one_thread(
+        engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = _many_small_files(tmp_path / "src")
+    backup_paths(engine.settings(), [str(src)])
+    writers = _restoring_threads(engine.open(), tmp_path / "out", monkeypatch)
+    # every system call hands the GIL over: a second thread costs CPU and gains nothing here
+    assert len(writers) == 1 and threading.current_thread().name not in writers, writers
+    assert_same_tree(src, tmp_path / "out" / str(src).lstrip("/"))
+
+
+def test_tiny_files_from_a_remote_store_keep_two_threads(engine, tmp_path: Path, tiny_batches,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from cbr_agent.repository import Repository
+    from cbr_agent.repository.backend import DirectoryBackend
+    from cbr_agent.repository.backends.faulty import Fault, FaultyBackend
+    from tests.integration.engine.conftest import PASSWORD
+
+    src = _many_small_files(tmp_path / "src")
+    backup_paths(engine.settings(), [str(src)])
+    # any store but a local directory: here one whose every pack read waits, as a network's does
+    remote = FaultyBackend(DirectoryBackend(engine.repo_path))
+    remote.add(Fault("get", prefix="data/", times=0, error=None, delay=0.05))
+    writers = _restoring_threads(Repository.open(remote, PASSWORD), tmp_path / "out", monkeypatch)
+    assert len(writers) == 2, writers
+    assert_same_tree(src, tmp_path / "out" / str(src).lstrip("/"))
+
+
 def test_work_items_are_cut_by_bytes_blob_count_and_gaps(monkeypatch: pytest.MonkeyPatch) -> None:
     from cbr_agent.repository.index import BlobLocation
 
