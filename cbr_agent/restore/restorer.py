@@ -196,6 +196,7 @@ class Restorer:
         self._umask = umask
         self._batch = _Batch()
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_threads = 0
         self._in_flight = 0  # items handed to the threads and not collected yet, at most
         self._pending: deque[Future[None]] = deque()
         self._planned = (0, 0)  # files and content bytes the walk found so far
@@ -430,10 +431,12 @@ class Restorer:
         if batch.empty:
             items.append(batch.empty)
         batch.refs, batch.locs, batch.empty = {}, {}, []
+        threads = self._thread_count_for(items)
+        if self._pool is not None and self._pool_threads == 1 < threads:
+            self._drain()  # one thread was chosen for tiny files, and larger ones follow: one pause
         if self._pool is None:
-            threads = self._thread_count_for(items)
             self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="restore")
-            self._in_flight = threads * 3
+            self._pool_threads, self._in_flight = threads, threads * 3
         pending = self._pending
         for item in items:
             pending.append(self._pool.submit(self._run_item, item))

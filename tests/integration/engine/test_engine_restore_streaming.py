@@ -121,6 +121,36 @@ def test_tiny_files_from_a_local_directory_are_written_by_one_thread(
     assert_same_tree(src, tmp_path / "out" / str(src).lstrip("/"))
 
 
+def test_larger_files_after_tiny_ones_get_a_second_thread(engine, tmp_path: Path, tiny_batches,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(restorer_mod, "SMALL_BLOB", 8192)  # the test chunker's blobs average ~16 KiB
+    src = tmp_path / "src"
+    for i in range(5):  # the first batch (the walk takes the last directory first): tiny files only
+        write(src / "z-small" / f"f{i}", b"tiny %d" % i)
+    for i in range(4):
+        write(src / "a-large" / f"f{i}.bin", random_bytes(200_000, i))
+    backup_paths(engine.settings(), [str(src)])
+    repo = engine.open()
+    small_writers: set[str] = set()
+    both_busy = threading.Barrier(2, timeout=20)
+    large_writers: set[int] = set()
+    write_ = Restorer._write
+
+    def recording_write(self: Restorer, job, *args):
+        if "/z-small/" in job.final:
+            small_writers.add(threading.current_thread().name)
+        elif threading.get_ident() not in large_writers:
+            large_writers.add(threading.get_ident())
+            both_busy.wait()  # with one thread only, this times out and the restore fails
+        return write_(self, job, *args)
+
+    monkeypatch.setattr(Restorer, "_write", recording_write)
+    result = restore_snapshot(repo, repo.find_snapshot("latest"), str(tmp_path / "out"))
+    assert result.errors == [] and result.files == 9
+    assert len(small_writers) == 1 and len(large_writers) == 2, (small_writers, large_writers)
+    assert_same_tree(src, tmp_path / "out" / str(src).lstrip("/"))
+
+
 def test_tiny_files_from_a_remote_store_keep_two_threads(engine, tmp_path: Path, tiny_batches,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from cbr_agent.repository import Repository
