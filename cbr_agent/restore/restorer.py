@@ -431,10 +431,10 @@ class Restorer:
         if batch.empty:
             items.append(batch.empty)
         batch.refs, batch.locs, batch.empty = {}, {}, []
-        threads = self._thread_count_for(items)
-        if self._pool is not None and self._pool_threads == 1 < threads:
+        if self._pool is not None and self._pool_threads == 1 and self._thread_count_for(items) > 1:
             self._drain()  # one thread was chosen for tiny files, and larger ones follow: one pause
         if self._pool is None:
+            threads = self._thread_count_for(items)
             self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="restore")
             self._pool_threads, self._in_flight = threads, threads * 3
         pending = self._pending

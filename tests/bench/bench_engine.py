@@ -36,11 +36,11 @@ STEPS = ("first", "unchanged", "changed", "restore")
 #: restic's CLI re-runs, as restic has no daemon
 DAEMON_STEPS = ("daemon unchanged", "daemon changed")
 ALL_STEPS = STEPS + DAEMON_STEPS
-#: issue 14's targets, as a fraction of restic's time (daemon unchanged: absolute seconds, below)
 #: ext4 passes over recently freed inodes (for up to about five minutes) when it allocates new ones, one
 #: buffer-cache lookup each (`perf`: `recently_deleted` under `ext4_create`): restoring the tiny tree 30-75 s
 #: after deleting a restored copy took 38-76 s instead of 24-30 s, for restic as for cbr-agent
 AFTER_DELETE_S = 370.0
+#: issue 14's targets, as a fraction of restic's time (daemon unchanged: absolute seconds, below)
 TIME_TARGETS = {"first": 0.33, "unchanged": 0.5, "changed": 0.5, "restore": 0.5, "daemon changed": 0.1}
 DAEMON_UNCHANGED_TARGET_S = 0.1
 RSS_TARGET = 1.0
