@@ -217,7 +217,8 @@ KEYS: tuple[Key, ...] = (
     Key("one_file_system", _boolean, True, "stay on the file system of each backup path",
         "true or false"),
     Key("backup_processes", _processes, "auto", "processes a backup may use to read, compress and encrypt "
-        "small files: 1 = the backup process alone; auto = one per usable CPU, at most 4",
+        "small files, and a restore to write them: 1 = the one process alone; auto = one per usable CPU, "
+        "at most 4",
         "'auto' or a whole number of at least 1"),
     # monitoring
     Key("metrics_address", _host_port, None, "serve the daemon's Prometheus metrics on this HOST:PORT "

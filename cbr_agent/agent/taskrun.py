@@ -103,11 +103,13 @@ def run_restore(
     from cbr_agent.restore.restorer import restore_snapshot
 
     params = task.get("parameters") or {}
-    repo = open_repository(ctx.settings())
+    settings = ctx.settings()
+    repo = open_repository(settings)
     snap = repo.find_snapshot(params["snapshot_id"])
     target = check_destination(str(params.get("destination_path") or ""), list(snap.paths))
     os.makedirs(target, exist_ok=True)
-    summary = restore_snapshot(repo, snap, target, paths=list(params.get("paths") or ()))
+    summary = restore_snapshot(repo, snap, target, paths=list(params.get("paths") or ()),
+                               processes=settings.backup_processes)
     if summary.errors:
         raise RestoreError(
             f"{len(summary.errors)} entries could not be restored, first: {summary.errors[0]}"

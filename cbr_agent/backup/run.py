@@ -22,12 +22,12 @@ from typing import Any, NamedTuple
 from cbr_agent.backup.archiver import Archiver, ArchiverOptions, BackupStats, Root
 from cbr_agent.backup.changehint import ChangeHint, usable_hint
 from cbr_agent.backup.filescache import FilesCache
-from cbr_agent.backup.helperprocs import usable_cpus
 from cbr_agent.backup.prescan import Prescan
 from cbr_agent.config import Settings
 from cbr_agent.errors import BackupError, UsageError
 from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude, normalize_path
+from cbr_agent.procpool import helper_count
 from cbr_agent.progress import refresh_seconds
 from cbr_agent.repoaccess.configured import open_repository
 from cbr_agent.repository.snapshot import Snapshot
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 #: how often a running backup flushes the writer and commits files cache rows (what a killed run
 #: leaves for the next one to reuse); CBR_AGENT_TEST_CHECKPOINT_SECONDS overrides it for crash tests
 CHECKPOINT_SECONDS = 60.0
-#: ``backup_processes = "auto"``: past about four, the walker feeding them is the limit
-AUTO_PROCESSES_MAX = 4
 
 
 def checkpoint_seconds() -> float:
@@ -303,11 +301,6 @@ def _save_snapshot(run: _Run, summary: BackupSummary, tree: str, tags: Sequence[
             log.warning("could not update the files cache: %s", exc)
 
 
-def helper_count(backup_processes: int | str) -> int:
-    """Helper processes for small files: ``backup_processes`` less the backup process itself."""
-    if backup_processes == "auto":
-        return min(AUTO_PROCESSES_MAX, usable_cpus()) - 1
-    return int(backup_processes) - 1
 
 
 # the counters a summary takes over from the run's stats as they are (bytes_unchanged is derived)

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 from collections.abc import Callable, Sequence
 
 from cbr_agent.backup.filesaver import FileSaver
-from cbr_agent.backup.helperprocs import LOST, HelperPool, init_message
+from cbr_agent.backup.helperprocs import HelperPool, init_message
 from cbr_agent.backup.readers import FileItem, read_file
 from cbr_agent.backup.runstate import BackupStats, RunState
 from cbr_agent.backup.smallbatch import Outcome, prepare_batch
@@ -122,19 +121,13 @@ class SmallFiles:
         """Store the batches the helpers have answered; with ``wait``, wait that long for the first."""
         if self._pool is None:
             return
-        results = self._pool.results
-        while True:
-            try:
-                token, payload = results.get(timeout=wait) if wait else results.get_nowait()
-            except queue.Empty:
-                return
-            wait = 0.0
-            if token == LOST:  # a helper died: do its batches here
-                for lost in payload:
-                    self.batches_redone += 1
-                    self._store_here(self._pending.pop(lost))
+        for token, outcomes in self._pool.answers(wait):
+            batch = self._pending.pop(token)
+            if outcomes is None:  # a helper died: do its batch here
+                self.batches_redone += 1
+                self._store_here(batch)
             else:
-                self._store(self._pending.pop(token), payload)
+                self._store(batch, outcomes)
                 self.batches_by_helpers += 1
 
     # -- storing

@@ -376,14 +376,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from cbr_agent.restore.restorer import restore_snapshot
 
     paths = _snapshot_paths(args.path)
-    repo = _open(_settings(args))
+    settings = _settings(args)
+    repo = _open(settings)
     snap = resolve_snapshot(repo, args.snapshot, snapshot_filter(args))
     counts = Progress()
     with progress_line.polling(lambda t: progress_line.describe(counts, t),
                                enabled=progress_line.wanted(args)):
         summary = restore_snapshot(repo, snap, args.target, paths=paths, overwrite=args.overwrite,
                                    dry_run=args.dry_run, progress=counts, include=args.include,
-                                   exclude=args.exclude)
+                                   exclude=args.exclude, processes=settings.backup_processes)
     verified = None
     if args.verify and not args.dry_run:
         from cbr_agent.cli.restore_args import verify

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from cbr_agent import compress as zcompress
-from cbr_agent.crypto.aead import Sealer
+from cbr_agent.crypto.aead import AuthenticationFailed, Sealer
 from cbr_agent.crypto.keys import MasterKey, keyed_blob_id
+from cbr_agent.errors import IntegrityError
+from cbr_agent.repository.index import BlobLocation
 from cbr_agent.repository.objects import FLAG_COMPRESSED, kind_flag
 
 Buffer = bytes | memoryview
@@ -103,3 +105,26 @@ class BlobCodec:
         if blob.flags & FLAG_COMPRESSED:
             return zcompress.decompress(payload, blob.raw_length)
         return payload
+
+    def decode(self, blob_id: bytes, loc: BlobLocation, stored: Buffer) -> bytes:
+        """The plaintext of a blob as stored in a pack at ``loc``, verified against its id (what a
+        restore's threads and helper processes read); IntegrityError naming the blob and pack."""
+        def where() -> str:  # only on failure: this runs once per blob of a restore
+            return f"blob {blob_id.hex()} in pack {loc.pack_id}"
+
+        if len(stored) != loc.length:
+            raise IntegrityError(f"{where()} is truncated")
+        try:
+            payload = self._sealer.open(stored, blob_id)
+        except AuthenticationFailed:
+            raise IntegrityError(f"{where()} is damaged (authentication failed)") from None
+        if loc.flags & FLAG_COMPRESSED:
+            try:
+                plain = zcompress.decompress(payload, loc.raw_length)
+            except Exception:
+                raise IntegrityError(f"{where()} is damaged (does not decompress)") from None
+        else:
+            plain = payload
+        if len(plain) != loc.raw_length or self.blob_id(plain) != blob_id:
+            raise IntegrityError(f"{where()} is damaged (content does not match its id)")
+        return plain

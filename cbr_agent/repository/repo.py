@@ -38,7 +38,6 @@ from cbr_agent.repository.objects import (
     AAD_INDEX,
     AAD_PACK_HEADER,
     AAD_SNAPSHOT,
-    FLAG_COMPRESSED,
     content_name,
     open_object,
 )
@@ -277,25 +276,8 @@ class Repository:
         return self.decode_blob(blob_id, loc, stored)
 
     def decode_blob(self, blob_id: bytes, loc: BlobLocation, stored: bytes | memoryview) -> bytes:
-        def where() -> str:  # only on failure: this runs once per blob of a restore
-            return f"blob {blob_id.hex()} in pack {loc.pack_id}"
-
-        if len(stored) != loc.length:
-            raise IntegrityError(f"{where()} is truncated")
-        try:
-            payload = self.key.sealer.open(stored, blob_id)
-        except AuthenticationFailed:
-            raise IntegrityError(f"{where()} is damaged (authentication failed)") from None
-        if loc.flags & FLAG_COMPRESSED:
-            try:
-                plain = zcompress.decompress(payload, loc.raw_length)
-            except Exception:
-                raise IntegrityError(f"{where()} is damaged (does not decompress)") from None
-        else:
-            plain = payload
-        if len(plain) != loc.raw_length or self.key.blob_id(plain) != blob_id:
-            raise IntegrityError(f"{where()} is damaged (content does not match its id)")
-        return plain
+        """The verified plaintext of a blob as stored in its pack (see :meth:`BlobCodec.decode`)."""
+        return self.codec.decode(blob_id, loc, stored)
 
     def read_pack_header(self, pack_id: str, size: int, data: bytes | None = None) -> list[PackEntry]:
         """The entries a pack's own header lists (from ``data`` when the whole pack is at hand, else two

@@ -89,6 +89,16 @@ class FileMeta:
         self.mtime = None if mtime is None else int(mtime)
         self.xattrs = node.get("xattrs") or None
 
+    def state(self) -> tuple[Any, ...]:
+        """Its fields as plain values (what a restore's helper process is sent: pickled in C, no class)."""
+        return (self.mode, self.mtime, self.owner, self.chmod, self.xattrs)
+
+    @classmethod
+    def from_state(cls, state: tuple[Any, ...]) -> FileMeta:
+        meta = cls.__new__(cls)
+        meta.mode, meta.mtime, meta.owner, meta.chmod, meta.xattrs = state
+        return meta
+
     def apply(self, fd: int) -> list[str]:
         """Same order and problems as :func:`apply_fd`."""
         problems: list[str] = []

@@ -20,7 +20,6 @@ fails that directory's contents, loudly; the rest is restored.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
@@ -30,39 +29,35 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
-from cbr_agent.errors import IntegrityError, RepositoryError, RestoreError
+from cbr_agent.errors import IntegrityError, RestoreError
 from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.memtune import cap_malloc_arenas
+from cbr_agent.procpool import helper_count
 from cbr_agent.progress import Progress
 from cbr_agent.repository.backend import DirectoryBackend
 from cbr_agent.repository.index import BlobLocation
 from cbr_agent.repository.snapshot import Snapshot
+from cbr_agent.restore.contents import CREATE_NEW, ContentWriter, FileJob, Item, Read, Use, work_items
+from cbr_agent.restore.helpers import Answer, RestoreHelpers
 from cbr_agent.restore.metadata import IS_ROOT, FileMeta, apply_path
 from cbr_agent.restore.select import Excluded, Selection, normal_paths
 
 log = logging.getLogger(__name__)
 
 OVERWRITE = ("always", "if-changed", "never")
-#: neighbouring blobs of one pack are fetched in one read of at most this many bytes ...
-RANGE_BYTES = 8 * 1024 * 1024
-#: ... and at most this many blobs (many tiny files: every thread gets a share)
-ITEM_BLOBS = 64
-#: a gap between two wanted blobs of a pack larger than this starts a new read
-GAP_BYTES = 256 * 1024
 #: the walk hands its files to the threads every this many files or bytes of content
 BATCH_FILES = 2048
 BATCH_BYTES = 64 * 1024 * 1024
-#: blobs at least this large that hold only zeros are left as holes
-HOLE_MIN = 4096
 #: average blob size from which a restore uses four threads instead of two
 LARGE_BLOB = 256 * 1024
-#: average blob size under which a restore from a local directory uses one thread instead of two
+#: average blob size under which a restore from a local directory uses helper processes (or, without
+#: them, one thread instead of two)
 SMALL_BLOB = 16 * 1024
-_ZEROS = bytes(8 * 1024 * 1024 + 1)
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-_CREATE_NEW = _CREATE | os.O_EXCL
+#: helper processes only for a restore whose first batch holds this many files (a small restore never
+#: pays for starting them)
+PROCESSES_MIN_FILES = BATCH_FILES
 #: what a directory's metadata needs of its node
 _META_KEYS = ("mode", "uid", "gid", "user", "group", "mtime_ns", "xattrs")
 
@@ -84,17 +79,6 @@ class RestoreSummary:
         return dict(self.__dict__)
 
 
-class _FileJob:
-    __slots__ = ("create_mode", "failed", "final", "flags", "meta", "remaining", "size", "tmp", "written")
-
-    def __init__(self, final: str, tmp: str, meta: FileMeta, create_mode: int, size: int) -> None:
-        self.final, self.tmp, self.meta, self.create_mode, self.size = final, tmp, meta, create_mode, size
-        self.remaining = 0  # blob references not written yet
-        self.flags = _CREATE  # _CREATE_NEW for a file of one blob: created and finished in one go
-        self.failed: str | None = None
-        self.written = 0  # end of the data written so far
-
-
 class _Batch:
     """Files planned since the last hand-over, and which of them use each blob."""
 
@@ -103,34 +87,9 @@ class _Batch:
     def __init__(self) -> None:
         self.files = 0
         self.bytes = 0
-        self.empty: list[_FileJob] = []  # nothing to read: finished by a worker as they are
-        self.refs: dict[bytes, list[_Use]] = {}
+        self.empty: list[FileJob] = []  # nothing to read: finished by a worker as they are
+        self.refs: dict[bytes, list[Use]] = {}
         self.locs: dict[bytes, BlobLocation] = {}
-
-
-#: a file that needs a blob, and where in the file (plain pairs: one per blob reference, many)
-_Use = tuple[_FileJob, int]
-
-
-class _Wanted(NamedTuple):
-    """One blob of a read: where it is, and the files that use it."""
-
-    blob_id: bytes
-    loc: BlobLocation
-    users: list[_Use]
-
-
-class _Read(NamedTuple):
-    """One read of neighbouring blobs of one pack."""
-
-    pack_id: str
-    blobs: list[_Wanted]
-
-    @property
-    def span(self) -> int:
-        """Bytes read: from the first blob's start to the last one's end."""
-        first, last = self.blobs[0].loc, self.blobs[-1].loc
-        return last.offset + last.length - first.offset
 
 
 def check_name(name: Any) -> str:
@@ -139,54 +98,27 @@ def check_name(name: Any) -> str:
     return name
 
 
-def work_items(batch_locs: dict[bytes, BlobLocation], refs: dict[bytes, list[_Use]]) -> list[_Read]:
-    """The reads for a batch: per pack, blobs by offset, cut at RANGE_BYTES, ITEM_BLOBS and gaps over
-    GAP_BYTES; the biggest reads first, so the slowest do not end up last."""
-    by_pack: dict[str, list[_Wanted]] = {}
-    for blob_id, loc in batch_locs.items():
-        by_pack.setdefault(loc.pack_id, []).append(_Wanted(blob_id, loc, refs[blob_id]))
-    items: list[_Read] = []
-    for pack_id, blobs in by_pack.items():
-        blobs.sort(key=_pack_offset)
-        batch: list[_Wanted] = []
-        start = end = 0
-        for wanted in blobs:
-            loc = wanted.loc
-            if batch and (loc.offset + loc.length - start > RANGE_BYTES or len(batch) >= ITEM_BLOBS
-                          or loc.offset - end > GAP_BYTES):
-                items.append(_Read(pack_id, batch))
-                batch = []
-            if not batch:
-                start = loc.offset
-            batch.append(wanted)
-            end = loc.offset + loc.length
-        if batch:
-            items.append(_Read(pack_id, batch))
-    items.sort(key=lambda read: -read.span)
-    return items
-
-
-def _pack_offset(wanted: _Wanted) -> int:
-    return wanted.loc.offset
-
-
 class Restorer:
     def __init__(self, repo: Any, target: str, *, overwrite: str = "always", dry_run: bool = False,
-                 threads: int = 0, progress: Progress | None = None) -> None:
+                 threads: int = 0, processes: int | str = "auto", progress: Progress | None = None) -> None:
         if overwrite not in OVERWRITE:
             raise ValueError(f"overwrite must be one of {', '.join(OVERWRITE)}")
         self.repo = repo
         self.target = os.path.abspath(target)
         self.overwrite = overwrite
         self.dry_run = dry_run
-        self.threads = threads
+        self.threads = threads      # 0: chosen from the first batch
+        self.processes = processes  # in all, this one included ("auto": one per usable CPU, at most 4)
         self.summary = RestoreSummary(dry_run=dry_run)
         #: files and bytes of file contents handled so far (restored, failed or left alone)
         self.progress = progress or Progress()
         self._lock = threading.Lock()
-        self._dirs: list[tuple[str, dict[str, Any]]] = []
+        #: every directory visited: the path it is filled at, its metadata, and whether this restore made it
+        self._dirs: list[tuple[str, dict[str, Any], bool]] = []
+        #: directories made under a temporary name in one that existed, and their real names (see _plan_dir)
+        self._tops: dict[str, str] = {}
         self._links: list[tuple[str, tuple[int, int]]] = []
-        self._first_of_inode: dict[tuple[int, int], _FileJob] = {}
+        self._first_of_inode: dict[tuple[int, int], FileJob] = {}
         self._run_tag = secrets.token_hex(4)
         self._tmp_count = 0
         self._euid = os.geteuid()
@@ -203,6 +135,11 @@ class Restorer:
         #: this restore's long-path descriptors, closed when :meth:`run` ends (never another run's)
         self._longpaths = LongPaths()
         self._short = self._longpaths.short
+        self._contents = ContentWriter(self._read_range, repo.decode_blob, self._short, self)
+        self._helpers: RestoreHelpers | None = None
+        self._mode_chosen = False
+        self.batches_by_helpers = 0
+        self.batches_redone = 0     # a helper died holding them
 
     # ------------------------------------------------------------------ public
     def run(self, tree_id: str, includes: Sequence[str] = (), *, excluded: Excluded | None = None,
@@ -232,11 +169,32 @@ class Restorer:
                 self._drain()
             if not self.dry_run:
                 self._finish_links()
-                for path, node in reversed(self._dirs):
-                    self._problems(path, apply_path(self._short(path), node))
+                self._finish_dirs()
+        except BaseException:
+            if self._tops:
+                kept = ", ".join(f"{tmp} for {final}" for tmp, final in self._tops.items())
+                log.warning("restore stopped: what it restored into new directories stays under temporary "
+                            "names (%s)", kept)
+            raise
         finally:
             self._longpaths.close()
         return self.summary
+
+    def _finish_dirs(self) -> None:
+        """Directory metadata, deepest first; the new directories' before they take their real names, those
+        that existed after (a rename into one changes its mtime)."""
+        for path, node, created in reversed(self._dirs):
+            if created:
+                self._problems(path, apply_path(self._short(path), node))
+        for tmp, final in self._tops.items():
+            try:
+                os.rename(self._short(tmp), self._short(final))
+            except OSError as exc:
+                self._error(final, f"restored as {tmp}, but cannot move into place: {exc.strerror}")
+        self._tops.clear()
+        for path, node, created in reversed(self._dirs):
+            if not created:
+                self._problems(path, apply_path(self._short(path), node))
 
     # ------------------------------------------------------------------ walk
     def _missing(self, tree_id: str, includes: list[str]) -> list[str]:
@@ -283,10 +241,10 @@ class Restorer:
                 dest = dest_dir + "/" + name
                 kind = node.get("type")
                 if kind == "dir":
-                    made = self._plan_dir(dest, node, gid)
+                    made = self._plan_dir(dest, node, gid, fresh)
                     if made is not None and node.get("subtree"):
-                        new_files_gid, created = made
-                        stack.append((node["subtree"], snap_path, dest, new_files_gid, created))
+                        fill, new_files_gid, created = made
+                        stack.append((node["subtree"], snap_path, fill, new_files_gid, created))
                 elif wanted:
                     self._plan_entry(dest, node, gid, fresh)
                     if self._batch.files >= BATCH_FILES or self._batch.bytes >= BATCH_BYTES:
@@ -308,35 +266,61 @@ class Restorer:
             return self._egid
         return st.st_gid if st.st_mode & stat.S_ISGID else self._egid
 
-    def _plan_dir(self, dest: str, node: dict[str, Any], parent_gid: int) -> tuple[int, bool] | None:
-        """Create the directory; ``(gid of new files in it, created now)``, or None when it cannot be
-        used (the error is recorded). A new directory gets the group its parent gives new entries (and
-        a setgid parent's setgid bit), so its new files get ``parent_gid`` too: no stat needed."""
+    def _plan_dir(self, dest: str, node: dict[str, Any], parent_gid: int,
+                  parent_made: bool) -> tuple[str, int, bool] | None:
+        """Create the directory; ``(path to fill, gid of new files in it, made now)``, or None when it
+        cannot be used (the error is recorded). A new directory gets the group its parent gives new
+        entries (and a setgid parent's setgid bit), so its new files get ``parent_gid`` too: no stat.
+
+        A directory made in one this restore made is made under its real name. One made in a directory
+        that existed is made under a temporary name (a "top") and takes its real name once everything
+        below it is restored: nothing in it is seen under its real path before then, so the files
+        below it need no temporary names of their own (half the directory operations of a restore)."""
         self.summary.dirs += 1
-        self._dirs.append((dest, {k: node[k] for k in _META_KEYS if k in node}))
+        meta = {k: node[k] for k in _META_KEYS if k in node}
         if self.dry_run:
-            return self._egid, False
+            self._dirs.append((dest, meta, False))
+            return dest, self._egid, False
+        if parent_made:
+            try:
+                os.mkdir(self._short(dest), 0o700)
+                self._dirs.append((dest, meta, True))
+                return dest, parent_gid, True
+            except FileExistsError:  # not expected in a directory of ours: look at it as at any other
+                pass
+            except OSError as exc:
+                self._error(dest, f"cannot create directory: {exc.strerror}")
+                return None
         try:
-            os.mkdir(self._short(dest), 0o700)
-            return parent_gid, True
-        except FileExistsError:
-            pass
+            st = os.lstat(self._short(dest))
+        except FileNotFoundError:
+            return self._make_top(dest, meta, parent_gid)
         except OSError as exc:
-            self._error(dest, f"cannot create directory: {exc.strerror}")
+            self._error(dest, f"cannot look at the directory: {exc.strerror}")
             return None
-        st = os.lstat(self._short(dest))
         if stat.S_ISDIR(st.st_mode):
-            return (st.st_gid if st.st_mode & stat.S_ISGID else self._egid), False
+            self._dirs.append((dest, meta, False))
+            return dest, (st.st_gid if st.st_mode & stat.S_ISGID else self._egid), False
         if self.overwrite == "never":
             self._error(dest, "exists and is not a directory; not replaced (--overwrite never)")
             return None
         try:
             os.unlink(self._short(dest))
-            os.mkdir(self._short(dest), 0o700)
         except OSError as exc:
             self._error(dest, f"cannot replace with a directory: {exc.strerror}")
             return None
-        return parent_gid, True
+        return self._make_top(dest, meta, parent_gid)
+
+    def _make_top(self, dest: str, meta: dict[str, Any], parent_gid: int) -> tuple[str, int, bool] | None:
+        tmp = self._tmp_name(dest)
+        try:
+            os.mkdir(self._short(tmp), 0o700)
+        except OSError as exc:
+            self._error(dest, f"cannot create directory: {exc.strerror}")
+            return None
+        self._tops[tmp] = dest
+        self._dirs.append((tmp, meta, True))
+        return tmp, parent_gid, True
 
     def _skip_existing(self, dest: str, node: dict[str, Any]) -> bool:
         try:
@@ -352,8 +336,12 @@ class Restorer:
             return st.st_size == node.get("size") and st.st_mtime_ns == node.get("mtime_ns")
         return False
 
-    def _tmp_name(self, dest: str) -> str:
-        # unique: a random part per run, a counter within it
+    def _tmp_name(self, dest: str, made: bool = False) -> str:
+        """Where ``dest`` is written until complete: the name itself in a directory this restore made
+        (see :meth:`_plan_dir`), else a temporary name beside it (unique: a random part per run, a
+        counter within it)."""
+        if made:
+            return dest
         self._tmp_count += 1
         return f"{dest.rpartition('/')[0]}/.cbr-restore-{self._run_tag}-{self._tmp_count}"
 
@@ -368,7 +356,7 @@ class Restorer:
         if kind != "file":
             self.summary.others += 1
             if not self.dry_run:
-                self._restore_other(dest, node)
+                self._restore_other(dest, node, fresh)
             return
         links = int(node.get("links", 1))
         if links > 1:
@@ -381,7 +369,7 @@ class Restorer:
         # and always writable by its owner while it is being written
         create_mode = (mode & 0o777) | 0o600
         meta = FileMeta(node, created_owner=(self._euid, gid), created_mode=create_mode & ~self._umask)
-        job = _FileJob(dest, self._tmp_name(dest), meta, create_mode, int(node.get("size", 0)))
+        job = FileJob(dest, self._tmp_name(dest, fresh), meta, create_mode, int(node.get("size", 0)))
         if links > 1:
             self._first_of_inode[key] = job
         self._count_planned(job.size)
@@ -411,26 +399,37 @@ class Restorer:
             job.remaining = 0
         if self.dry_run:
             if job.failed:
-                self._failed(job, job.failed)
+                self.failed(job, job.failed)
             else:
-                self._restored(job)
+                self.restored(job)
             return
         if job.remaining == 0:
             batch.empty.append(job)
         elif job.remaining == 1:
-            job.flags = _CREATE_NEW
+            job.flags = CREATE_NEW
 
     # ------------------------------------------------------------------ contents
     def _hand_over(self) -> None:
-        """Give the batch planned so far to the threads; blocks while too much is in flight."""
+        """Give the batch planned so far to a helper process or the threads; blocks while too much is in
+        flight."""
         batch, self._batch = self._batch, _Batch()
         if self.dry_run or not (batch.empty or batch.locs):
             return
         # drop whole-batch references: each item holds what it needs, and is freed when done
-        items: list[_Read | list[_FileJob]] = [*work_items(batch.locs, batch.refs)]
+        items: list[Item] = [*work_items(batch.locs, batch.refs)]
         if batch.empty:
             items.append(batch.empty)
         batch.refs, batch.locs, batch.empty = {}, {}, []
+        if not self._mode_chosen:
+            self._mode_chosen = True
+            self._start_helpers(items, batch.files)
+        if self._helpers is not None:
+            self._take_answers()
+            if self._helpers.try_submit(items):
+                self.batches_by_helpers += 1
+            else:
+                self._run_here(items)  # every helper is busy: no core idles
+            return
         if self._pool is not None and self._pool_threads == 1 and self._thread_count_for(items) > 1:
             self._drain()  # one thread was chosen for tiny files, and larger ones follow: one pause
         if self._pool is None:
@@ -439,7 +438,7 @@ class Restorer:
             self._pool_threads, self._in_flight = threads, threads * 3
         pending = self._pending
         for item in items:
-            pending.append(self._pool.submit(self._run_item, item))
+            pending.append(self._pool.submit(self._contents.run, item))
             # bounded memory: wait for the oldest item (no semaphore: its wake-ups cost 10 % of the
             # GIL's time with tiny files); an unexpected error in a thread surfaces here
             while len(pending) > self._in_flight or pending[0].done():
@@ -447,7 +446,58 @@ class Restorer:
                 if not pending:
                     break
 
-    def _thread_count_for(self, items: list[_Read | list[_FileJob]]) -> int:
+    def _start_helpers(self, items: list[Item], files: int) -> None:
+        """Helper processes for a large restore of small blobs from a local directory (see
+        :mod:`cbr_agent.restore.helpers`); larger blobs gain as much from threads (decompression,
+        decryption and big writes release the GIL), and a remote store's credentials stay here."""
+        count = helper_count(self.processes)
+        backend = self.repo.backend
+        if self.threads or count < 1 or files < PROCESSES_MIN_FILES \
+                or not isinstance(backend, DirectoryBackend) or _average_blob(items) >= SMALL_BLOB:
+            return
+        helpers = RestoreHelpers(count, self.repo.codec, str(backend.root))
+        try:
+            helpers.start()
+        except OSError as exc:  # e.g. no processes left: slower, never a failed restore
+            log.warning("cannot start restore helper processes (%s); restoring in one process", exc)
+            helpers.close()
+            return
+        self._helpers = helpers
+
+    def _run_here(self, items: list[Item]) -> None:
+        for item in items:
+            self._contents.run(item)
+
+    def _take_answers(self, wait: float = 0.0) -> None:
+        assert self._helpers is not None
+        for items, jobs, answer in self._helpers.answers(wait):
+            if answer is None:  # its helper died: what it left under temporary names goes, then redo
+                self.batches_redone += 1
+                for job in jobs:
+                    self._contents.unlink_quietly(job.tmp)
+                self._run_here(items)
+            else:
+                self._apply(jobs, answer)
+
+    def _apply(self, jobs: list[FileJob], answer: Answer) -> None:
+        finished, outcomes = answer
+        if finished != len(jobs):  # never expected: a helper that lost track of files must not hide it
+            raise RestoreError(f"a restore helper process finished {finished} of the {len(jobs)} files "
+                               "it was sent; restore again, and report this as a bug")
+        special = dict(outcomes)
+        clean = size = 0
+        for position, job in enumerate(jobs):
+            outcome = special.get(position)
+            if outcome is None:
+                clean += 1
+                size += job.size
+            elif isinstance(outcome, str):
+                self.failed(job, outcome)
+            else:
+                self.restored(job, outcome)
+        self._count_restored(clean, size)
+
+    def _thread_count_for(self, items: list[Item]) -> int:
         """Large blobs (decompression, decryption, big writes release the GIL) gain from more threads.
         Many small files are mostly Python work and short system calls, each a GIL hand-over: from a
         local directory one thread beside the walk is best (200,000 files of 0-4 KiB on ext4: 22-24 s
@@ -455,12 +505,7 @@ class Restorer:
         the network, so two threads keep one read in flight while the other writes."""
         if self.threads:
             return self.threads
-        blobs = sizes = 0
-        for item in items:
-            if isinstance(item, _Read):
-                blobs += len(item.blobs)
-                sizes += sum(wanted.loc.raw_length for wanted in item.blobs)
-        average = sizes / blobs if blobs else 0
+        average = _average_blob(items)
         if average >= LARGE_BLOB:
             return 4
         if average < SMALL_BLOB and isinstance(self.repo.backend, DirectoryBackend):
@@ -468,6 +513,13 @@ class Restorer:
         return 2
 
     def _drain(self) -> None:
+        if self._helpers is not None:
+            try:
+                while self._helpers.busy:
+                    self._take_answers(wait=0.2)
+            finally:
+                self._helpers.close()
+                self._helpers = None
         if self._pool is None:
             return
         try:
@@ -477,63 +529,8 @@ class Restorer:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def _run_item(self, item: _Read | list[_FileJob]) -> None:
-        if isinstance(item, _Read):
-            self._restore_range(item.pack_id, item.blobs)
-        else:
-            for job in item:
-                self._finish_file(job)
-
-    def _restore_range(self, pack_id: str, blobs: list[_Wanted]) -> None:
-        start = blobs[0].loc.offset
-        end = blobs[-1].loc.offset + blobs[-1].loc.length
-        try:
-            raw = self.repo.backend.get("data/" + pack_id, start, end - start)
-        except (OSError, RepositoryError) as exc:
-            for _blob_id, _loc, users in blobs:
-                self._blob_failed(users, f"pack {pack_id} cannot be read: {exc}")
-            return
-        view = memoryview(raw)
-        decode = self.repo.decode_blob
-        for blob_id, loc, users in blobs:
-            stored = view[loc.offset - start: loc.offset - start + loc.length]
-            try:
-                data = decode(blob_id, loc, stored)
-            except IntegrityError as exc:
-                self._blob_failed(users, str(exc))
-                continue
-            zero = is_zeros(data)
-            for job, offset in users:
-                self._write(job, offset, data, zero)
-
-    def _write(self, job: _FileJob, offset: int, data: bytes, zero: bool) -> None:
-        fd = -1
-        if job.failed is None:
-            try:
-                # a file of one blob is created here and finished through this descriptor: one open
-                fd = os.open(self._short(job.tmp), job.flags, job.create_mode)
-                if not zero:
-                    os.pwrite(fd, data, offset)
-            except OSError as exc:
-                job.failed = f"cannot write: {exc.strerror}"
-        with self._lock:
-            job.remaining -= 1
-            done = job.remaining == 0
-            if not zero:
-                job.written = max(job.written, offset + len(data))
-        if done:  # the last blob of the file: finish it through the same descriptor
-            self._finish_file(job, fd)
-        elif fd >= 0:
-            os.close(fd)
-
-    def _blob_failed(self, users: list[_Use], reason: str) -> None:
-        for job, _offset in users:
-            job.failed = job.failed or reason
-            with self._lock:
-                job.remaining -= 1
-                done = job.remaining == 0
-            if done:
-                self._finish_file(job)
+    def _read_range(self, pack_id: str, offset: int, length: int) -> bytes:
+        return self.repo.backend.get("data/" + pack_id, offset, length)
 
     def _count_planned(self, size: int) -> None:
         files, nbytes = self._planned
@@ -544,49 +541,26 @@ class Restorer:
             self.progress.items_done += 1
             self.progress.bytes_done += size
 
-    def _restored(self, job: _FileJob) -> None:
-        with self._lock:  # one lock round trip per file: this runs for every file restored
-            self.summary.files += 1
-            self.summary.bytes_written += job.size
-            self.progress.items_done += 1
-            self.progress.bytes_done += job.size
+    # the contents' reporter (threads, or this thread for helpers' answers)
+    def restored(self, job: FileJob, problems: list[str] | None = None) -> None:
+        self._count_restored(1, job.size)
+        if problems:
+            self._problems(job.final, problems)
 
-    def _failed(self, job: _FileJob, reason: str) -> None:
+    def _count_restored(self, files: int, size: int) -> None:
+        with self._lock:  # one lock round trip per file (or per helper's batch)
+            self.summary.files += files
+            self.summary.bytes_written += size
+            self.progress.items_done += files
+            self.progress.bytes_done += size
+
+    def failed(self, job: FileJob, reason: str) -> None:
+        job.failed = job.failed or reason  # a hard link to it is not made
         self._error(job.final, reason)
         with self._lock:
             self.summary.files_failed += 1
             self.progress.items_done += 1
             self.progress.bytes_done += job.size
-
-    def _finish_file(self, job: _FileJob, fd: int = -1) -> None:
-        if job.failed:
-            if fd >= 0:
-                os.close(fd)
-            self._failed(job, f"not restored: {job.failed}")
-            self._unlink_quietly(job.tmp)
-            return
-        try:
-            if fd < 0:
-                fd = os.open(self._short(job.tmp), _CREATE, job.create_mode)
-            if job.written != job.size:
-                os.ftruncate(fd, job.size)  # the size, holes at the end included
-            problems = job.meta.apply(fd)
-        except OSError as exc:
-            self._failed(job, f"cannot write: {exc.strerror}")
-            self._unlink_quietly(job.tmp)
-            return
-        finally:
-            if fd >= 0:
-                os.close(fd)
-        try:
-            os.rename(self._short(job.tmp), self._short(job.final))
-        except OSError as exc:
-            self._failed(job, f"cannot move into place: {exc.strerror}")
-            self._unlink_quietly(job.tmp)
-            return
-        self._restored(job)
-        if problems:
-            self._problems(job.final, problems)
 
 # ------------------------------------------------------------------ the rest
     def _finish_links(self) -> None:
@@ -601,12 +575,12 @@ class Restorer:
                 os.rename(self._short(tmp), self._short(dest))
                 self.summary.hardlinks += 1
             except OSError as exc:
-                self._unlink_quietly(tmp)
+                self._contents.unlink_quietly(tmp)
                 self._error(dest, f"cannot create hard link: {exc.strerror}")
 
-    def _restore_other(self, dest: str, node: dict[str, Any]) -> None:
+    def _restore_other(self, dest: str, node: dict[str, Any], made: bool) -> None:
         kind = node.get("type")
-        tmp = self._tmp_name(dest)
+        tmp = self._tmp_name(dest, made)
         mode = int(node.get("mode", 0o644))
         try:
             if kind == "symlink":
@@ -627,41 +601,55 @@ class Restorer:
             return
         problems = apply_path(self._short(tmp), node, symlink=kind == "symlink")
         try:
-            os.rename(self._short(tmp), self._short(dest))
+            if tmp != dest:
+                os.rename(self._short(tmp), self._short(dest))
         except OSError as exc:
-            self._unlink_quietly(tmp)
+            self._contents.unlink_quietly(tmp)
             self._error(dest, f"cannot move into place: {exc.strerror}")
             return
         self._problems(dest, problems)
-
-    def _unlink_quietly(self, path: str) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self._short(path))
 
     def _problems(self, path: str, problems: Iterable[str]) -> None:
         for p in problems:
             self._warn(path, p)
 
+    def _shown(self, path: str) -> str:
+        """A path as the user knows it: below a new directory still under its temporary name, the
+        real name."""
+        at = path.find("/.cbr-restore-" + self._run_tag + "-")
+        if at < 0:
+            return path
+        end = path.find("/", at + 1)
+        top = path if end < 0 else path[:end]
+        final = self._tops.get(top)
+        return path if final is None else final + path[len(top):]
+
     def _warn(self, path: str, message: str) -> None:
+        path = self._shown(path)
         log.warning("%s: %s", path, message)
         with self._lock:
             self.summary.warnings.append(f"{path}: {message}")
 
     def _error(self, path: str, message: str) -> None:
+        path = self._shown(path)
         log.error("%s: %s", path, message)
         with self._lock:
             self.summary.errors.append(f"{path}: {message}")
 
 
-def is_zeros(data: bytes) -> bool:
-    """A blob worth a hole: large enough and only zeros (the prefix test rejects most data at once)."""
-    n = len(data)
-    return n >= HOLE_MIN and data[:64] == _ZEROS[:64] and data == _ZEROS[:n]
+def _average_blob(items: list[Item]) -> float:
+    blobs = sizes = 0
+    for item in items:
+        if isinstance(item, Read):
+            blobs += len(item.blobs)
+            sizes += sum(wanted.loc.raw_length for wanted in item.blobs)
+    return sizes / blobs if blobs else 0.0
 
 
 def restore_snapshot(repo: Any, snapshot: Snapshot, target: str, *, paths: Sequence[str] = (),
                      overwrite: str = "always", dry_run: bool = False, threads: int = 0,
-                     progress: Progress | None = None, include: Sequence[str] = (),
+                     processes: int | str = "auto", progress: Progress | None = None,
+                     include: Sequence[str] = (),
                      exclude: Sequence[str] = ()) -> RestoreSummary:
     """Restore ``snapshot`` (or ``paths`` inside it) below ``target``; see the module docstring.
     ``progress`` counts files and bytes as they are done (totals from the snapshot's summary for a
@@ -679,7 +667,7 @@ def restore_snapshot(repo: Any, snapshot: Snapshot, target: str, *, paths: Seque
                                        ("files_new", "files_changed", "files_unchanged"))
             progress.bytes_total = int(summary["bytes_total"])
     restorer = Restorer(repo, target, overwrite=overwrite, dry_run=dry_run, threads=threads,
-                        progress=progress)
+                        processes=processes, progress=progress)
     if not include:
         return restorer.run(snapshot.tree, paths, excluded=excluded)
     if paths:

@@ -237,12 +237,12 @@ def test_backup_processes_is_auto_or_a_count(tmp_path: Path, value: object, expe
 
 
 def test_helper_processes_follow_backup_processes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cbr_agent.backup import run as backup_run
+    from cbr_agent import procpool
 
-    assert backup_run.helper_count(1) == 0 and backup_run.helper_count(3) == 2
-    monkeypatch.setattr(backup_run, "usable_cpus", lambda: 2)
-    assert backup_run.helper_count("auto") == 1
-    monkeypatch.setattr(backup_run, "usable_cpus", lambda: 64)
-    assert backup_run.helper_count("auto") == backup_run.AUTO_PROCESSES_MAX - 1
-    monkeypatch.setattr(backup_run, "usable_cpus", lambda: 1)
-    assert backup_run.helper_count("auto") == 0
+    assert procpool.helper_count(1) == 0 and procpool.helper_count(3) == 2
+    monkeypatch.setattr(procpool, "usable_cpus", lambda: 2)
+    assert procpool.helper_count("auto") == 1
+    monkeypatch.setattr(procpool, "usable_cpus", lambda: 64)
+    assert procpool.helper_count("auto") == procpool.AUTO_PROCESSES_MAX - 1
+    monkeypatch.setattr(procpool, "usable_cpus", lambda: 1)
+    assert procpool.helper_count("auto") == 0

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from cbr_agent.backup.run import backup_paths
+from cbr_agent.restore import contents as contents_mod
 from cbr_agent.restore import restorer as restorer_mod
+from cbr_agent.restore.contents import ContentWriter
 from cbr_agent.restore.restorer import Restorer, restore_snapshot
 from tests.integration.engine.test_engine_corruption import flip_byte_of_blob
 from tests.integration.engine.treeutil import assert_same_tree, build_tree, inode_groups, random_bytes, write
@@ -28,7 +30,7 @@ def _many_small_files(root: Path, dirs: int = 6, per_dir: int = 12) -> Path:
 def tiny_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     # small batches and items, so a small tree takes every path a large one takes
     monkeypatch.setattr(restorer_mod, "BATCH_FILES", 5)
-    monkeypatch.setattr(restorer_mod, "ITEM_BLOBS", 3)
+    monkeypatch.setattr(contents_mod, "ITEM_BLOBS", 3)
 
 
 def test_many_batches_restore_the_same_tree(engine, tmp_path: Path, tiny_batches) -> None:
@@ -75,12 +77,12 @@ def test_small_files_are_spread_over_every_thread(engine, tmp_path: Path, tiny_b
     backup_paths(engine.settings(), [str(src)])
     repo = engine.open()
     writers: dict[str, int] = {}
-    write_ = Restorer._write
+    write_ = ContentWriter.write
     # each thread waits at its first write until all three hold work: one busy thread cannot take
     # everything (and with the work in one item, the wait times out and the restore fails)
     all_busy = threading.Barrier(3, timeout=20)
 
-    def counting_write(self: Restorer, *args):
+    def counting_write(self: ContentWriter, *args):
         name = threading.current_thread().name
         if name not in writers:
             writers[name] = 0
@@ -88,7 +90,7 @@ def test_small_files_are_spread_over_every_thread(engine, tmp_path: Path, tiny_b
         writers[name] += 1
         return write_(self, *args)
 
-    monkeypatch.setattr(Restorer, "_write", counting_write)
+    monkeypatch.setattr(ContentWriter, "write", counting_write)
     result = restore_snapshot(repo, repo.find_snapshot("latest"), str(tmp_path / "out"), threads=3)
     assert result.errors == [] and result.files == 4 * 31
     # all blobs sit in one pack: without items cut by blob count one thread would write them all
@@ -99,13 +101,13 @@ def test_small_files_are_spread_over_every_thread(engine, tmp_path: Path, tiny_b
 def _restoring_threads(repo, out: Path, monkeypatch: pytest.MonkeyPatch) -> set[str]:
     """Restore the latest snapshot into ``out``; the names of the threads that wrote file contents."""
     writers: set[str] = set()
-    write_ = Restorer._write
+    write_ = ContentWriter.write
 
-    def recording_write(self: Restorer, *args):
+    def recording_write(self: ContentWriter, *args):
         writers.add(threading.current_thread().name)
         return write_(self, *args)
 
-    monkeypatch.setattr(Restorer, "_write", recording_write)
+    monkeypatch.setattr(ContentWriter, "write", recording_write)
     result = restore_snapshot(repo, repo.find_snapshot("latest"), str(out))
     assert result.errors == [] and result.files == 6 * 13
     return writers
@@ -134,9 +136,9 @@ def test_larger_files_after_tiny_ones_get_a_second_thread(engine, tmp_path: Path
     small_writers: set[str] = set()
     both_busy = threading.Barrier(2, timeout=20)
     large_writers: set[int] = set()
-    write_ = Restorer._write
+    write_ = ContentWriter.write
 
-    def recording_write(self: Restorer, job, *args):
+    def recording_write(self: ContentWriter, job, *args):
         if "/z-small/" in job.final:
             small_writers.add(threading.current_thread().name)
         elif threading.get_ident() not in large_writers:
@@ -144,7 +146,7 @@ def test_larger_files_after_tiny_ones_get_a_second_thread(engine, tmp_path: Path
             both_busy.wait()  # with one thread only, this times out and the restore fails
         return write_(self, job, *args)
 
-    monkeypatch.setattr(Restorer, "_write", recording_write)
+    monkeypatch.setattr(ContentWriter, "write", recording_write)
     result = restore_snapshot(repo, repo.find_snapshot("latest"), str(tmp_path / "out"))
     assert result.errors == [] and result.files == 9
     assert len(small_writers) == 1 and len(large_writers) == 2, (small_writers, large_writers)
@@ -171,9 +173,9 @@ def test_tiny_files_from_a_remote_store_keep_two_threads(engine, tmp_path: Path,
 def test_work_items_are_cut_by_bytes_blob_count_and_gaps(monkeypatch: pytest.MonkeyPatch) -> None:
     from cbr_agent.repository.index import BlobLocation
 
-    monkeypatch.setattr(restorer_mod, "ITEM_BLOBS", 4)
-    monkeypatch.setattr(restorer_mod, "GAP_BYTES", 1000)
-    monkeypatch.setattr(restorer_mod, "RANGE_BYTES", 10_000)
+    monkeypatch.setattr(contents_mod, "ITEM_BLOBS", 4)
+    monkeypatch.setattr(contents_mod, "GAP_BYTES", 1000)
+    monkeypatch.setattr(contents_mod, "RANGE_BYTES", 10_000)
     locs, refs = {}, {}
     offsets = [0, 100, 200, 300, 400, 500,  # 6 neighbours: cut after 4
                5_000,  # a gap over GAP_BYTES
@@ -184,7 +186,7 @@ def test_work_items_are_cut_by_bytes_blob_count_and_gaps(monkeypatch: pytest.Mon
         refs[blob_id] = [(None, 0)]
     big = bytes([99]) * 32
     locs[big], refs[big] = BlobLocation("p2", 0, 12_000, 12_000, 0), [(None, 0)]  # alone: over RANGE_BYTES
-    items = restorer_mod.work_items(locs, refs)
+    items = contents_mod.work_items(locs, refs)
     shapes = sorted((read.pack_id, [wanted.loc.offset for wanted in read.blobs]) for read in items)
     assert shapes == [("p1", [0, 100, 200, 300]), ("p1", [400, 500]), ("p1", [5_000, 5_100]), ("p2", [0])]
     assert items[0].pack_id == "p2"  # the biggest read first

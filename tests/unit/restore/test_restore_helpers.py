@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cbr_agent.errors import IntegrityError
+from cbr_agent.restore.contents import HOLE_MIN, is_zeros
 from cbr_agent.restore.metadata import apply_fd, apply_path
-from cbr_agent.restore.restorer import HOLE_MIN, check_name, is_zeros
+from cbr_agent.restore.restorer import check_name
 
 
 @pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "/etc", "x\0y", None, 3])
