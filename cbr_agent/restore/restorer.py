@@ -52,12 +52,15 @@ BATCH_FILES = 2048
 BATCH_BYTES = 64 * 1024 * 1024
 #: average blob size from which a restore uses four threads instead of two
 LARGE_BLOB = 256 * 1024
-#: average blob size under which a restore from a local directory uses helper processes (or, without
-#: them, one thread instead of two)
+#: average blob size under which a restore from a local directory uses one thread instead of two (when
+#: its batches are not for helper processes)
 SMALL_BLOB = 16 * 1024
-#: helper processes only for a restore whose first batch holds this many files (a small restore never
-#: pays for starting them)
-PROCESSES_MIN_FILES = BATCH_FILES
+#: a batch goes to helper processes when it holds at least this many files (a small restore never pays
+#: for starting them) ...
+HELPER_BATCH_FILES = BATCH_FILES // 2
+#: ... and its blobs average under this size (larger ones gain as much from threads: decompression,
+#: decryption and big writes release the GIL)
+HELPER_BLOB = 64 * 1024
 #: what a directory's metadata needs of its node
 _META_KEYS = ("mode", "uid", "gid", "user", "group", "mtime_ns", "xattrs")
 
@@ -137,7 +140,7 @@ class Restorer:
         self._short = self._longpaths.short
         self._contents = ContentWriter(self._read_range, repo.decode_blob, self._short, self)
         self._helpers: RestoreHelpers | None = None
-        self._mode_chosen = False
+        self._helpers_refused = False  # none to be had: one process, a remote store, or they failed
         self.batches_by_helpers = 0
         self.batches_redone = 0     # a helper died holding them
 
@@ -420,10 +423,8 @@ class Restorer:
         if batch.empty:
             items.append(batch.empty)
         batch.refs, batch.locs, batch.empty = {}, {}, []
-        if not self._mode_chosen:
-            self._mode_chosen = True
-            self._start_helpers(items, batch.files)
-        if self._helpers is not None:
+        if self._for_helpers(items, batch.files):
+            assert self._helpers is not None
             self._take_answers()
             if self._helpers.try_submit(items):
                 self.batches_by_helpers += 1
@@ -431,7 +432,7 @@ class Restorer:
                 self._run_here(items)  # every helper is busy: no core idles
             return
         if self._pool is not None and self._pool_threads == 1 and self._thread_count_for(items) > 1:
-            self._drain()  # one thread was chosen for tiny files, and larger ones follow: one pause
+            self._drain_threads()  # one thread was chosen for tiny files, and larger ones follow: one pause
         if self._pool is None:
             threads = self._thread_count_for(items)
             self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="restore")
@@ -446,23 +447,29 @@ class Restorer:
                 if not pending:
                     break
 
-    def _start_helpers(self, items: list[Item], files: int) -> None:
-        """Helper processes for a large restore of small blobs from a local directory (see
-        :mod:`cbr_agent.restore.helpers`); larger blobs gain as much from threads (decompression,
-        decryption and big writes release the GIL), and a remote store's credentials stay here."""
+    def _for_helpers(self, items: list[Item], files: int) -> bool:
+        """Whether a batch goes to helper processes (started at the first that does, see
+        :mod:`cbr_agent.restore.helpers`): many small files from a local directory. A remote store's
+        reads and credentials stay with this process."""
+        if files < HELPER_BATCH_FILES or self._helpers_refused or _average_blob(items) >= HELPER_BLOB:
+            return False
+        if self._helpers is not None:
+            return True
         count = helper_count(self.processes)
         backend = self.repo.backend
-        if self.threads or count < 1 or files < PROCESSES_MIN_FILES \
-                or not isinstance(backend, DirectoryBackend) or _average_blob(items) >= SMALL_BLOB:
-            return
+        if self.threads or count < 1 or not isinstance(backend, DirectoryBackend):
+            self._helpers_refused = True
+            return False
         helpers = RestoreHelpers(count, self.repo.codec, str(backend.root))
         try:
             helpers.start()
         except OSError as exc:  # e.g. no processes left: slower, never a failed restore
             log.warning("cannot start restore helper processes (%s); restoring in one process", exc)
             helpers.close()
-            return
+            self._helpers_refused = True
+            return False
         self._helpers = helpers
+        return True
 
     def _run_here(self, items: list[Item]) -> None:
         for item in items:
@@ -513,13 +520,18 @@ class Restorer:
         return 2
 
     def _drain(self) -> None:
-        if self._helpers is not None:
-            try:
-                while self._helpers.busy:
-                    self._take_answers(wait=0.2)
-            finally:
-                self._helpers.close()
-                self._helpers = None
+        try:
+            if self._helpers is not None:
+                try:
+                    while self._helpers.busy:
+                        self._take_answers(wait=0.2)
+                finally:
+                    self._helpers.close()
+                    self._helpers = None
+        finally:
+            self._drain_threads()
+
+    def _drain_threads(self) -> None:
         if self._pool is None:
             return
         try:

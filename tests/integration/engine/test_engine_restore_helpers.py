@@ -14,11 +14,11 @@ import pytest
 
 from cbr_agent.backup.run import backup_paths
 from cbr_agent.restore import restorer as restorer_mod
-from cbr_agent.restore.contents import jobs_of
+from cbr_agent.restore.contents import ContentWriter, jobs_of
 from cbr_agent.restore.helpers import RestoreHelpers
 from cbr_agent.restore.restorer import Restorer
 from tests.integration.engine.test_engine_corruption import flip_byte_of_blob
-from tests.integration.engine.treeutil import assert_same_tree, build_tree, inode_groups, write
+from tests.integration.engine.treeutil import assert_same_tree, build_tree, inode_groups, random_bytes, write
 
 PER_DIR = 40
 
@@ -27,7 +27,7 @@ PER_DIR = 40
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     # a few dozen files make a batch, and a restore of a few hundred starts helpers
     monkeypatch.setattr(restorer_mod, "BATCH_FILES", PER_DIR)
-    monkeypatch.setattr(restorer_mod, "PROCESSES_MIN_FILES", PER_DIR)
+    monkeypatch.setattr(restorer_mod, "HELPER_BATCH_FILES", PER_DIR)
 
 
 def _small_files(root: Path, dirs: int) -> int:
@@ -69,10 +69,34 @@ def test_one_process_or_a_small_restore_starts_no_helper(engine, tmp_path: Path,
     start = RestoreHelpers.start
     monkeypatch.setattr(RestoreHelpers, "start", lambda self: (started.append(1), start(self)))
     assert _restore(engine.open(), tmp_path / "one", processes=1).batches_by_helpers == 0
-    monkeypatch.setattr(restorer_mod, "PROCESSES_MIN_FILES", 10 * PER_DIR)
+    monkeypatch.setattr(restorer_mod, "HELPER_BATCH_FILES", 10 * PER_DIR)
     assert _restore(engine.open(), tmp_path / "small").batches_by_helpers == 0
     assert started == []
     assert_same_tree(src, tmp_path / "small" / str(src).lstrip("/"))
+
+
+def test_a_batch_of_larger_blobs_stays_with_the_threads(engine, tmp_path: Path, small_batches,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(restorer_mod, "HELPER_BLOB", 8 * 1024)  # the test chunker's blobs average ~16 KiB
+    src = tmp_path / "src"
+    _small_files(src / "small", dirs=4)                 # walked first: four batches of tiny files
+    for i in range(PER_DIR):                            # then one batch of larger files
+        write(src / "a-large" / f"l{i:03d}.bin", random_bytes(20_000 + 500 * i, i))
+    backup_paths(engine.settings(), [str(src)])
+    writers: dict[str, set[str]] = {}
+    write_ = ContentWriter.write
+
+    def recording_write(self: ContentWriter, job, *args):
+        writers.setdefault(Path(job.final).parent.name, set()).add(threading.current_thread().name)
+        return write_(self, job, *args)
+
+    monkeypatch.setattr(ContentWriter, "write", recording_write)
+    restorer = _restore(engine.open(), tmp_path / "out")
+    assert restorer.summary.errors == [] and restorer.batches_by_helpers > 0
+    # larger blobs: written by this process's restore threads (decompression and decryption release the
+    # GIL), never handed to a helper; tiny ones went to the helper (or, with it busy, to this process)
+    assert writers["a-large"] and all(name.startswith("restore") for name in writers["a-large"])
+    assert_same_tree(src, tmp_path / "out" / str(src).lstrip("/"))
 
 
 def test_a_remote_store_is_read_by_threads_only(engine, tmp_path: Path, small_batches) -> None:
