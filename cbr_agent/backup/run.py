@@ -301,8 +301,6 @@ def _save_snapshot(run: _Run, summary: BackupSummary, tree: str, tags: Sequence[
             log.warning("could not update the files cache: %s", exc)
 
 
-
-
 # the counters a summary takes over from the run's stats as they are (bytes_unchanged is derived)
 _SHARED_COUNTERS = tuple(f.name for f in fields(BackupStats)
                          if f.name in BackupSummary.__dataclass_fields__ and f.name != "warnings")

@@ -1,5 +1,6 @@
 """File contents of a restore: reads of neighbouring blobs of one pack, decoded and written into the files
-that use them, each file finished under a temporary name and renamed into place.
+that use them, each file finished under its temporary name (see :class:`FileJob`) and renamed into place
+when that differs from its real name.
 
 The same code runs on the restore's threads and in its helper processes
 (:mod:`cbr_agent.restore.helpers`): what it is given is picklable (files to write, blobs to read), and what
@@ -32,7 +33,8 @@ CREATE_NEW = CREATE | os.O_EXCL
 
 
 class FileJob:
-    """One regular file to write: where, under which temporary name, with what metadata."""
+    """One regular file to write: where, under which name until complete (``tmp``: the real name itself
+    in a directory that is not in place yet), with what metadata."""
 
     __slots__ = ("create_mode", "failed", "final", "flags", "meta", "remaining", "size", "tmp", "written")
 

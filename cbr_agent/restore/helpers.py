@@ -4,12 +4,13 @@ Restoring a tiny file is a handful of short system calls and some Python around 
 threads do not add a core (measured on 200,000 files of 0-4 KiB: two threads took more time and half
 again the CPU of one). So the restore process plans (walks the snapshot, creates directories, lists each
 file's blobs) and hands whole batches to helper processes, which read the packs of a local repository,
-decode the blobs and write, finish and rename the files (:class:`~cbr_agent.restore.contents.ContentWriter`,
-the code the threads run), answering per file: restored, with any metadata problems, or failed.
+decode the blobs and write and finish the files (:class:`~cbr_agent.restore.contents.ContentWriter`, the
+code the threads run), answering with the files that failed or had metadata problems.
 
-A batch sent to a helper is only pickled: the restore process's own copy is untouched. If a helper dies,
-the batch comes back lost; the restore process removes the temporary names the helper may have left and
-writes the batch itself (a file the helper already renamed into place is written again, the same bytes).
+A batch sent to a helper travels as plain values: the restore process's own copy is untouched. If a
+helper dies, the batch comes back lost; the restore process removes what the helper may have left of
+its files (under their temporary names) and writes the batch itself (a file the helper already finished
+is written again, the same bytes).
 """
 
 from __future__ import annotations

@@ -138,7 +138,8 @@ class Restorer:
         #: this restore's long-path descriptors, closed when :meth:`run` ends (never another run's)
         self._longpaths = LongPaths()
         self._short = self._longpaths.short
-        self._contents = ContentWriter(self._read_range, repo.decode_blob, self._short, self)
+        # the codec's decode, bound once: Repository.decode_blob would look the codec up for every blob
+        self._contents = ContentWriter(self._read_range, repo.codec.decode, self._short, self)
         self._helpers: RestoreHelpers | None = None
         self._helpers_refused = False  # none to be had: one process, a remote store, or they failed
         self.batches_by_helpers = 0
