@@ -4,7 +4,9 @@ One SQLite row per directory (never per file: an unchanged re-run of 200,000 fil
 per directory, not per file). A row holds the directory's tree nodes as they went into the snapshot,
 the tree blob id, and a fingerprint of the listing (names and stat fields of every entry). When the
 fingerprint matches, the whole directory is reused without decoding its nodes; otherwise the nodes
-are looked up by name and each file is compared on size, mtime_ns, ctime_ns and inode.
+are looked up by name and each file is compared on size, mtime_ns, ctime_ns and inode. The nodes are
+kept in parts decoded as the sorted listing reaches them (:class:`RecordNodes`), so a changed directory
+of 20,000 files never holds all their decoded nodes and all their stat results at once (24 + 14 MiB).
 
 Crash safety: rows are written only after the repository writer was flushed (the blobs they name are
 in an index), and every reuse checks that the blobs are still in the repository, so a stale row only
@@ -16,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import marshal
+import operator
 import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +34,14 @@ from cbr_agent.repository.tree import TOTALS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 3: nodes in parts (rows of 2 are dropped; the parent tree stands in once)
 #: marshal's format may change between Python versions; a row written by another one is ignored
 FORMAT_TAG = f"{SCHEMA_VERSION}/py{sys.version_info[0]}.{sys.version_info[1]}/m{marshal.version}"
 #: rows of directories not seen for this many backups of the repository are dropped
 KEEP_GENERATIONS = 20
+#: nodes per separately compressed part of a row: a changed directory decodes its nodes part by part,
+#: as its listing reaches them, not all of them beside the listing's stat results
+NODES_PER_PART = 512
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,7 +65,7 @@ class DirRecord:
     scan_ns: int              # when it was listed (wall clock); racy entries are judged against it
     fingerprint: bytes        # of the listing (see listing.listing_fingerprint); b"" = do not trust
     tree: str                 # hex id of its tree blob
-    nodes_data: bytes         # the nodes of the tree blob, marshal + zstd (see .nodes)
+    nodes_data: tuple[bytes, ...]  # the tree's nodes in parts, each marshal + zstd (see .node_parts)
     blobs: bytes              # every content blob id of its direct files, concatenated (32 bytes each)
     files: int                # direct regular files
     size: int                 # bytes of those files
@@ -69,7 +75,12 @@ class DirRecord:
     @classmethod
     def build(cls, *, scan_ns: int, fingerprint: bytes, tree: str, nodes: list[dict[str, Any]],
               blobs: bytes, files: int, size: int) -> DirRecord:
-        data = _codec()[0].compress(marshal.dumps(nodes))
+        names = [n["name"] for n in nodes]
+        if not all(map(operator.lt, names, names[1:])):  # in listing order already, as a rule
+            nodes = sorted(nodes, key=operator.itemgetter("name"))
+        compress = _codec()[0].compress
+        data = tuple(compress(marshal.dumps(nodes[i:i + NODES_PER_PART]))
+                     for i in range(0, len(nodes), NODES_PER_PART))
         dirs = [n for n in nodes if n.get("type") == "dir"]
         subdirs = {n["name"]: n["subtree"] for n in dirs}
         return cls(scan_ns, fingerprint, tree, data, blobs, files, size, subdirs,
@@ -77,7 +88,16 @@ class DirRecord:
 
     @property
     def nodes(self) -> list[dict[str, Any]]:
-        return marshal.loads(_codec()[1].decompress(self.nodes_data))
+        return [node for part in self.node_parts() for node in part]
+
+    def node_parts(self) -> Iterator[list[dict[str, Any]]]:
+        """The nodes a part at a time, in tree order (sorted by name)."""
+        decompress = _codec()[1].decompress
+        for part in self.nodes_data:
+            yield marshal.loads(decompress(part))
+
+    def nodes_by_name(self) -> RecordNodes:
+        return RecordNodes(self.node_parts())
 
     def subtrees(self) -> dict[str, str]:
         return self.subdirs
@@ -89,6 +109,67 @@ class DirRecord:
     @classmethod
     def from_bytes(cls, data: bytes) -> DirRecord:
         return cls(*marshal.loads(data))
+
+
+class RecordNodes(Mapping[str, dict[str, Any]]):
+    """A record's nodes by name, decoded a part at a time as lookups go past the parts decoded so far.
+
+    Looked up in name order (as a directory's sorted listing does), a changed directory holds the
+    nodes up to the entry it is at, not all of them at once beside its listing's stat results. Parts
+    are in name order (:meth:`DirRecord.build` sees to it), so a name that sorts before the last decoded
+    one and is not among the decoded nodes is not there. A row found out of order turns that shortcut
+    off; until it is found out, a name may be missed, which costs reading the file again, never a wrong
+    reuse."""
+
+    def __init__(self, parts: Iterator[list[dict[str, Any]]]) -> None:
+        self._parts: Iterator[list[dict[str, Any]]] | None = parts
+        self._nodes: dict[str, dict[str, Any]] = {}
+        self._last: str | None = None
+        self._sorted = True
+
+    def _more(self) -> bool:
+        part = next(self._parts, None) if self._parts is not None else None
+        if part is None:
+            self._parts = None
+            return False
+        nodes, last, ordered = self._nodes, self._last, self._sorted
+        for node in part:
+            name = node["name"]
+            if ordered and last is not None and not last < name:
+                ordered = False
+            nodes[name] = node
+            last = name
+        self._last, self._sorted = last, ordered
+        return True
+
+    def get(self, name: str, default: Any = None) -> Any:
+        node = self._nodes.get(name)
+        if node is not None or self._parts is None:
+            return default if node is None else node
+        while node is None and self._parts is not None:
+            if self._sorted and self._last is not None and name < self._last:
+                break  # sorted parts already went past it
+            if not self._more():
+                break
+            node = self._nodes.get(name)
+        return default if node is None else node
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        node = self.get(name)
+        if node is None:
+            raise KeyError(name)
+        return node
+
+    def _all(self) -> dict[str, dict[str, Any]]:
+        while self._more():
+            pass
+        return self._nodes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 _local = threading.local()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ RACY_NS = 100_000_000
 class Prev:
     """What a directory held before: nodes by name and when that listing was taken."""
 
-    nodes: dict[str, Node]
+    nodes: Mapping[str, Node]
     scan_ns: int
 
 

@@ -267,11 +267,15 @@ class Walker:
         here = (*ancestors, task.ident)
         if record is not None and record.fingerprint == fingerprint and self._blobs_present(record):
             return self._reuse_dir(task, record, entries, root_dev, here, journal)
-        now = Prev({n["name"]: n for n in record.nodes}, record.scan_ns) if record is not None \
-            else materialize(prev)
+        now = Prev(record.nodes_by_name(), record.scan_ns) if record is not None else materialize(prev)
         subdirs: list[Pending] = []
         index = self.trees.new_slots(task, len(entries))
-        for name, st in entries:
+        # taken from the end of the reversed listing, each stat result is let go once looked at, while
+        # the record's nodes are decoded as the listing reaches them: the two are never both whole
+        entries.reverse()
+        pop = entries.pop
+        while entries:
+            name, st = pop()
             child = join(path, name)
             if stat.S_ISDIR(st.st_mode):
                 prev_node = now.nodes.get(name) if now is not None else None
@@ -296,7 +300,7 @@ class Walker:
         subdirs: list[Pending] = []
         if not dirs:
             return subdirs
-        cached_nodes = {n["name"]: n for n in record.nodes}
+        cached_nodes = record.nodes_by_name()  # decoded only as far as the last subdirectory's name
         prev = Prev(cached_nodes, record.scan_ns)
         index = self.trees.new_slots(task, len(dirs))
         for name, st in dirs:

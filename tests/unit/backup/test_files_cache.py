@@ -88,3 +88,65 @@ def test_fingerprint_sees_every_field(entries, which) -> None:
     n2, i2, s2, t2 = changed
     other = [(n2, _stat(0o100644, i2, s2, t2, t2)), *listing[1:]]
     assert listing_fingerprint(other)[0] != fp
+
+
+def _file_nodes(names: list[str]) -> list[dict]:
+    return [{"name": n, "type": "file", "size": i, "content": ["ab" * 32]} for i, n in enumerate(names)]
+
+
+
+
+def test_a_large_directory_is_stored_in_parts_decoded_as_the_listing_reaches_them() -> None:
+    from cbr_agent.backup.filescache import NODES_PER_PART, RecordNodes
+
+    names = [f"f{i:06d}" for i in range(5 * NODES_PER_PART + 3)]
+    rec = DirRecord.build(scan_ns=1, fingerprint=b"", tree="ef" * 32, nodes=_file_nodes(names),
+                          blobs=b"", files=len(names), size=0)
+    again = DirRecord.from_bytes(rec.to_bytes())
+    assert len(again.nodes_data) == 6 and [n["name"] for n in again.nodes] == names
+    decoded: list[int] = []
+
+    def parts():
+        for part in again.node_parts():
+            decoded.append(len(part))
+            yield part
+
+    nodes = RecordNodes(parts())
+    assert nodes.get(names[0])["size"] == 0 and decoded == [NODES_PER_PART]
+    assert nodes.get(names[NODES_PER_PART - 1]) is not None and len(decoded) == 1
+    # a new name inside the decoded range is known absent without decoding on
+    assert nodes.get("f000000x") is None and len(decoded) == 1
+    assert nodes.get(names[2 * NODES_PER_PART + 7])["size"] == 2 * NODES_PER_PART + 7
+    assert len(decoded) == 3
+    assert nodes.get("zzz") is None and len(decoded) == 6  # past the end: every part looked at
+    assert len(nodes) == len(names) and nodes[names[-1]]["size"] == len(names) - 1
+
+
+def test_a_record_is_stored_in_name_order_whatever_order_it_is_given() -> None:
+    rec = DirRecord.build(scan_ns=1, fingerprint=b"", tree="ef" * 32,
+                          nodes=_file_nodes(["b", "c", "a"]), blobs=b"", files=3, size=0)
+    assert [n["name"] for n in rec.nodes] == ["a", "b", "c"]
+    assert rec.nodes_by_name().get("a")["size"] == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.text(min_size=1, max_size=6), max_size=60),
+       st.lists(st.text(min_size=1, max_size=6), max_size=30),
+       st.integers(1, 7), st.booleans())
+def test_lookups_answer_as_a_dict_does(names, extra, per_part, in_order) -> None:
+    """Whatever is asked, in listing order or not, present or not, the answer is the dict's."""
+    from cbr_agent.backup import filescache
+
+    old, filescache.NODES_PER_PART = filescache.NODES_PER_PART, per_part
+    try:
+        rec = DirRecord.build(scan_ns=1, fingerprint=b"", tree="ef" * 32, nodes=_file_nodes(sorted(names)),
+                              blobs=b"", files=len(names), size=0)
+    finally:
+        filescache.NODES_PER_PART = old
+    plain = {n["name"]: n for n in rec.nodes}
+    asked = list(names) + extra
+    asked = sorted(asked) if in_order else asked
+    lazy = rec.nodes_by_name()
+    for name in asked:
+        assert lazy.get(name) == plain.get(name)
+    assert dict(lazy) == plain

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -210,3 +211,24 @@ def test_acquire_waiting_gives_up_naming_the_holder(repo: Repository) -> None:
         with pytest.raises(Cancelled), repo.lock(exclusive=False, wait=30, cancel=cancel):
             pass
     assert _locks(repo) == []
+
+
+def test_process_start_times_read_from_proc_agree_with_psutil() -> None:
+    """A lock records its owner's start time without psutil; another process judges it with psutil."""
+    import psutil
+
+    from cbr_agent.repository.lock import process_start_time
+
+    for pid in (os.getpid(), os.getppid(), 1):
+        assert abs(process_start_time(pid) - psutil.Process(pid).create_time()) < 0.02
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert process_start_time(gone.pid) is None
+
+
+def test_a_backup_command_does_not_load_psutil() -> None:
+    code = ("import sys; import cbr_agent.cli.main, cbr_agent.backup.run, cbr_agent.restore.restorer; "
+            "from cbr_agent.repository.lock import process_start_time; process_start_time(1); "
+            "print('psutil' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
