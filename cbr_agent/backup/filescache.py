@@ -34,7 +34,8 @@ from cbr_agent.repository.tree import TOTALS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "3"  # 3: nodes in parts (rows of 2 are dropped; the parent tree stands in once)
+SCHEMA_VERSION = "4"  # 4: nodes in parts, generations apart (older tables are dropped: the parent
+#                      snapshot stands in for one backup)
 #: marshal's format may change between Python versions; a row written by another one is ignored
 FORMAT_TAG = f"{SCHEMA_VERSION}/py{sys.version_info[0]}.{sys.version_info[1]}/m{marshal.version}"
 #: rows of directories not seen for this many backups of the repository are dropped
@@ -48,11 +49,18 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dirs (
     repo TEXT NOT NULL,
     path BLOB NOT NULL,
-    gen INTEGER NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (repo, path)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen (
+    repo TEXT NOT NULL,
+    path BLOB NOT NULL,
+    gen INTEGER NOT NULL,
+    PRIMARY KEY (repo, path)
+) WITHOUT ROWID;
 """
+#: the generation a row was last seen in lives apart from the row: marking an unchanged directory seen
+#: then writes a few bytes, not its row again (rows of large directories span hundreds of pages)
 
 
 @dataclass
@@ -209,13 +217,12 @@ class FilesCache:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA busy_timeout=10000")
-                db.executescript(_SCHEMA)
+                db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
                 row = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
-                if row is None:
-                    db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT_TAG,))
-                elif row[0] != FORMAT_TAG:
-                    db.execute("DELETE FROM dirs")
-                    db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT_TAG,))
+                if row is not None and row[0] != FORMAT_TAG:  # another layout: start empty
+                    db.executescript("DROP TABLE IF EXISTS dirs; DROP TABLE IF EXISTS seen;")
+                db.executescript(_SCHEMA)
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT_TAG,))
                 return db
             except sqlite3.DatabaseError as exc:
                 if attempt:
@@ -266,13 +273,15 @@ class FilesCache:
 
     def commit(self, staged: Iterable[tuple[bytes, bytes]], touched: Iterable[bytes]) -> None:
         gen = self.generation
-        rows = [(self.repo_id, p, gen, data) for p, data in staged]
+        repo = self.repo_id
+        rows = [(repo, p, data) for p, data in staged]
+        seen = [(repo, p, gen) for _repo, p, _data in rows]
+        seen += [(repo, p, gen) for p in touched]
         with self._lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                self.db.executemany("INSERT OR REPLACE INTO dirs VALUES (?, ?, ?, ?)", rows)
-                self.db.executemany("UPDATE dirs SET gen=? WHERE repo=? AND path=?",
-                                    [(gen, self.repo_id, p) for p in touched])
+                self.db.executemany("INSERT OR REPLACE INTO dirs VALUES (?, ?, ?)", rows)
+                self.db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?)", seen)
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
@@ -286,8 +295,10 @@ class FilesCache:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                             (f"gen:{self.repo_id}", str(self.generation)))
-            self.db.execute("DELETE FROM dirs WHERE repo=? AND gen<?",
-                            (self.repo_id, self.generation - KEEP_GENERATIONS))
+            old = (self.repo_id, self.generation - KEEP_GENERATIONS)
+            self.db.execute("DELETE FROM dirs WHERE repo=? AND path IN "
+                            "(SELECT path FROM seen WHERE repo=? AND gen<?)", (self.repo_id, *old))
+            self.db.execute("DELETE FROM seen WHERE repo=? AND gen<?", old)
             self.db.execute("COMMIT")
 
     def close(self) -> None:

@@ -150,3 +150,39 @@ def test_lookups_answer_as_a_dict_does(names, extra, per_part, in_order) -> None
     for name in asked:
         assert lazy.get(name) == plain.get(name)
     assert dict(lazy) == plain
+
+
+def test_marking_a_large_row_seen_does_not_write_it_again(tmp_path: Path) -> None:
+    """An unchanged re-run marks every directory seen: a few bytes each, not their rows again."""
+    cache = FilesCache(tmp_path / "fc.db", "r")
+    big = DirRecord(1, b"fp", "ef" * 32, (os.urandom(2 << 20),), b"", 0, 0, {})
+    cache.stage(b"/big", big)
+    cache.commit(*cache.take_staged())
+    cache.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    wal = tmp_path / "fc.db-wal"
+    assert wal.stat().st_size == 0
+    cache.touch(b"/big")
+    cache.commit(*cache.take_staged())
+    assert wal.stat().st_size < 64 * 1024  # the 2 MiB row was not rewritten
+    assert cache.get(b"/big") == big
+    cache.close()
+
+
+def test_a_cache_of_an_older_layout_starts_empty_and_works(tmp_path: Path) -> None:
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "fc.db")
+    old.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                      "INSERT INTO meta VALUES ('format', '2/py3.11/m4');"
+                      "CREATE TABLE dirs (repo TEXT NOT NULL, path BLOB NOT NULL, gen INTEGER NOT NULL,"
+                      " data BLOB NOT NULL, PRIMARY KEY (repo, path)) WITHOUT ROWID;"
+                      "INSERT INTO dirs VALUES ('r', X'2F78', 1, X'00');")
+    old.commit()
+    old.close()
+    cache = FilesCache(tmp_path / "fc.db", "r")
+    assert cache.get(b"/x") is None
+    cache.stage(b"/x", record())
+    cache.commit(*cache.take_staged())
+    cache.finish()
+    assert cache.get(b"/x") == record()
+    cache.close()
