@@ -44,8 +44,8 @@ KEEP_GENERATIONS = 20
 #: as its listing reaches them, not all of them beside the listing's stat results
 NODES_PER_PART = 512
 
+_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dirs (
     repo TEXT NOT NULL,
     path BLOB NOT NULL,
@@ -152,8 +152,6 @@ class RecordNodes(Mapping[str, dict[str, Any]]):
 
     def get(self, name: str, default: Any = None) -> Any:
         node = self._nodes.get(name)
-        if node is not None or self._parts is None:
-            return default if node is None else node
         while node is None and self._parts is not None:
             if self._sorted and self._last is not None and name < self._last:
                 break  # sorted parts already went past it
@@ -217,7 +215,7 @@ class FilesCache:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA busy_timeout=10000")
-                db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                db.execute(_META)
                 row = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
                 if row is not None and row[0] != FORMAT_TAG:  # another layout: start empty
                     db.executescript("DROP TABLE IF EXISTS dirs; DROP TABLE IF EXISTS seen;")

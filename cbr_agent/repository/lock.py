@@ -25,6 +25,7 @@ import os
 import random
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -87,9 +88,8 @@ def process_start_time(pid: int) -> float | None:
 
     On Linux read from /proc as psutil does (boot time plus the start tick), so that a command that
     takes a lock does not import psutil: 2 MB of resident memory and 12 ms of every backup."""
-    started = _proc_start_time(pid)
-    if started is not None:
-        return started
+    if sys.platform.startswith("linux"):
+        return _proc_start_time(pid)
     import psutil
 
     try:
