@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +24,7 @@ from cbr_agent.backup.sealthreads import BlobPool
 from cbr_agent.chunking import Chunker, ChunkerParams
 from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.fs.nodes import read_xattrs
+from cbr_agent.repository.index import BlobLocation
 from cbr_agent.repository.writer import BlobSink
 
 #: holes are recorded as chunks of zeros of at most this size (restored as holes again)
@@ -155,19 +156,22 @@ def _data_segments(fd: int, size: int) -> list[tuple[int, int, bool]]:
     return segments
 
 
-class ChunkerSource(Protocol):
-    """What a FileSaver needs of the repository: its chunker (sizes and secret seed)."""
+class SaverRepository(Protocol):
+    """What a FileSaver needs of the repository: its chunker (sizes and secret seed), and where a blob is
+    (its length: the previous version's chunks are looked for where they were)."""
 
     chunker: ChunkerParams
 
     def new_chunker(self) -> Chunker: ...
+
+    def blob_location(self, blob_id: bytes) -> BlobLocation | None: ...
 
 
 class FileSaver:
     """Reads files, chunks them and hands the chunks to the writer (which hashes, deduplicates,
     compresses, seals and packs them); one instance shared by the reader threads."""
 
-    def __init__(self, repo: ChunkerSource, writer: BlobSink, pool: BlobPool, *,
+    def __init__(self, repo: SaverRepository, writer: BlobSink, pool: BlobPool, *,
                  should_stop: Callable[[], bool], longpaths: LongPaths) -> None:
         self.writer = writer
         #: the run's long-path descriptors (the walker and the small-file batches use them too)
@@ -176,6 +180,7 @@ class FileSaver:
         self.should_stop = should_stop
         params = repo.chunker
         self.min_size = params.min_size
+        self._blob_location = repo.blob_location
         self._local_chunker = repo.new_chunker()
         self._zero_ids: dict[int, str] = {}
         self.blobs_new = 0
@@ -200,24 +205,27 @@ class FileSaver:
             yield hexid
             length -= n
 
-    def save(self, path: str) -> SavedFile:
-        """The file now at ``path`` (see the module docstring); ``changed`` if it changed while read."""
+    def save(self, path: str, known: Sequence[str] = ()) -> SavedFile:
+        """The file now at ``path`` (see the module docstring); ``changed`` if it changed while read.
+        ``known``: the content of the version backed up before, if any (see :meth:`_save_known`)."""
         fd = open_or_problem(path, self.longpaths)
         try:
-            return self._save_fd(fd)
+            return self._save_fd(fd, known)
         finally:
             os.close(fd)
 
-    def _save_fd(self, fd: int) -> SavedFile:
+    def _save_fd(self, fd: int, known: Sequence[str] = ()) -> SavedFile:
         before = fstat_regular(fd)
         content: list[str] = []
-        if before.st_size <= self.min_size:
+        size = before.st_size
+        if size <= self.min_size:
             read = length = self._save_small(fd, before, content)
-        elif _SEEK_DATA is not None and before.st_blocks * 512 < before.st_size:
+        elif _SEEK_DATA is not None and before.st_blocks * 512 < size:
             read, length = self._save_sparse(fd, before, content)
+        elif known:
+            read, length = self._save_known(fd, size, known, content, size > POOL_THRESHOLD)
         else:
-            read = length = self._save_stream(fd, 0, None, content, before.st_size > POOL_THRESHOLD,
-                                              before.st_size)
+            read = length = self._save_stream(fd, 0, None, content, size > POOL_THRESHOLD, size)
         after = fstat_or_problem(fd)
         saved = SavedFile(content, length, read, before, not unchanged_while_read(before, after))
         try:
@@ -267,6 +275,72 @@ class FileSaver:
                 raise FileProblem(f"read error: {describe(exc)}") from None
             content.append(self._store(chunk, use_pool))
         return reader.total
+
+    def _save_known(self, fd: int, size: int, known: Sequence[str], content: list[str],
+                    use_pool: bool) -> tuple[int, int]:
+        """A changed file whose previous version had the chunks ``known``: bytes read, bytes stored.
+
+        Where a previous chunk is still there, at the place it had or right after a chunk that is,
+        hashing it proves it (same id, already in the repository) at the cost of the hash alone; where
+        one is not, the file is chunked as usual from there until a cut lands where a previous chunk
+        began, or a chunk equals a previous one. A database or disk image changed in a few places, or a
+        log that grew, is then hashed once and content-defined cuts are searched only around the
+        changes. The cuts are the ones chunking the whole file would make: a chunk is cut by its own
+        bytes alone, from a cut onwards, except the last one of a file, which is taken only where it
+        ends the file again. The content is right whatever the previous chunks were: every id is of
+        bytes just read and hashed."""
+        previous = self._previous_chunks(known)
+        starts = {start: j for j, (start, _length, _hexid) in enumerate(previous)}
+        ids = {hexid: j for j, (_start, _length, hexid) in enumerate(previous)}
+        codec = self.writer.codec
+        last = len(previous) - 1
+        pos = read = 0
+        j: int | None = 0  # the previous chunk to look for at pos
+        while pos < size:
+            if self.should_stop():
+                raise FileProblem("backup cancelled")
+            if j is not None and j <= last:
+                _start, length, hexid = previous[j]
+                end = pos + length
+                if end == size if j == last else end <= size:
+                    data = self._read(fd, length, pos)
+                    read += len(data)
+                    if len(data) == length and codec.blob_id(data).hex() == hexid:
+                        content.append(hexid)
+                        pos += length
+                        j += 1
+                        continue
+            j = None
+            reader = _RangeReader(fd, pos, None)
+            try:
+                for chunk in self._local_chunker.chunks(reader, size - pos):
+                    hexid = self._store(chunk, use_pool)
+                    content.append(hexid)
+                    pos += len(chunk)
+                    j = starts.get(pos)
+                    if j is None and hexid in ids:
+                        j = ids[hexid] + 1
+                    if j is not None or self.should_stop():
+                        break
+            except OSError as exc:
+                raise FileProblem(f"read error: {describe(exc)}") from None
+            read += reader.total
+            if j is None:  # chunked to the end
+                break
+        return read, pos
+
+    def _previous_chunks(self, known: Sequence[str]) -> list[tuple[int, int, str]]:
+        """``(start, length, id)`` of the previous version's chunks, up to the first one the repository
+        does not have."""
+        chunks = []
+        start = 0
+        for hexid in known:
+            loc = self._blob_location(bytes.fromhex(hexid))
+            if loc is None:
+                break
+            chunks.append((start, loc.raw_length, hexid))
+            start += loc.raw_length
+        return chunks
 
     def _save_sparse(self, fd: int, before: os.stat_result, content: list[str]) -> tuple[int, int]:
         """Data segments are chunked; holes become zero chunks without reading them."""

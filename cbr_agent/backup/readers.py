@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from cbr_agent.backup.filesaver import FileProblem, FileSaver, TypeChanged
@@ -27,6 +27,7 @@ class FileItem(NamedTuple):
     name: str             # the walker's name for it (a backup root's may differ from the path's)
     lstat: os.stat_result
     existed: bool         # in the parent snapshot: counts as changed, not new
+    known: Sequence[str] = ()  # the content of the version in the parent snapshot (a changed file)
 
 
 class ReaderThreads:
@@ -85,7 +86,7 @@ def read_file(saver: FileSaver, state: RunState, delta: BackupStats, item: FileI
     for attempt in range(1, READ_ATTEMPTS + 1):
         last = attempt == READ_ATTEMPTS
         try:
-            saved = saver.save(path)
+            saved = saver.save(path, item.known)
         except TypeChanged as problem:
             if state.should_stop():
                 return None

@@ -389,7 +389,8 @@ class Walker:
                     s.bytes_done += st.st_size
                 self.trees.resolve(task, index, prev_node)
                 return
-            self.queue_file(FileItem(task, index, path, name, st, True), st.st_size)
+            known = prev_node.get("content") or () if prev_node.get("type") == "file" else ()
+            self.queue_file(FileItem(task, index, path, name, st, True, known), st.st_size)
             return
         if trusted and prev_node.get("type") == TYPE_BY_FMT.get(stat.S_IFMT(mode)):
             self.trees.resolve(task, index, prev_node)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import random
 import stat
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cbr_agent.backup.filesaver import FileProblem, FileSaver
 from cbr_agent.backup.sealthreads import BlobPool
@@ -132,3 +135,87 @@ def test_read_file_backs_up_the_version_found_and_gives_up_only_on_a_non_file(sa
     os.mkfifo(f)  # a FIFO now, on every look: left out, with one warning
     assert read_file(fs, state, BackupStats(), FileItem(None, 0, str(f), "f", listed, True)) is None
     assert state.stats.warnings == [f"{f}: not backed up: changed type during backup"]
+
+
+# -- a changed file read with its previous version's chunks (FileSaver._save_known)
+
+def _saved_before(fs: FileSaver, store, pool: BlobPool, path: Path, data: bytes) -> list[str]:
+    """``data`` written and backed up at ``path``: its chunk ids, in the index."""
+    path.write_bytes(data)
+    content = fs.save(str(path)).content
+    pool.drain()
+    store[1].flush()
+    return content
+
+
+def _edited(data: bytes, edit: tuple[str, float, int, int]) -> bytes:
+    op, where, n, seed = edit
+    at = int(where * len(data))
+    new = random.Random(seed).randbytes(n)
+    if op == "overwrite":
+        return data[:at] + new + data[at + n:]
+    if op == "insert":
+        return data[:at] + new + data[at:]
+    if op == "delete":
+        return data[:at] + data[at + n:]
+    if op == "append":
+        return data + new
+    return data[:at]  # truncate
+
+
+_edits = st.lists(st.tuples(st.sampled_from(["overwrite", "insert", "delete", "append", "truncate"]),
+                            st.floats(0, 1), st.integers(1, 40_000), st.integers(0, 2**32)), max_size=4)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32), size=st.integers(0, 400_000), edits=_edits,
+       lost=st.one_of(st.none(), st.integers(0, 1000)))
+def test_a_changed_file_read_with_its_previous_chunks_is_cut_as_if_read_whole(
+        saver, tmp_path: Path, seed: int, size: int, edits: list, lost: int | None) -> None:
+    fs, store, pool = saver
+    f = tmp_path / "f"
+    old = random.Random(seed).randbytes(size)
+    known = _saved_before(fs, store, pool, f, old)
+    if lost is not None and known:  # a previous chunk the repository no longer has
+        known[lost % len(known)] = os.urandom(32).hex()
+    new = old
+    for edit in edits:
+        new = _edited(new, edit)
+    f.write_bytes(new)
+    with_known = fs.save(str(f), known)
+    whole = fs.save(str(f))
+    assert with_known.content == whole.content  # the same cuts, so the same dedup
+    assert with_known.size == len(new) and not with_known.changed
+    assert _content(store, pool, with_known.content) == new
+
+
+def test_a_file_changed_in_the_middle_has_only_the_changed_part_cut_again(saver, tmp_path: Path) -> None:
+    fs, store, pool = saver
+    writer = store[1]
+    f = tmp_path / "f"
+    rng = random.Random(5)
+    data = rng.randbytes(2_000_000)
+    known = _saved_before(fs, store, pool, f, data)
+    f.write_bytes(data[:1_000_000] + rng.randbytes(5000) + data[1_005_000:])
+    gate = writer.stats.blobs_duplicate
+    res = fs.save(str(f), known)
+    # chunks proven by their hash never reach the writer; the ones cut again around the change are new,
+    # and cutting stops where a cut lands on a previous chunk's start
+    assert writer.stats.blobs_duplicate == gate
+    assert len(set(res.content) & set(known)) >= len(known) - 3
+    gate = writer.stats.blobs_duplicate
+    whole = fs.save(str(f))  # without the previous chunks: every chunk through the gate again
+    assert whole.content == res.content and writer.stats.blobs_duplicate - gate == len(res.content)
+    # bytes inserted: past them, the first chunk cut again that equals a previous one picks the
+    # previous chunks up again, shifted
+    f.write_bytes(data[:700_000] + rng.randbytes(3000) + data[700_000:])
+    gate = writer.stats.blobs_duplicate
+    res = fs.save(str(f), known)
+    assert writer.stats.blobs_duplicate - gate <= 1 and res.content == fs.save(str(f)).content
+    # a log that grew: every previous chunk but the last is kept without cutting, and the last one is
+    # cut again with what follows it, as reading the whole file would
+    f.write_bytes(data + rng.randbytes(30_000))
+    gate = writer.stats.blobs_duplicate
+    res = fs.save(str(f), known)
+    assert res.content[: len(known) - 1] == known[:-1] and writer.stats.blobs_duplicate == gate
+    assert res.content == fs.save(str(f)).content
