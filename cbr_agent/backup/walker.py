@@ -128,16 +128,28 @@ class Walker:
                 if state == DEGRADED:
                     journal = False
                 elif state in (BELOW, CLEAN):
-                    subdirs = self._journal_dir(task, materialize(prev), root_dev, ancestors)
+                    subdirs = self._journal_dir(task, self._journal_prev(task, prev), root_dev, ancestors)
                 else:
                     changed = self.hint.changed_names(task.path)
                     if changed is not None:
-                        subdirs = self._named_dir(task, materialize(prev), changed, root, root_dev,
-                                                  ancestors)
+                        before = self._journal_prev(task, prev)
+                        subdirs = self._named_dir(task, before, changed, root, root_dev, ancestors)
             if subdirs is None:
                 subdirs = self._scan_dir(task, prev, root, root_dev, ancestors, journal)
             stack.extend(reversed(subdirs))
             self.trees.walked(task)
+
+    def _journal_prev(self, task: DirTask, prev: Prev | LazyPrev | None) -> Prev | None:
+        """What a directory held in the parent snapshot, for the journal: its files cache row when the row
+        is of the very tree the parent snapshot has for it (the nodes it was encoded from: no tree blob
+        read, decrypted and decoded), else the parent's tree itself."""
+        if isinstance(prev, LazyPrev) and not prev.loaded and self.cache is not None \
+                and prev.node is not None and prev.prev is not None:
+            subtree = prev.node.get("subtree")
+            record = self.cache.get(os.fsencode(task.path)) if subtree else None
+            if record is not None and record.tree == subtree:
+                return Prev(record.nodes_by_name(), prev.prev.scan_ns)
+        return materialize(prev)
 
     def _journal_dir(self, task: DirTask, prev: Prev | None, root_dev: int,
                      ancestors: Ancestors) -> list[Pending] | None:

@@ -349,3 +349,53 @@ def test_a_hint_naming_what_changed_always_builds_the_full_scans_tree(engine, tm
     full = backup_paths(settings_, [str(src)])
     assert tree_of(engine, led.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
     assert counts(led) == counts(full)
+
+
+def test_a_dirty_directory_takes_its_previous_nodes_from_its_files_cache_row(engine, tmp_path: Path) -> None:
+    """When the row holds the very tree the parent snapshot has, the walker takes the nodes from it and
+    never reads that tree blob: here the blob is damaged, so reading it would cost every file of the
+    directory read again."""
+    src = tmp_path / "src"
+    make_tree(src)
+    d = src / "b" / "2"
+    time.sleep(0.25)  # past RACY_NS: the listing is trusted
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    repo = engine.open()
+    loc = repo.blob_location(bytes.fromhex(tree_of(engine, first.snapshot_id, d)))
+    pack = next(p for p in Path(engine.repo_path).rglob(loc.pack_id) if p.is_file())
+    os.chmod(pack, 0o644)
+    with open(pack, "r+b") as fh:  # one byte of the tree's ciphertext flipped
+        fh.seek(loc.offset + loc.length // 2)
+        byte = fh.read(1)
+        fh.seek(loc.offset + loc.length // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    (d / "x").write_bytes(b"named by the journal")
+    hint = DirtyDirs(first.snapshot_id, dirty=[str(d)], names={str(d): {"x"}})
+    second = backup_paths(settings, [str(src)], RunOptions(changes=hint))
+    assert second.scan == "journal" and second.warnings == []
+    assert second.bytes_read == len(b"named by the journal")  # y was not read again
+    assert (second.files_changed, second.files_unchanged) == (1, first.files_new - 1)
+
+
+def test_a_files_cache_row_older_than_the_parent_snapshot_is_not_taken(engine, tmp_path: Path) -> None:
+    """A journal-led backup writes no row for a directory whose named entries it looked at: the row is
+    then of an older tree than the parent snapshot's, and the next journal-led backup must take the
+    parent's nodes (here: y's second version), not the row's."""
+    src = tmp_path / "src"
+    make_tree(src)
+    d = src / "c" / "1"
+    time.sleep(0.25)  # past RACY_NS
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    (d / "y").write_bytes(b"second version of y")
+
+    def named(parent: str, name: str) -> RunOptions:
+        return RunOptions(changes=DirtyDirs(parent, dirty=[str(d)], names={str(d): {name}}))
+
+    second = backup_paths(settings, [str(src)], named(first.snapshot_id, "y"))
+    (d / "x").write_bytes(b"second version of x")
+    third = backup_paths(settings, [str(src)], named(second.snapshot_id, "x"))
+    assert second.scan == third.scan == "journal"
+    full = backup_paths(settings, [str(src)])
+    assert tree_of(engine, third.snapshot_id, d) == tree_of(engine, full.snapshot_id, d)
