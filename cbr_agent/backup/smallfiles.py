@@ -1,6 +1,5 @@
 """Small files, in batches: read, hashed, compressed and sealed by helper processes when there are many,
-by the reader threads until the helpers start (the few batches of a re-run: beside the walk), and on the
-walker's own thread whenever every helper is busy, so no core idles.
+on the walker's own thread otherwise (and whenever every helper is busy, so no core idles).
 
 Tiny files are mostly fixed per-file cost (a handful of system calls, hashing, a node). Another thread
 only adds GIL hand-offs (measured on 80,000 files of 0-4 KiB: 15 % more CPU and wall time than the
@@ -19,14 +18,13 @@ writer seals with; this module only batches files and turns outcomes into nodes.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 from collections.abc import Callable, Sequence
 
 from cbr_agent.backup.filesaver import FileSaver
 from cbr_agent.backup.helperprocs import HelperPool, init_message
-from cbr_agent.backup.readers import FileItem, Job, read_file
+from cbr_agent.backup.readers import FileItem, read_file
 from cbr_agent.backup.runstate import BackupStats, RunState
 from cbr_agent.backup.smallbatch import Outcome, prepare_batch
 from cbr_agent.backup.treesaver import Resolved, TreeAssembler
@@ -48,8 +46,7 @@ DUPLICATES_MAX = 0.5
 
 class SmallFiles:
     def __init__(self, writer: BlobSink, saver: FileSaver, state: RunState, trees: TreeAssembler,
-                 *, tick: Callable[[], None], helpers: int = 0, helpers_after: int = HELPERS_AFTER,
-                 offload: Callable[[Job], None] | None = None) -> None:
+                 *, tick: Callable[[], None], helpers: int = 0, helpers_after: int = HELPERS_AFTER) -> None:
         self.writer = writer
         self.saver = saver
         self.state = state
@@ -61,15 +58,12 @@ class SmallFiles:
         self._seal = self._can_seal
         self._helpers = helpers
         self._helpers_after = helpers_after
-        #: while no helper runs, batches go to the reader threads (see _dispatch)
-        self._offload = offload
         self._pool: HelperPool | None = None
         self._pending: dict[int, list[FileItem]] = {}
         self._tokens = itertools.count()
         self._batches = 0
         self.batches_by_helpers = 0
         self.batches_redone = 0     # a helper died holding them
-        self.batches_offloaded = 0  # stored by the reader threads
         self._batch: list[FileItem] = []
         self._bytes = 0
 
@@ -87,9 +81,8 @@ class SmallFiles:
             self._take_answers(wait=0.2)
 
     def close(self) -> None:
-        log.debug("small files: %d batches, %d by helper processes, %d redone after a helper died, %d by "
-                  "the reader threads", self._batches, self.batches_by_helpers, self.batches_redone,
-                  self.batches_offloaded)
+        log.debug("small files: %d batches, %d by helper processes, %d redone after a helper died",
+                  self._batches, self.batches_by_helpers, self.batches_redone)
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -122,12 +115,6 @@ class SmallFiles:
             if self._pool.try_submit(token, (token, _items(batch), self._seal)):
                 return
             del self._pending[token]
-        elif self._offload is not None:
-            # the few batches of a re-run (or the first ones of a backup) are stored beside the walk, by
-            # the reader threads, mostly idle then: the walk of a 1 %-changed tree no longer stops for them
-            self._offload(functools.partial(self._store_here, batch))
-            self.batches_offloaded += 1
-            return
         self._store_here(batch)
 
     def _take_answers(self, wait: float = 0.0) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cbr_agent.backup.filesaver import FileProblem, FileSaver
-from cbr_agent.backup.readers import FileItem, ReaderThreads
+from cbr_agent.backup.readers import FileItem
 from cbr_agent.backup.runstate import RunState
 from cbr_agent.backup.sealthreads import BlobPool
 from cbr_agent.backup.smallbatch import read_small
@@ -63,7 +63,7 @@ def test_read_small_refuses_what_is_no_longer_a_regular_file(tmp_path: Path) -> 
     assert got.stat_before.st_ino == os.lstat(f).st_ino != st.st_ino
 
 
-@pytest.fixture(params=[0, 1, "readers"], ids=["in-process", "helper-process", "reader-threads"])
+@pytest.fixture(params=[0, 1], ids=["in-process", "helper-process"])
 def parts(request, tmp_path: Path):
     repo = Repository.init(str(tmp_path / "repo"), "pw", kdf=KdfParams(n=1024),
                            chunker=ChunkerParams(min_size=4096, avg_size=16384, max_size=65536))
@@ -73,15 +73,10 @@ def parts(request, tmp_path: Path):
     saver = FileSaver(repo, writer, pool, should_stop=state.should_stop,
                       longpaths=LongPaths())
     trees = TreeAssembler(repo, writer, None, state)
-    readers = ReaderThreads(saver, state, trees, readers=2, tick=lambda: None)
-    readers.start()
-    offload = request.param == "readers"
-    small = SmallFiles(writer, saver, state, trees, tick=lambda: None,
-                       helpers=0 if offload else request.param, helpers_after=0,
-                       offload=readers.submit if offload else None)
+    small = SmallFiles(writer, saver, state, trees, tick=lambda: None, helpers=request.param,
+                       helpers_after=0)
     yield repo, writer, pool, state, trees, small
     small.close()
-    readers.stop()
     pool.close()
     writer.close()
 
@@ -109,7 +104,7 @@ def test_batch_builds_the_tree_and_takes_the_careful_path_when_needed(parts, tmp
     assert trees.root_tree is None
     small.flush()
     trees.walked(top)
-    assert trees.done.wait(30)  # batches given to the reader threads may still be running
+    assert trees.done.is_set()
     pool.drain()
     writer.flush()
     nodes = {n["name"]: n for n in decode_tree(repo.load_blob(bytes.fromhex(trees.root_tree)))}
@@ -129,10 +124,6 @@ def test_batch_builds_the_tree_and_takes_the_careful_path_when_needed(parts, tmp
     assert s.warnings == [f"{src / 'gone'}: not backed up: vanished during backup"]
     if small._helpers:
         assert small.batches_by_helpers > 0  # the helper did take batches
-    elif small._offload is not None:
-        assert small.batches_offloaded == 3  # every batch, beside the walk
-    else:
-        assert small.batches_offloaded == 0
 
 
 def test_a_helper_killed_mid_backup_loses_no_file(tmp_path: Path) -> None:
