@@ -314,13 +314,15 @@ class FileSaver:
             reader = _RangeReader(fd, pos, None)
             try:
                 for chunk in self._local_chunker.chunks(reader, size - pos):
+                    if self.should_stop():
+                        raise FileProblem("backup cancelled")
                     hexid = self._store(chunk, use_pool)
                     content.append(hexid)
                     pos += len(chunk)
                     j = starts.get(pos)
                     if j is None and hexid in ids:
                         j = ids[hexid] + 1
-                    if j is not None or self.should_stop():
+                    if j is not None:
                         break
             except OSError as exc:
                 raise FileProblem(f"read error: {describe(exc)}") from None

@@ -219,3 +219,15 @@ def test_a_file_changed_in_the_middle_has_only_the_changed_part_cut_again(saver,
     res = fs.save(str(f), known)
     assert res.content[: len(known) - 1] == known[:-1] and writer.stats.blobs_duplicate == gate
     assert res.content == fs.save(str(f)).content
+
+
+def test_a_cancelled_backup_stops_reading_a_changed_file_with_an_error(saver, tmp_path: Path) -> None:
+    """Never a shorter content: a stop asked for while a changed file is cut again is a FileProblem."""
+    fs, store, pool = saver
+    f = tmp_path / "f"
+    known = _saved_before(fs, store, pool, f, random.Random(9).randbytes(300_000))
+    f.write_bytes(random.Random(10).randbytes(300_000))  # nothing of it is known: cut from the start
+    calls = iter(range(1_000))
+    fs.should_stop = lambda: next(calls) >= 1  # asked for once the cutting has begun
+    with pytest.raises(FileProblem, match="cancelled"):
+        fs.save(str(f), known)
