@@ -92,7 +92,7 @@ class Archiver:
         self._readers = ReaderThreads(saver, self._state, self._trees, readers=options.readers,
                                       tick=self._tick)
         self._small = SmallFiles(writer, saver, self._state, self._trees, tick=self._tick,
-                                 helpers=options.helpers)
+                                 helpers=options.helpers, offload=self._readers.submit)
         self._walker = Walker(repo, options.cache, self._state, self._trees,
                               one_file_system=options.one_file_system, queue_file=self._queue_file,
                               tick=self._tick, longpaths=self._longpaths, hint=options.hint)

@@ -30,8 +30,13 @@ class FileItem(NamedTuple):
     known: Sequence[str] = ()  # the content of the version in the parent snapshot (a changed file)
 
 
+#: work other than one file that the reader threads take from the same queue (a batch of small files)
+Job = Callable[[], None]
+
+
 class ReaderThreads:
-    """``readers`` threads taking single files from a bounded queue; each resolves its file's slot."""
+    """``readers`` threads taking single files (or other jobs) from a bounded queue; each resolves its
+    file's slot."""
 
     def __init__(self, saver: FileSaver, state: RunState, trees: TreeAssembler, *, readers: int,
                  tick: Callable[[], None]) -> None:
@@ -39,7 +44,7 @@ class ReaderThreads:
         self.state = state
         self.trees = trees
         self.tick = tick            # while waiting for room in the queue: stop if asked, checkpoint
-        self._queue: queue.Queue[FileItem | None] = queue.Queue(maxsize=READ_QUEUE)
+        self._queue: queue.Queue[FileItem | Job | None] = queue.Queue(maxsize=READ_QUEUE)
         self._threads = [threading.Thread(target=self._loop, name=f"reader-{i}", daemon=True)
                          for i in range(max(1, readers))]
 
@@ -53,7 +58,7 @@ class ReaderThreads:
         for t in self._threads:
             t.join()
 
-    def submit(self, item: FileItem) -> None:
+    def submit(self, item: FileItem | Job) -> None:
         while True:
             self.tick()
             try:
@@ -67,6 +72,13 @@ class ReaderThreads:
             item = self._queue.get()
             if item is None:
                 return
+            if not isinstance(item, FileItem):
+                try:
+                    if not self.state.should_stop():
+                        item()
+                except BaseException as exc:
+                    self.state.fail(exc)
+                continue
             try:
                 delta = BackupStats()
                 node = None if self.state.should_stop() else read_file(self.saver, self.state, delta, item)

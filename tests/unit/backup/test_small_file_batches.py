@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cbr_agent.backup.filesaver import FileProblem, FileSaver
-from cbr_agent.backup.readers import FileItem
+from cbr_agent.backup.readers import FileItem, ReaderThreads
 from cbr_agent.backup.runstate import RunState
 from cbr_agent.backup.sealthreads import BlobPool
 from cbr_agent.backup.smallbatch import read_small
@@ -63,7 +63,7 @@ def test_read_small_refuses_what_is_no_longer_a_regular_file(tmp_path: Path) -> 
     assert got.stat_before.st_ino == os.lstat(f).st_ino != st.st_ino
 
 
-@pytest.fixture(params=[0, 1], ids=["in-process", "helper-process"])
+@pytest.fixture(params=[0, 1, "readers"], ids=["in-process", "helper-process", "reader-threads"])
 def parts(request, tmp_path: Path):
     repo = Repository.init(str(tmp_path / "repo"), "pw", kdf=KdfParams(n=1024),
                            chunker=ChunkerParams(min_size=4096, avg_size=16384, max_size=65536))
@@ -73,10 +73,15 @@ def parts(request, tmp_path: Path):
     saver = FileSaver(repo, writer, pool, should_stop=state.should_stop,
                       longpaths=LongPaths())
     trees = TreeAssembler(repo, writer, None, state)
-    small = SmallFiles(writer, saver, state, trees, tick=lambda: None, helpers=request.param,
-                       helpers_after=0)
+    readers = ReaderThreads(saver, state, trees, readers=2, tick=lambda: None)
+    readers.start()
+    offload = request.param == "readers"
+    small = SmallFiles(writer, saver, state, trees, tick=lambda: None,
+                       helpers=0 if offload else request.param, helpers_after=0,
+                       offload=readers.submit if offload else None, offload_bytes=0)
     yield repo, writer, pool, state, trees, small
     small.close()
+    readers.stop()
     pool.close()
     writer.close()
 
@@ -104,7 +109,7 @@ def test_batch_builds_the_tree_and_takes_the_careful_path_when_needed(parts, tmp
     assert trees.root_tree is None
     small.flush()
     trees.walked(top)
-    assert trees.done.is_set()
+    assert trees.done.wait(30)  # batches given to the reader threads may still be running
     pool.drain()
     writer.flush()
     nodes = {n["name"]: n for n in decode_tree(repo.load_blob(bytes.fromhex(trees.root_tree)))}
@@ -124,6 +129,17 @@ def test_batch_builds_the_tree_and_takes_the_careful_path_when_needed(parts, tmp
     assert s.warnings == [f"{src / 'gone'}: not backed up: vanished during backup"]
     if small._helpers:
         assert small.batches_by_helpers > 0  # the helper did take batches
+    elif small._offload is not None:
+        assert small.batches_offloaded == 3  # every batch, beside the walk
+    else:
+        assert small.batches_offloaded == 0
+
+
+def _listed(src: Path, trees: TreeAssembler) -> tuple[DirTask, int, list[tuple[str, os.stat_result]]]:
+    """``src`` as the walker would list it: its task, its first slot and its sorted entries."""
+    entries = sorted((p.name, os.lstat(p)) for p in src.iterdir())
+    top = DirTask(str(src), node_from_stat("", os.lstat(src)), None, 0, (0, 0))
+    return top, trees.new_slots(top, len(entries)), entries
 
 
 def test_a_helper_killed_mid_backup_loses_no_file(tmp_path: Path) -> None:
@@ -142,9 +158,7 @@ def test_a_helper_killed_mid_backup_loses_no_file(tmp_path: Path) -> None:
     contents = {f"f{i:04d}": b"%d\n" % i * (1 + i % 30) for i in range(64 * 12)}
     for name, data in contents.items():
         (src / name).write_bytes(data)
-    entries = sorted((p.name, os.lstat(p)) for p in src.iterdir())
-    top = DirTask(str(src), node_from_stat("", os.lstat(src)), None, 0, (0, 0))
-    first = trees.new_slots(top, len(entries))
+    top, first, entries = _listed(src, trees)
     try:
         for i, (name, st) in enumerate(entries):
             small.add(FileItem(top, first + i, str(src / name), name, st, False), st.st_size)
@@ -166,3 +180,34 @@ def test_a_helper_killed_mid_backup_loses_no_file(tmp_path: Path) -> None:
     assert small.batches_redone > 0 and state.stats.files_new == len(contents)
     assert state.stats.warnings == []
     pool.close()
+
+
+def test_batches_of_tiny_files_stay_on_the_walkers_thread(tmp_path: Path) -> None:
+    """Only a batch of a megabyte or more goes to the reader threads: one of tiny files is mostly Python
+    work, and handing it over would only let the walk run ahead with more directories open."""
+    repo = Repository.init(str(tmp_path / "repo"), "pw", kdf=KdfParams(n=1024))
+    writer = repo.writer()
+    pool = BlobPool(writer, threads=1, budget=1 << 20)
+    state = RunState(None)
+    saver = FileSaver(repo, writer, pool, should_stop=state.should_stop, longpaths=LongPaths())
+    trees = TreeAssembler(repo, writer, None, state)
+    handed: list = []
+    small = SmallFiles(writer, saver, state, trees, tick=lambda: None, offload=handed.append)
+    src = tmp_path / "src"
+    src.mkdir()
+    sizes = [100] * 64 + [200_000] * 8  # a batch of 64 tiny files, then one of 1.6 MB
+    for i, size in enumerate(sizes):
+        (src / f"f{i:03d}").write_bytes(random.Random(i).randbytes(size))
+    top, first, entries = _listed(src, trees)
+    try:
+        for i, (name, st) in enumerate(entries):
+            small.add(FileItem(top, first + i, str(src / name), name, st, False), st.st_size)
+        small.flush()
+        trees.walked(top)
+        assert small.batches_offloaded == 1 and len(handed) == 1 and not trees.done.is_set()
+        handed[0]()  # what a reader thread would do
+        assert trees.done.is_set()
+    finally:
+        small.close()
+        pool.close()
+        writer.close()
