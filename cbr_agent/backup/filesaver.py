@@ -263,18 +263,24 @@ class FileSaver:
                      size: int | None = None) -> int:
         """Chunk ``[start, end)`` (to EOF: ``size`` bytes expected) and store the chunks."""
         reader = _RangeReader(fd, start, end)
-        chunks = self._local_chunker.chunks(reader, size if end is None else end - start)
+        for chunk in self._chunks(reader, size if end is None else end - start):
+            content.append(self._store(chunk, use_pool))
+        return reader.total
+
+    def _chunks(self, reader: _RangeReader, size_hint: int | None) -> Iterator[bytes]:
+        """The chunks read through ``reader``. Only the reading is the file's problem (a FileProblem, as a
+        stop asked for is); what the caller does with a chunk (the repository's errors) propagates."""
+        chunks = self._local_chunker.chunks(reader, size_hint)
         while True:
             if self.should_stop():
                 raise FileProblem("backup cancelled")
             try:
                 chunk = next(chunks)
             except StopIteration:
-                break
+                return
             except OSError as exc:
                 raise FileProblem(f"read error: {describe(exc)}") from None
-            content.append(self._store(chunk, use_pool))
-        return reader.total
+            yield chunk
 
     def _save_known(self, fd: int, size: int, known: Sequence[str], content: list[str],
                     use_pool: bool) -> tuple[int, int]:
@@ -312,20 +318,15 @@ class FileSaver:
                         continue
             j = None
             reader = _RangeReader(fd, pos, None)
-            try:
-                for chunk in self._local_chunker.chunks(reader, size - pos):
-                    if self.should_stop():
-                        raise FileProblem("backup cancelled")
-                    hexid = self._store(chunk, use_pool)
-                    content.append(hexid)
-                    pos += len(chunk)
-                    j = starts.get(pos)
-                    if j is None and hexid in ids:
-                        j = ids[hexid] + 1
-                    if j is not None:
-                        break
-            except OSError as exc:
-                raise FileProblem(f"read error: {describe(exc)}") from None
+            for chunk in self._chunks(reader, size - pos):
+                hexid = self._store(chunk, use_pool)
+                content.append(hexid)
+                pos += len(chunk)
+                j = starts.get(pos)
+                if j is None and hexid in ids:
+                    j = ids[hexid] + 1
+                if j is not None:
+                    break
             read += reader.total
             if j is None:  # chunked to the end
                 break

@@ -231,3 +231,21 @@ def test_a_cancelled_backup_stops_reading_a_changed_file_with_an_error(saver, tm
     fs.should_stop = lambda: next(calls) >= 1  # asked for once the cutting has begun
     with pytest.raises(FileProblem, match="cancelled"):
         fs.save(str(f), known)
+
+
+def test_a_repository_error_while_a_changed_file_is_cut_again_stops_the_backup(saver, tmp_path: Path) -> None:
+    """Not a per-file warning: a write that fails (a full disk under the repository) propagates."""
+    fs, store, pool = saver
+    f = tmp_path / "f"
+    known = _saved_before(fs, store, pool, f, random.Random(11).randbytes(300_000))
+    f.write_bytes(random.Random(12).randbytes(300_000))
+
+    class FullDisk:  # the writer's disk, full
+        codec = store[1].codec
+
+        def save(self, data: bytes) -> bytes:
+            raise OSError(28, "No space left on device")
+
+    fs.writer = FullDisk()
+    with pytest.raises(OSError, match="No space left"):
+        fs.save(str(f), known)
