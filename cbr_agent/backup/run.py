@@ -25,6 +25,7 @@ from cbr_agent.backup.filescache import FilesCache
 from cbr_agent.backup.prescan import Prescan
 from cbr_agent.config import Settings
 from cbr_agent.errors import BackupError, UsageError
+from cbr_agent.gctune import quiet_gc
 from cbr_agent.memtune import cap_malloc_arenas
 from cbr_agent.pathrules import ExcludeMatcher, PathRuleError, normalize_exclude, normalize_path
 from cbr_agent.procpool import helper_count
@@ -209,7 +210,7 @@ def backup_paths(settings: Settings, paths: Sequence[Any],
     if repo is None:
         repo = open_repository(settings, create_default=not options.dry_run)
     host = socket.gethostname()
-    with repo.lock(exclusive=False, wait=options.lock_wait, cancel=options.cancel):
+    with quiet_gc(), repo.lock(exclusive=False, wait=options.lock_wait, cancel=options.cancel):
         parent = find_parent(repo, host, [r.path for r in roots])
         cache = None if options.dry_run else _open_cache(settings, repo.id)
         try:

@@ -181,6 +181,29 @@ def test_cancel_writes_no_snapshot(engine, tmp_path: Path) -> None:
     assert backup_paths(engine.settings(), [str(src)]).snapshot_id
 
 
+def test_a_backup_keeps_the_collector_quiet_and_leaves_it_as_it_found_it(engine, tmp_path: Path) -> None:
+    """gctune: young collections rarer during the run, nothing left frozen after it, cancelled or not."""
+    import gc
+
+    from cbr_agent.errors import Cancelled
+    from cbr_agent.gctune import BACKUP_THRESHOLD
+
+    src = tmp_path / "src"
+    for i in range(20):
+        write(src / f"f{i}", random_bytes(5_000, i))
+    before = gc.get_threshold()
+    during: list[int] = []
+    summary = backup_paths(engine.settings(), [str(src)],
+                           RunOptions(progress=lambda _info: during.append(gc.get_threshold()[0])))
+    assert summary.snapshot_id and during and set(during) == {BACKUP_THRESHOLD}
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        backup_paths(engine.settings(), [str(src)], RunOptions(cancel=cancel))
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to mount a small tmpfs")
 def test_full_repository_disk_stops_the_backup_cleanly(engine, tmp_path: Path) -> None:
     import subprocess
