@@ -7,6 +7,8 @@ fingerprint matches, the whole directory is reused without decoding its nodes; o
 are looked up by name and each file is compared on size, mtime_ns, ctime_ns and inode. The nodes are
 kept in parts decoded as the sorted listing reaches them (:class:`RecordNodes`), so a changed directory
 of 20,000 files never holds all their decoded nodes and all their stat results at once (24 + 14 MiB).
+Each node is kept in its tree's bytes (:class:`~cbr_agent.repository.tree.EncodedNode`): an unchanged
+one goes into the new tree as it is, and only a node that is compared is decoded.
 
 Crash safety: rows are written only after the repository writer was flushed (the blobs they name are
 in an index), and every reuse checks that the blobs are still in the repository, so a stale row only
@@ -18,24 +20,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import marshal
-import operator
 import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zstandard
 
-from cbr_agent.repository.tree import TOTALS
+from cbr_agent.repository.tree import TOTALS, AnyNode, EncodedNode, encode_nodes
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "4"  # 4: nodes in parts, generations apart (older tables are dropped: the parent
-#                      snapshot stands in for one backup)
+SCHEMA_VERSION = "5"  # 4: nodes in parts, generations apart; 5: nodes as their tree's bytes (older
+#                      tables are dropped: the parent snapshot stands in for one backup)
 #: marshal's format may change between Python versions; a row written by another one is ignored
 FORMAT_TAG = f"{SCHEMA_VERSION}/py{sys.version_info[0]}.{sys.version_info[1]}/m{marshal.version}"
 #: rows of directories not seen for this many backups of the repository are dropped
@@ -73,7 +74,7 @@ class DirRecord:
     scan_ns: int              # when it was listed (wall clock); racy entries are judged against it
     fingerprint: bytes        # of the listing (see listing.listing_fingerprint); b"" = do not trust
     tree: str                 # hex id of its tree blob
-    nodes_data: tuple[bytes, ...]  # the tree's nodes in parts, each marshal + zstd (see .node_parts)
+    nodes_data: tuple[bytes, ...]  # the tree's nodes in parts, each marshal + zstd (see .encoded_parts)
     blobs: bytes              # every content blob id of its direct files, concatenated (32 bytes each)
     files: int                # direct regular files
     size: int                 # bytes of those files
@@ -81,31 +82,32 @@ class DirRecord:
     totals: bool = False      # every subdirectory's node in its tree carries totals (older rows: no)
 
     @classmethod
-    def build(cls, *, scan_ns: int, fingerprint: bytes, tree: str, nodes: list[dict[str, Any]],
+    def build(cls, *, scan_ns: int, fingerprint: bytes, tree: str, nodes: Sequence[AnyNode],
               blobs: bytes, files: int, size: int) -> DirRecord:
-        names = [n["name"] for n in nodes]
-        if not all(map(operator.lt, names, names[1:])):  # in listing order already, as a rule
-            nodes = sorted(nodes, key=operator.itemgetter("name"))
+        encoded = encode_nodes(nodes)  # already encoded and in name order, as a rule: then a quick pass
         compress = _codec()[0].compress
-        data = tuple(compress(marshal.dumps(nodes[i:i + NODES_PER_PART]))
-                     for i in range(0, len(nodes), NODES_PER_PART))
-        dirs = [n for n in nodes if n.get("type") == "dir"]
+        # a part is the nodes' fields column by column (marshal writes a column of tuples' items at C
+        # speed, and reads it back as fast)
+        data = tuple(compress(marshal.dumps(tuple(zip(*encoded[i:i + NODES_PER_PART], strict=True))))
+                     for i in range(0, len(encoded), NODES_PER_PART))
+        dirs = [n.decode() for n in encoded if n.type == "dir"]
         subdirs = {n["name"]: n["subtree"] for n in dirs}
         return cls(scan_ns, fingerprint, tree, data, blobs, files, size, subdirs,
                    all(TOTALS in n for n in dirs))
 
     @property
     def nodes(self) -> list[dict[str, Any]]:
-        return [node for part in self.node_parts() for node in part]
+        return [node.decode() for part in self.encoded_parts() for node in part]
 
-    def node_parts(self) -> Iterator[list[dict[str, Any]]]:
+    def encoded_parts(self) -> Iterator[list[EncodedNode]]:
         """The nodes a part at a time, in tree order (sorted by name)."""
         decompress = _codec()[1].decompress
         for part in self.nodes_data:
-            yield marshal.loads(decompress(part))
+            columns = marshal.loads(decompress(part))
+            yield list(map(EncodedNode, *columns)) if columns else []
 
     def nodes_by_name(self) -> RecordNodes:
-        return RecordNodes(self.node_parts())
+        return RecordNodes(self.encoded_parts())
 
     def subtrees(self) -> dict[str, str]:
         return self.subdirs
@@ -120,7 +122,8 @@ class DirRecord:
 
 
 class RecordNodes(Mapping[str, dict[str, Any]]):
-    """A record's nodes by name, decoded a part at a time as lookups go past the parts decoded so far.
+    """A record's nodes by name, decoded a part at a time as lookups go past the parts decoded so far;
+    :meth:`get` decodes the node it answers with, :meth:`encoded` gives it as its tree's bytes.
 
     Looked up in name order (as a directory's sorted listing does), a changed directory holds the
     nodes up to the entry it is at, not all of them at once beside its listing's stat results. Parts
@@ -129,9 +132,9 @@ class RecordNodes(Mapping[str, dict[str, Any]]):
     off; until it is found out, a name may be missed, which costs reading the file again, never a wrong
     reuse."""
 
-    def __init__(self, parts: Iterator[list[dict[str, Any]]]) -> None:
-        self._parts: Iterator[list[dict[str, Any]]] | None = parts
-        self._nodes: dict[str, dict[str, Any]] = {}
+    def __init__(self, parts: Iterator[list[EncodedNode]]) -> None:
+        self._parts: Iterator[list[EncodedNode]] | None = parts
+        self._nodes: dict[str, EncodedNode] = {}
         self._last: str | None = None
         self._sorted = True
 
@@ -142,7 +145,7 @@ class RecordNodes(Mapping[str, dict[str, Any]]):
             return False
         nodes, last, ordered = self._nodes, self._last, self._sorted
         for node in part:
-            name = node["name"]
+            name = node.name
             if ordered and last is not None and not last < name:
                 ordered = False
             nodes[name] = node
@@ -150,7 +153,7 @@ class RecordNodes(Mapping[str, dict[str, Any]]):
         self._last, self._sorted = last, ordered
         return True
 
-    def get(self, name: str, default: Any = None) -> Any:
+    def encoded(self, name: str) -> EncodedNode | None:
         node = self._nodes.get(name)
         while node is None and self._parts is not None:
             if self._sorted and self._last is not None and name < self._last:
@@ -158,7 +161,15 @@ class RecordNodes(Mapping[str, dict[str, Any]]):
             if not self._more():
                 break
             node = self._nodes.get(name)
-        return default if node is None else node
+        return node
+
+    def get(self, name: str, default: Any = None) -> Any:
+        node = self.encoded(name)
+        return default if node is None else node.decode()
+
+    def encoded_all(self) -> dict[str, EncodedNode]:
+        """Every node by name, in its tree's bytes (all parts decoded)."""
+        return self._all()
 
     def __getitem__(self, name: str) -> dict[str, Any]:
         node = self.get(name)
@@ -166,7 +177,7 @@ class RecordNodes(Mapping[str, dict[str, Any]]):
             raise KeyError(name)
         return node
 
-    def _all(self) -> dict[str, dict[str, Any]]:
+    def _all(self) -> dict[str, EncodedNode]:
         while self._more():
             pass
         return self._nodes

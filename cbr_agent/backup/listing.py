@@ -11,8 +11,8 @@ import blake3
 
 from cbr_agent.backup.filesaver import describe
 from cbr_agent.fs.longpath import LongPaths
-from cbr_agent.fs.nodes import Node
 from cbr_agent.pathrules import ExcludeMatcher
+from cbr_agent.repository.tree import AnyNode
 
 Listing = list[tuple[str, os.stat_result]]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -29,11 +29,11 @@ def list_dir(path: str, matcher: ExcludeMatcher, warn: Callable[[str], None],
 
 
 def list_dir_reusing(path: str, matcher: ExcludeMatcher, warn: Callable[[str], None], longpaths: LongPaths,
-                     reuse: Callable[[os.DirEntry[str]], Node | None] | None
-                     ) -> list[tuple[str, os.stat_result | Node]]:
+                     reuse: Callable[[os.DirEntry[str]], AnyNode | None] | None
+                     ) -> list[tuple[str, os.stat_result | AnyNode]]:
     """:func:`list_dir`, where an entry for which ``reuse`` gives a node is that node as it is: what
     readdir told (name, type, inode) was enough, so it is neither stat'ed nor matched again."""
-    entries: list[tuple[str, os.stat_result | Node]] = []
+    entries: list[tuple[str, os.stat_result | AnyNode]] = []
     excluding = bool(matcher)
     append = entries.append
     try:

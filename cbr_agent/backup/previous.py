@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cbr_agent.backup.filescache import RecordNodes
 from cbr_agent.errors import RepositoryError
 from cbr_agent.fs.nodes import Node
 from cbr_agent.repository import decode_tree
+from cbr_agent.repository.tree import AnyNode
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,21 @@ class Prev:
 
     nodes: Mapping[str, Node]
     scan_ns: int
+
+
+def kept_nodes(prev: Prev) -> Mapping[str, AnyNode]:
+    """The previous nodes by name as a new tree takes the unchanged ones: as their tree's bytes where the
+    files cache kept them (neither decoded nor encoded again), else decoded."""
+    nodes = prev.nodes
+    return nodes.encoded_all() if isinstance(nodes, RecordNodes) else nodes
+
+
+def kept(prev: Prev, name: str, node: Node) -> AnyNode:
+    """One unchanged entry's node for the new tree (see :func:`kept_nodes`)."""
+    nodes = prev.nodes
+    if isinstance(nodes, RecordNodes):
+        return nodes.encoded(name) or node
+    return node
 
 
 def prev_of_subtree(repo: Any, subtree: str | None, scan_ns: int) -> Prev | None:

@@ -17,7 +17,15 @@ from cbr_agent.backup.filescache import DirRecord, FilesCache
 from cbr_agent.backup.runstate import RunState
 from cbr_agent.fs.nodes import Node
 from cbr_agent.repository import encode_tree
-from cbr_agent.repository.tree import TOTALS, Totals, tree_totals
+from cbr_agent.repository.tree import (
+    TOTALS,
+    AnyNode,
+    EncodedNode,
+    Totals,
+    encode_in_place,
+    tree_of,
+    tree_totals,
+)
 
 
 class DirTask:
@@ -46,7 +54,7 @@ class DirTask:
         self.node = node
         self.parent = parent
         self.index = index
-        self.slots: list[Node | None] = []
+        self.slots: list[AnyNode | None] = []
         self.pending = 0
         self.walked = False
         self.record: DirRecord | None = None
@@ -56,7 +64,8 @@ class DirTask:
         self.scan_ns = 0
 
 
-Resolved = tuple[DirTask, int, "Node | None"]
+#: a slot's entry: a node, decoded or as its previous tree's bytes (an unchanged entry), or None (left out)
+Resolved = tuple[DirTask, int, "AnyNode | None"]
 
 
 class TreeAssembler:
@@ -81,7 +90,7 @@ class TreeAssembler:
             task.pending += n
             return first
 
-    def resolve(self, task: DirTask, index: int, node: Node | None) -> None:
+    def resolve(self, task: DirTask, index: int, node: AnyNode | None) -> None:
         """Fill one slot of ``task``; build trees upwards as directories complete."""
         while True:
             with self._lock:
@@ -142,7 +151,7 @@ class TreeAssembler:
         node = dict(task.node)
         if task.reuse:
             assert record is not None
-            fresh_subdirs = {n["name"]: n for n in task.slots if n is not None}
+            fresh_subdirs = {n["name"]: n for n in task.slots if isinstance(n, dict)}
             cached = record.subtrees()
             # the cached tree as it is, unless its subdirectories' nodes lack totals (written by an
             # older version): then it is written again, once, with them
@@ -154,35 +163,39 @@ class TreeAssembler:
                 if self.cache is not None:
                     self.cache.touch(os.fsencode(task.path))
                 return node
-            nodes = [fresh_subdirs.get(n["name"], n) if n.get("type") == "dir" else n
-                     for n in record.nodes]
-            nodes = [n for n in nodes if n.get("type") != "dir" or n["name"] in fresh_subdirs]
+            # its files as the record has them (their tree's bytes), its subdirectories as walked now
+            nodes: list[AnyNode] = [
+                n if n.type != "dir" else fresh_subdirs[n.name]
+                for part in record.encoded_parts() for n in part
+                if n.type != "dir" or n.name in fresh_subdirs]
         else:
             nodes = [n for n in task.slots if n is not None]
-        tree_id = self.add_tree(nodes)
+        task.slots = []  # each node is let go once encoded
+        encoded = encode_in_place(nodes)
+        tree_id = self.writer.save(tree_of(encoded), kind="tree").hex()
         node["subtree"] = tree_id
-        _set_totals(node, tree_totals(nodes))
+        _set_totals(node, tree_totals(encoded))
         self._count_dir()
         if self.cache is not None and task.scan_ns:
-            self._stage_record(task, tree_id, nodes)
+            self._stage_record(task, tree_id, encoded)
         return node
 
     def _count_dir(self) -> None:
         with self._lock:
             self.state.stats.dirs += 1
 
-    def _stage_record(self, task: DirTask, tree_id: str, nodes: list[Node]) -> None:
+    def _stage_record(self, task: DirTask, tree_id: str, encoded: list[EncodedNode]) -> None:
         assert self.cache is not None
-        files = [n for n in nodes if n.get("type") == "file"]
-        blobs = bytes.fromhex("".join(c for n in files for c in n.get("content") or ()))
+        files = [n for n in encoded if n.type == "file"]
+        blobs = bytes.fromhex("".join(c for n in files for c in n.content or ()))
         record = DirRecord.build(
             scan_ns=task.scan_ns,
             fingerprint=task.fingerprint if task.trusted else b"",
             tree=tree_id,
-            nodes=nodes,
+            nodes=encoded,
             blobs=blobs,
             files=len(files),
-            size=sum(n.get("size", 0) for n in files),
+            size=sum(n.size for n in files),
         )
         self.cache.stage(os.fsencode(task.path), record)
 

@@ -18,14 +18,23 @@ from cbr_agent.backup.changehint import BELOW, CLEAN, DEGRADED, ChangeHint
 from cbr_agent.backup.filesaver import describe
 from cbr_agent.backup.filescache import DirRecord, FilesCache
 from cbr_agent.backup.listing import join, list_dir, list_dir_reusing, listing_fingerprint
-from cbr_agent.backup.previous import RACY_NS, LazyPrev, Prev, materialize, prev_of_node, prev_of_subtree
+from cbr_agent.backup.previous import (
+    RACY_NS,
+    LazyPrev,
+    Prev,
+    kept,
+    kept_nodes,
+    materialize,
+    prev_of_node,
+    prev_of_subtree,
+)
 from cbr_agent.backup.readers import FileItem
 from cbr_agent.backup.runstate import RunState
 from cbr_agent.backup.treesaver import DirTask, TreeAssembler
 from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.fs.nodes import TYPE_BY_FMT, Node, node_from_stat, read_xattrs, same_file
 from cbr_agent.pathrules import ExcludeMatcher
-from cbr_agent.repository.tree import NO_TOTALS, TOTALS, totals_of
+from cbr_agent.repository.tree import NO_TOTALS, TOTALS, AnyNode, EncodedNode, totals_of
 
 Ancestors = tuple[tuple[int, int], ...]
 #: a directory still to walk: its task, its previous listing, the (dev, ino) of its parents and whether
@@ -158,12 +167,14 @@ class Walker:
         assert self.hint is not None
         if prev is None:
             return None
-        names = sorted(prev.nodes)
+        entries = kept_nodes(prev)
+        names = sorted(entries)
         changed: dict[str, os.stat_result] = {}
+        dir_nodes: dict[str, Node] = {}
         for name in names:
-            node = prev.nodes[name]
-            if node.get("type") != "dir":
+            if _type_of(entries[name]) != "dir":
                 continue
+            node = dir_nodes[name] = prev.nodes[name]
             path = join(task.path, name)
             if self.hint.state(path) == CLEAN:
                 continue
@@ -178,25 +189,30 @@ class Walker:
         subdirs: list[Pending] = []
         files = size = dirs = reused = 0
         index = self.trees.new_slots(task, len(names))
+        kept_slots: list[tuple[DirTask, int, AnyNode | None]] = []
         for name in names:
-            node = prev.nodes[name]
+            dir_node = dir_nodes.get(name)
             st_changed = changed.get(name)
             if st_changed is not None:
                 sub = self._subdir(task, index, join(task.path, name), name, st_changed, root_dev, here,
-                                   node, prev, True)
+                                   dir_node, prev, True)
                 if sub is not None:
                     subdirs.append(sub)
+            elif dir_node is not None:
+                reused += 1
+                totals = totals_of(dir_node)
+                if totals is not None:
+                    files, size, dirs = files + totals.files, size + totals.bytes, dirs + totals.dirs
+                kept_slots.append((task, index, dir_node))
             else:
-                if node.get("type") == "file":
+                kept_node = entries[name]
+                file_size = _file_size(kept_node)
+                if file_size is not None:
                     files += 1
-                    size += node.get("size", 0)
-                elif node.get("type") == "dir":
-                    reused += 1
-                    totals = totals_of(node)
-                    if totals is not None:
-                        files, size, dirs = files + totals.files, size + totals.bytes, dirs + totals.dirs
-                self.trees.resolve(task, index, node)
+                    size += file_size
+                kept_slots.append((task, index, kept_node))
             index += 1
+        self.trees.resolve_many(kept_slots)
         self._count_unopened(files, size, dirs, reused)
         return subdirs
 
@@ -210,34 +226,43 @@ class Walker:
         if prev is None:
             return None
         nodes = prev.nodes
+        entries = kept_nodes(prev)
 
-        def unchanged(entry: os.DirEntry[str]) -> Node | None:
-            node = nodes.get(entry.name)
-            if node is None or entry.name in changed or entry.inode() != node.get("inode"):
+        def unchanged(entry: os.DirEntry[str]) -> AnyNode | None:
+            node = entries.get(entry.name)
+            if node is None or entry.name in changed:
+                return None
+            inode: int | None
+            kind: str | None
+            if isinstance(node, EncodedNode):
+                inode, kind = node.inode, node.type
+            else:
+                inode, kind = node.get("inode"), node.get("type")
+            if entry.inode() != inode:
                 return None
             # readdir's type, as the previous node's (directories and the rare FIFOs and devices are
             # always looked at)
-            kind = node.get("type")
             if entry.is_file(follow_symlinks=False) if kind == "file" else \
                     kind == "symlink" and entry.is_symlink():
                 return node
             return None
 
         path = task.path
-        entries = list_dir_reusing(path, root.matcher, self.state.warn, self.longpaths, unchanged)
+        listing = list_dir_reusing(path, root.matcher, self.state.warn, self.longpaths, unchanged)
         with self.state.lock:
             self.state.stats.dirs_scanned += 1
         here = (*ancestors, task.ident)
         subdirs: list[Pending] = []
-        kept: list[tuple[DirTask, int, Node | None]] = []
+        kept_slots: list[tuple[DirTask, int, AnyNode | None]] = []
         files = size = 0
-        index = self.trees.new_slots(task, len(entries))
-        for name, item in entries:
-            if isinstance(item, dict):
-                if item.get("type") == "file":
+        index = self.trees.new_slots(task, len(listing))
+        for name, item in listing:
+            if not isinstance(item, os.stat_result):
+                file_size = _file_size(item)
+                if file_size is not None:
                     files += 1
-                    size += item.get("size", 0)
-                kept.append((task, index, item))
+                    size += file_size
+                kept_slots.append((task, index, item))
             elif stat.S_ISDIR(item.st_mode):
                 sub = self._subdir(task, index, join(path, name), name, item, root_dev, here,
                                    nodes.get(name), prev, True)
@@ -246,7 +271,7 @@ class Walker:
             else:
                 self._entry(task, index, join(path, name), name, item, prev)
             index += 1
-        self.trees.resolve_many(kept)
+        self.trees.resolve_many(kept_slots)
         self._count_unopened(files, size, 0, 0)
         return subdirs
 
@@ -399,13 +424,13 @@ class Walker:
                     s.files_unchanged += 1
                     s.bytes_total += st.st_size
                     s.bytes_done += st.st_size
-                self.trees.resolve(task, index, prev_node)
+                self.trees.resolve(task, index, kept(prev, name, prev_node))
                 return
             known = prev_node.get("content") or () if prev_node.get("type") == "file" else ()
             self.queue_file(FileItem(task, index, path, name, st, True, known), st.st_size)
             return
         if trusted and prev_node.get("type") == TYPE_BY_FMT.get(stat.S_IFMT(mode)):
-            self.trees.resolve(task, index, prev_node)
+            self.trees.resolve(task, index, kept(prev, name, prev_node))
             return
         self._other(task, index, path, name, st)
 
@@ -427,3 +452,14 @@ class Walker:
 
     def _content_present(self, node: Node) -> bool:
         return self._all_present([bytes.fromhex(c) for c in node.get("content") or ()])
+
+
+def _type_of(node: AnyNode) -> str | None:
+    return node.type if isinstance(node, EncodedNode) else node.get("type")
+
+
+def _file_size(node: AnyNode) -> int | None:
+    """A regular file's size, None for anything else."""
+    if isinstance(node, EncodedNode):
+        return node.size if node.type == "file" else None
+    return node.get("size", 0) if node.get("type") == "file" else None

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, Union, cast
 
 import orjson
 
@@ -48,11 +48,20 @@ def totals_of(node: dict[str, Any]) -> Totals | None:
     return Totals(*counts)  # type: ignore[arg-type]
 
 
-def tree_totals(nodes: list[dict[str, Any]]) -> Totals | None:
+def tree_totals(nodes: Sequence[AnyNode]) -> Totals | None:
     """The totals of a directory that lists ``nodes``, or None when one of its subdirectories has none."""
     files = size = 0
     dirs = 1
     for node in nodes:
+        if isinstance(node, EncodedNode):
+            kind = node.type
+            if kind == "file":
+                files += 1
+                size += node.size
+                continue
+            if kind != "dir":
+                continue
+            node = node.decode()
         kind = node.get("type")
         if kind == "file":
             files += 1
@@ -80,13 +89,85 @@ def canonical_json(doc: Any) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def encode_tree(nodes: list[dict[str, Any]]) -> bytes:
+class EncodedNode(NamedTuple):
+    """A node in its canonical JSON, as a tree holds it, with the few fields read of it without decoding
+    it: an unchanged entry goes from the previous tree (by way of the files cache) into the new one as
+    these bytes, neither decoded nor encoded again. Canonical JSON encodes each node on its own, so a
+    tree is its nodes' bytes joined (:func:`tree_of`), the same bytes as :func:`canonical_json` of it."""
+
+    name: str
+    type: str
+    inode: int | None
+    size: int                   # a regular file's size (0 for anything else)
+    content: list[str] | None   # a regular file's blob ids
+    data: bytes
+
+    @classmethod
+    def of(cls, node: dict[str, Any]) -> EncodedNode:
+        # copied to a bytes object of its own size: orjson's result keeps the kilobyte it started
+        # writing into (measured: 1,066 bytes held for a 266-byte node; +17 MB peak on a first backup
+        # of 200,000 files)
+        data = bytes(memoryview(canonical_json(node)))
+        kind = node.get("type", "")
+        if kind == "file":
+            return cls(node["name"], kind, node.get("inode"), node.get("size", 0), node.get("content"), data)
+        return cls(node["name"], kind, node.get("inode"), 0, None, data)
+
+    def decode(self) -> dict[str, Any]:
+        try:
+            node = orjson.loads(self.data)
+        except orjson.JSONDecodeError:  # escaped lone surrogates (a name that is not UTF-8)
+            node = json.loads(self.data)
+        if not isinstance(node, dict):
+            raise ValueError("an encoded tree node is not an object")
+        return node
+
+
+#: a node as the walker hands it to a tree: decoded, or in its canonical bytes
+AnyNode = Union[dict[str, Any], EncodedNode]  # noqa: UP007 (a runtime alias: X | Y needs both to be types)
+
+
+def node_name(node: AnyNode) -> str:
+    return node.name if isinstance(node, EncodedNode) else node["name"]
+
+
+def encode_nodes(nodes: Iterable[AnyNode]) -> list[EncodedNode]:
+    """A listing's nodes sorted by name, each in canonical form (names must be unique)."""
+    return encode_in_place(list(nodes))
+
+
+def encode_in_place(nodes: list[AnyNode]) -> list[EncodedNode]:
+    """:func:`encode_nodes` in the list given, which it returns: each decoded node is let go as soon as
+    it is encoded (a directory of 20,000 files never holds both forms of every node)."""
+    nodes.sort(key=node_name)
+    for i, node in enumerate(nodes):
+        if not isinstance(node, EncodedNode):
+            nodes[i] = EncodedNode.of(node)
+    encoded = cast(list[EncodedNode], nodes)
+    for a, b in itertools.pairwise(encoded):
+        if a.name == b.name:
+            raise ValueError(f"duplicate name in tree: {a.name!r}")
+    return encoded
+
+
+_HEAD = b'{"nodes":['
+_TAIL = b'],"v":%d}' % _FORMAT
+
+
+def tree_of(encoded: Sequence[EncodedNode]) -> bytes:
+    """The tree blob of nodes already encoded and sorted (:func:`encode_nodes`), made with one copy of
+    the nodes' bytes (a tree of 20,000 files is about 6 MB)."""
+    if not encoded:
+        return _HEAD + _TAIL
+    parts = [n.data for n in encoded]
+    parts[0] = _HEAD + parts[0]
+    parts[-1] += _TAIL
+    return b",".join(parts)
+
+
+def encode_tree(nodes: Iterable[AnyNode]) -> bytes:
     """Deterministic bytes for a directory listing (nodes sorted by name; names must be unique)."""
-    ordered = sorted(nodes, key=lambda n: n["name"])
-    for a, b in itertools.pairwise(ordered):
-        if a["name"] == b["name"]:
-            raise ValueError(f"duplicate name in tree: {a['name']!r}")
-    return canonical_json({"v": _FORMAT, "nodes": ordered})
+    return tree_of(encode_nodes(nodes))
 
 
 def decode_tree(data: bytes) -> list[dict[str, Any]]:

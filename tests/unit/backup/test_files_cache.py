@@ -107,7 +107,7 @@ def test_a_large_directory_is_stored_in_parts_decoded_as_the_listing_reaches_the
     decoded: list[int] = []
 
     def parts():
-        for part in again.node_parts():
+        for part in again.encoded_parts():
             decoded.append(len(part))
             yield part
 
@@ -186,3 +186,38 @@ def test_a_cache_of_an_older_layout_starts_empty_and_works(tmp_path: Path) -> No
     cache.finish()
     assert cache.get(b"/x") == record()
     cache.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(
+    st.text(min_size=1, max_size=8) | st.builds(lambda s, b: s + chr(0xDC80 + b), st.text(max_size=5),
+                                                 st.integers(0, 127)),
+    st.tuples(st.sampled_from(["file", "dir", "symlink"]), st.integers(0, 2**64 - 1)), max_size=40),
+    st.integers(1, 7))
+def test_a_row_gives_back_each_node_as_it_was_and_as_its_tree_bytes(entries, per_part) -> None:
+    """Whatever the names (not UTF-8 ones too), the row's nodes decode to the nodes it was built from,
+    and their bytes are those the tree of the listing holds."""
+    from cbr_agent.backup import filescache
+    from cbr_agent.repository.tree import encode_tree, tree_of
+
+    nodes = []
+    for name, (kind, n) in entries.items():
+        node = {"name": name, "type": kind, "inode": n, "size": n if kind == "file" else 0}
+        if kind == "file":
+            node["content"] = [f"{n:064x}"]
+        elif kind == "dir":
+            node["subtree"] = f"{n:064x}"
+        nodes.append(node)
+    old, filescache.NODES_PER_PART = filescache.NODES_PER_PART, per_part
+    try:
+        rec = DirRecord.from_bytes(DirRecord.build(scan_ns=1, fingerprint=b"", tree="ef" * 32, nodes=nodes,
+                                                   blobs=b"", files=0, size=0).to_bytes())
+    finally:
+        filescache.NODES_PER_PART = old
+    ordered = sorted(nodes, key=lambda n: n["name"])
+    assert rec.nodes == ordered
+    encoded = [e for part in rec.encoded_parts() for e in part]
+    assert tree_of(encoded) == encode_tree(nodes)
+    assert [(e.name, e.type, e.inode, e.size, e.content) for e in encoded] == [
+        (n["name"], n["type"], n["inode"], n["size"], n.get("content")) for n in ordered]
+    assert rec.subtrees() == {n["name"]: n["subtree"] for n in nodes if n["type"] == "dir"}

@@ -139,3 +139,31 @@ def test_the_writer_stores_what_the_repository_reads_back(tmp_path: Path) -> Non
         assert writer.stats.blobs_new == 3 and writer.stats.blobs_duplicate == 2
     for data in (one, two, three):
         assert repo.load_blob(c.blob_id(data)) == data
+
+
+@pytest.mark.parametrize(("repo_level", "tree_level"), [(1, 1), (2, 1), (3, 1), (9, 9), (19, 19)])
+def test_tree_blobs_use_level_1_unless_the_repository_asks_for_more_than_the_default(
+        repo_level: int, tree_level: int) -> None:
+    """JSON listings are smaller and cheaper at level 1 than at 3; a repository set to a high level keeps
+    it for its trees too. File data always uses the repository's level."""
+    import zstandard
+
+    c = codec(repo_level)
+    listing = b'{"nodes":[' + b",".join(
+        b'{"content":["%064x"],"name":"file-%d.txt","size":%d,"type":"file"}' % (i * 7919, i, i * 13)
+        for i in range(400)) + b'],"v":1}'
+
+    def payload_length(kind: str) -> int:
+        sealed = c.seal(c.blob_id(listing), listing, kind=kind)
+        assert c.open(sealed) == listing
+        nonce_and_tag = 12 + 16
+        parts = sealed.sealed
+        return (len(parts) if isinstance(parts, bytes) else sum(map(len, parts))) - nonce_and_tag
+
+    def zstd_length(level: int) -> int:
+        return len(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(listing))
+
+    assert payload_length("tree") == zstd_length(tree_level)
+    assert payload_length("data") == zstd_length(repo_level)
+    many = c.seal_many([PlainBlob(c.blob_id(listing), listing)], kind="tree")[0]
+    assert c.open(many) == listing
