@@ -31,11 +31,17 @@ from typing import Any
 
 import zstandard
 
-from cbr_agent.repository.tree import TOTALS, AnyNode, EncodedNode, encode_nodes
+from cbr_agent.repository.tree import (
+    TOTALS,
+    AnyNode,
+    EncodedListing,
+    EncodedNode,
+    encode_listing,
+)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "5"  # 4: nodes in parts, generations apart; 5: nodes as their tree's bytes (older
+SCHEMA_VERSION = "6"  # 4: nodes in parts, generations apart; 6: nodes as their tree's bytes (older
 #                      tables are dropped: the parent snapshot stands in for one backup)
 #: marshal's format may change between Python versions; a row written by another one is ignored
 FORMAT_TAG = f"{SCHEMA_VERSION}/py{sys.version_info[0]}.{sys.version_info[1]}/m{marshal.version}"
@@ -83,14 +89,17 @@ class DirRecord:
 
     @classmethod
     def build(cls, *, scan_ns: int, fingerprint: bytes, tree: str, nodes: Sequence[AnyNode],
-              blobs: bytes, files: int, size: int) -> DirRecord:
-        encoded = encode_nodes(nodes)  # already encoded and in name order, as a rule: then a quick pass
+              blobs: bytes, files: int, size: int, listing: EncodedListing | None = None) -> DirRecord:
+        """``listing``: ``nodes`` as the tree was encoded from them (else they are encoded here)."""
+        if listing is None:
+            listing = encode_listing(list(nodes))
         compress = _codec()[0].compress
-        # a part is the nodes' fields column by column (marshal writes a column of tuples' items at C
-        # speed, and reads it back as fast)
-        data = tuple(compress(marshal.dumps(tuple(zip(*encoded[i:i + NODES_PER_PART], strict=True))))
-                     for i in range(0, len(encoded), NODES_PER_PART))
-        dirs = [n.decode() for n in encoded if n.type == "dir"]
+        # a part is its nodes' fields column by column: marshal writes and reads a column at C speed
+        per = NODES_PER_PART
+        data = tuple(compress(marshal.dumps(tuple(column[i:i + per] for column in listing)))
+                     for i in range(0, len(listing.names), per))
+        dirs = [n if isinstance(n, dict) else n.decode() for n in nodes
+                if (n.get("type") if isinstance(n, dict) else n.type) == "dir"]
         subdirs = {n["name"]: n["subtree"] for n in dirs}
         return cls(scan_ns, fingerprint, tree, data, blobs, files, size, subdirs,
                    all(TOTALS in n for n in dirs))
@@ -103,8 +112,7 @@ class DirRecord:
         """The nodes a part at a time, in tree order (sorted by name)."""
         decompress = _codec()[1].decompress
         for part in self.nodes_data:
-            columns = marshal.loads(decompress(part))
-            yield list(map(EncodedNode, *columns)) if columns else []
+            yield list(map(EncodedNode, *marshal.loads(decompress(part))))
 
     def nodes_by_name(self) -> RecordNodes:
         return RecordNodes(self.encoded_parts())

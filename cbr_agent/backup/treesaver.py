@@ -20,9 +20,9 @@ from cbr_agent.repository import encode_tree
 from cbr_agent.repository.tree import (
     TOTALS,
     AnyNode,
-    EncodedNode,
+    EncodedListing,
     Totals,
-    encode_in_place,
+    encode_listing,
     tree_of,
     tree_totals,
 )
@@ -170,32 +170,35 @@ class TreeAssembler:
                 if n.type != "dir" or n.name in fresh_subdirs]
         else:
             nodes = [n for n in task.slots if n is not None]
-        task.slots = []  # each node is let go once encoded
-        encoded = encode_in_place(nodes)
-        tree_id = self.writer.save(tree_of(encoded), kind="tree").hex()
+        task.slots = []
+        totals = tree_totals(nodes)
+        listing = encode_listing(nodes)
+        tree_id = self.writer.save(tree_of(listing), kind="tree").hex()
         node["subtree"] = tree_id
-        _set_totals(node, tree_totals(encoded))
+        _set_totals(node, totals)
         self._count_dir()
         if self.cache is not None and task.scan_ns:
-            self._stage_record(task, tree_id, encoded)
+            self._stage_record(task, tree_id, nodes, listing)
         return node
 
     def _count_dir(self) -> None:
         with self._lock:
             self.state.stats.dirs += 1
 
-    def _stage_record(self, task: DirTask, tree_id: str, encoded: list[EncodedNode]) -> None:
+    def _stage_record(self, task: DirTask, tree_id: str, nodes: list[AnyNode],
+                      listing: EncodedListing) -> None:
         assert self.cache is not None
-        files = [n for n in encoded if n.type == "file"]
-        blobs = bytes.fromhex("".join(c for n in files for c in n.content or ()))
+        files = [(content, size) for kind, content, size
+                 in zip(listing.types, listing.contents, listing.sizes, strict=True) if kind == "file"]
         record = DirRecord.build(
             scan_ns=task.scan_ns,
             fingerprint=task.fingerprint if task.trusted else b"",
             tree=tree_id,
-            nodes=encoded,
-            blobs=blobs,
+            nodes=nodes,
+            listing=listing,
+            blobs=bytes.fromhex("".join(c for content, _size in files for c in content or ())),
             files=len(files),
-            size=sum(n.size for n in files),
+            size=sum(size for _content, size in files),
         )
         self.cache.stage(os.fsencode(task.path), record)
 

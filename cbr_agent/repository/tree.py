@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Union, cast
 
@@ -104,9 +105,8 @@ class EncodedNode(NamedTuple):
 
     @classmethod
     def of(cls, node: dict[str, Any]) -> EncodedNode:
-        # copied to a bytes object of its own size: orjson's result keeps the kilobyte it started
-        # writing into (measured: 1,066 bytes held for a 266-byte node; +17 MB peak on a first backup
-        # of 200,000 files)
+        # copied to a bytes object of its own size: orjson's result for a small object keeps the kilobyte
+        # it started writing into (1,066 bytes held for a 266-byte node)
         data = bytes(memoryview(canonical_json(node)))
         kind = node.get("type", "")
         if kind == "file":
@@ -131,43 +131,87 @@ def node_name(node: AnyNode) -> str:
     return node.name if isinstance(node, EncodedNode) else node["name"]
 
 
-def encode_nodes(nodes: Iterable[AnyNode]) -> list[EncodedNode]:
-    """A listing's nodes sorted by name, each in canonical form (names must be unique)."""
-    return encode_in_place(list(nodes))
+class EncodedListing(NamedTuple):
+    """A directory's nodes in canonical form, sorted by name, column by column: each node's bytes (the
+    tree blob is them joined, :func:`tree_of`) and the fields the files cache keeps beside them (see
+    :class:`EncodedNode`)."""
+
+    names: list[str]
+    types: list[str]
+    inodes: list[int | None]
+    sizes: list[int]
+    contents: list[list[str] | None]
+    datas: list[bytes]
 
 
-def encode_in_place(nodes: list[AnyNode]) -> list[EncodedNode]:
-    """:func:`encode_nodes` in the list given, which it returns: each decoded node is let go as soon as
-    it is encoded (a directory of 20,000 files never holds both forms of every node)."""
-    nodes.sort(key=node_name)
-    for i, node in enumerate(nodes):
-        if not isinstance(node, EncodedNode):
-            nodes[i] = EncodedNode.of(node)
-    encoded = cast(list[EncodedNode], nodes)
-    for a, b in itertools.pairwise(encoded):
-        if a.name == b.name:
-            raise ValueError(f"duplicate name in tree: {a.name!r}")
-    return encoded
+_by_name = operator.itemgetter("name")
+#: decoded nodes are encoded by orjson this many at a time (one call per block, see encode_listing)
+_BLOCK = 512
+
+
+def encode_listing(nodes: list[AnyNode]) -> EncodedListing:
+    """Sort ``nodes`` (in place) and encode them (names must be unique). A listing of decoded nodes only
+    (a first backup's, a scanned directory's) takes one orjson call per block of nodes, split into the
+    nodes' bytes (:func:`split_array`): a call and a bytes object per node made encoding it 2.5 times
+    slower than the one call for the whole tree of earlier versions, 2.2 against 0.9 us per node. A
+    listing with encoded nodes encodes only its decoded ones."""
+    if EncodedNode not in set(map(type, nodes)):
+        dicts = cast(list[dict[str, Any]], nodes)
+        dicts.sort(key=_by_name)
+        datas = [data for i in range(0, len(dicts), _BLOCK)
+                 for data in split_array(canonical_json(dicts[i:i + _BLOCK]), len(dicts[i:i + _BLOCK]))]
+        types = [node.get("type", "") for node in dicts]
+        listing = EncodedListing(
+            [node["name"] for node in dicts], types, [node.get("inode") for node in dicts],
+            [node.get("size", 0) if kind == "file" else 0 for node, kind in zip(dicts, types, strict=True)],
+            [node.get("content") if kind == "file" else None
+             for node, kind in zip(dicts, types, strict=True)],
+            datas)
+    else:
+        nodes.sort(key=node_name)
+        encoded = [n if isinstance(n, EncodedNode) else EncodedNode.of(n) for n in nodes]
+        listing = EncodedListing(*(list(column) for column in zip(*encoded, strict=True)))
+    if len(set(listing.names)) != len(listing.names):
+        dup = next(a for a, b in itertools.pairwise(listing.names) if a == b)
+        raise ValueError(f"duplicate name in tree: {dup!r}")
+    return listing
+
+
+def split_array(array: bytes, count: int) -> list[bytes]:
+    """The canonical bytes of each of the ``count`` nodes of a canonical JSON array of nodes, each a
+    bytes object of its own size. Consecutive nodes always meet as ``},{"``, and no string holds those
+    bytes (a quote in a string is escaped), so splitting there gives ``count`` pieces unless a node holds
+    a list of objects; then the array is decoded and each node encoded on its own."""
+    if count == 0:
+        return []
+    pieces = array[3:-2].split(b'},{"')
+    if len(pieces) == count:
+        return [b'{"' + piece + b"}" for piece in pieces]
+    try:
+        nodes = orjson.loads(array)
+    except orjson.JSONDecodeError:  # escaped lone surrogates (a name that is not UTF-8)
+        nodes = json.loads(array)
+    return [EncodedNode.of(node).data for node in nodes]
 
 
 _HEAD = b'{"nodes":['
 _TAIL = b'],"v":%d}' % _FORMAT
 
 
-def tree_of(encoded: Sequence[EncodedNode]) -> bytes:
-    """The tree blob of nodes already encoded and sorted (:func:`encode_nodes`), made with one copy of
-    the nodes' bytes (a tree of 20,000 files is about 6 MB)."""
-    if not encoded:
+def tree_of(listing: EncodedListing) -> bytes:
+    """The tree blob of an encoded listing, made with one copy of the nodes' bytes (a tree of 20,000
+    files is about 6 MB)."""
+    datas: list[bytes] = listing.datas[:]
+    if not datas:
         return _HEAD + _TAIL
-    parts = [n.data for n in encoded]
-    parts[0] = _HEAD + parts[0]
-    parts[-1] += _TAIL
-    return b",".join(parts)
+    datas[0] = _HEAD + datas[0]
+    datas[-1] = datas[-1] + _TAIL
+    return b",".join(datas)
 
 
 def encode_tree(nodes: Iterable[AnyNode]) -> bytes:
     """Deterministic bytes for a directory listing (nodes sorted by name; names must be unique)."""
-    return tree_of(encode_nodes(nodes))
+    return tree_of(encode_listing(list(nodes)))
 
 
 def decode_tree(data: bytes) -> list[dict[str, Any]]:

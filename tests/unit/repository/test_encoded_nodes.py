@@ -14,8 +14,9 @@ from cbr_agent.repository.tree import (
     EncodedNode,
     canonical_json,
     decode_tree,
-    encode_nodes,
+    encode_listing,
     encode_tree,
+    split_array,
     tree_of,
     tree_totals,
 )
@@ -50,14 +51,40 @@ NODES = st.dictionaries(
 
 
 @settings(max_examples=300, deadline=None)
-@given(nodes=NODES, encoded=st.lists(st.booleans(), min_size=12, max_size=12))
-def test_a_tree_of_encoded_and_decoded_nodes_is_the_canonical_json_of_the_listing(nodes, encoded) -> None:
+@given(nodes=NODES, encoded=st.lists(st.booleans(), min_size=12, max_size=12), block=st.integers(1, 5))
+def test_a_tree_of_encoded_and_decoded_nodes_is_the_canonical_json_of_the_listing(nodes, encoded,
+                                                                                   block) -> None:
+    from cbr_agent.repository import tree
+
     mixed = [EncodedNode.of(n) if e else n for n, e in zip(nodes, encoded, strict=False)]
-    expected = canonical_json({"v": 1, "nodes": sorted(nodes, key=lambda n: n["name"])})
+    ordered = sorted(nodes, key=lambda n: n["name"])
+    expected = canonical_json({"v": 1, "nodes": ordered})
     assert encode_tree(mixed) == expected
-    assert tree_of(encode_nodes(reversed(mixed))) == expected
-    assert decode_tree(expected) == sorted(nodes, key=lambda n: n["name"])
+    old, tree._BLOCK = tree._BLOCK, block  # decoded nodes are encoded a block at a time
+    try:
+        for given_nodes in (list(reversed(mixed)), list(nodes)):  # mixed, and decoded only
+            listing = encode_listing(given_nodes)
+            assert tree_of(listing) == expected
+            assert listing.names == [n["name"] for n in ordered]
+            assert listing.sizes == [n["size"] if n["type"] == "file" else 0 for n in ordered]
+            assert listing.datas == [EncodedNode.of(n).data for n in ordered]
+    finally:
+        tree._BLOCK = old
+    assert decode_tree(expected) == ordered
     assert tree_totals(mixed) == tree_totals(nodes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(st.sampled_from('},{"ab\\'), min_size=1, max_size=8), min_size=1, max_size=6,
+                unique=True))
+def test_an_array_of_nodes_splits_into_each_nodes_bytes(names) -> None:
+    """``},{"`` occurs only between two nodes (a quote in a name or link target is escaped), unless a
+    node holds a list of objects: then the count tells, and the array is decoded and each node encoded
+    on its own."""
+    nodes = [{"name": name, "type": "symlink", "target": name[::-1]} for name in names]
+    assert split_array(canonical_json(nodes), len(nodes)) == [EncodedNode.of(n).data for n in nodes]
+    nodes[0]["extra"] = [{"k": 1}, {"k": 2}]
+    assert split_array(canonical_json(nodes), len(nodes)) == [EncodedNode.of(n).data for n in nodes]
 
 
 @settings(max_examples=300, deadline=None)
