@@ -37,6 +37,7 @@ from cbr_agent.repository.tree import (
     EncodedListing,
     EncodedNode,
     encode_listing,
+    node_type,
 )
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,7 @@ class DirRecord:
         per = NODES_PER_PART
         data = tuple(compress(marshal.dumps(tuple(column[i:i + per] for column in listing)))
                      for i in range(0, len(listing.names), per))
-        dirs = [n if isinstance(n, dict) else n.decode() for n in nodes
-                if (n.get("type") if isinstance(n, dict) else n.type) == "dir"]
+        dirs = [n if isinstance(n, dict) else n.decode() for n in nodes if node_type(n) == "dir"]
         subdirs = {n["name"]: n["subtree"] for n in dirs}
         return cls(scan_ns, fingerprint, tree, data, blobs, files, size, subdirs,
                    all(TOTALS in n for n in dirs))

@@ -34,7 +34,7 @@ from cbr_agent.backup.treesaver import DirTask, TreeAssembler
 from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.fs.nodes import TYPE_BY_FMT, Node, node_from_stat, read_xattrs, same_file
 from cbr_agent.pathrules import ExcludeMatcher
-from cbr_agent.repository.tree import NO_TOTALS, TOTALS, AnyNode, EncodedNode, totals_of
+from cbr_agent.repository.tree import NO_TOTALS, TOTALS, AnyNode, EncodedNode, node_type, totals_of
 
 Ancestors = tuple[tuple[int, int], ...]
 #: a directory still to walk: its task, its previous listing, the (dev, ino) of its parents and whether
@@ -172,7 +172,7 @@ class Walker:
         changed: dict[str, os.stat_result] = {}
         dir_nodes: dict[str, Node] = {}
         for name in names:
-            if _type_of(entries[name]) != "dir":
+            if node_type(entries[name]) != "dir":
                 continue
             node = dir_nodes[name] = prev.nodes[name]
             path = join(task.path, name)
@@ -452,10 +452,6 @@ class Walker:
 
     def _content_present(self, node: Node) -> bool:
         return self._all_present([bytes.fromhex(c) for c in node.get("content") or ()])
-
-
-def _type_of(node: AnyNode) -> str | None:
-    return node.type if isinstance(node, EncodedNode) else node.get("type")
 
 
 def _file_size(node: AnyNode) -> int | None:

@@ -131,6 +131,10 @@ def node_name(node: AnyNode) -> str:
     return node.name if isinstance(node, EncodedNode) else node["name"]
 
 
+def node_type(node: AnyNode) -> str | None:
+    return node.type if isinstance(node, EncodedNode) else node.get("type")
+
+
 class EncodedListing(NamedTuple):
     """A directory's nodes in canonical form, sorted by name, column by column: each node's bytes (the
     tree blob is them joined, :func:`tree_of`) and the fields the files cache keeps beside them (see
@@ -158,8 +162,10 @@ def encode_listing(nodes: list[AnyNode]) -> EncodedListing:
     if EncodedNode not in set(map(type, nodes)):
         dicts = cast(list[dict[str, Any]], nodes)
         dicts.sort(key=_by_name)
-        datas = [data for i in range(0, len(dicts), _BLOCK)
-                 for data in split_array(canonical_json(dicts[i:i + _BLOCK]), len(dicts[i:i + _BLOCK]))]
+        datas: list[bytes] = []
+        for i in range(0, len(dicts), _BLOCK):
+            block = dicts[i:i + _BLOCK]
+            datas += split_array(canonical_json(block), len(block))
         types = [node.get("type", "") for node in dicts]
         listing = EncodedListing(
             [node["name"] for node in dicts], types, [node.get("inode") for node in dicts],
