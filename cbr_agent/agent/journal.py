@@ -3,9 +3,10 @@
 While ``cbr-agent run`` runs, a watchdog observer (inotify on Linux, the platform's observer elsewhere)
 watches every backup path; each event marks a directory dirty and names the entry it was about. A
 scheduled backup takes the dirty set at its start (events that arrive during the backup go to the next
-one: a file changed while it is being backed up is looked at again next time) and the engine lists only
-those directories, stats only the entries named there (and new ones), and reuses the parent snapshot's
-nodes and trees for the rest (:mod:`cbr_agent.backup.changehint`).
+one: a file changed while it is being backed up is looked at again next time) and the engine looks only
+at the entries named in those directories (it does not even list them: the entries that came or went are
+named too), and reuses the parent snapshot's nodes and trees for the rest
+(:mod:`cbr_agent.backup.changehint`).
 
 The journal is a hint, never the truth. It has nothing to say (the backup walks everything) after a
 daemon start, for a path added or whose excludes changed, and once every ``full_scan_interval`` seconds
@@ -314,9 +315,11 @@ class Journal:
             limited = {p for r in self._roots.values() for p in r.limited}
             limited.update(r.path for r in self._roots.values() if r.gone or r.pending)
             base = None if taken.full else self._base
-            # a dirty directory that names no entry changed only its listing (entries came or went)
+            # every entry an event was about is named, the ones that came or went too (a lost event
+            # degraded its subtree): a dirty directory that names none changed only its own attributes
             names = {path: taken.names.get(path, ()) for path in taken.dirty}
-            return DirtyDirs(base, dirty=taken.dirty, degraded=taken.degraded | limited, names=names)
+            return DirtyDirs(base, dirty=taken.dirty, degraded=taken.degraded | limited, names=names,
+                             names_complete=True)
 
     def finished(self, snapshot_id: str | None, scan: str | None, warnings: Sequence[str] = ()) -> None:
         """The backup taken last wrote ``snapshot_id``: later changes count from it."""

@@ -20,6 +20,10 @@ DEGRADED = 3   # the journal lost track below it: walk the subtree fully
 
 class ChangeHint(Protocol):
     base_snapshot: str | None   # the snapshot the changes count from
+    #: :meth:`changed_names` names the entries that came or went as well: a dirty directory is then not
+    #: listed, only its named entries are looked at (the daemon's journal names every entry an event
+    #: was about; a hint that only knows which files changed leaves this false)
+    names_complete: bool
 
     def full(self, root: str) -> bool:
         """Whether backup path ``root`` must be walked without the hint."""
@@ -30,9 +34,9 @@ class ChangeHint(Protocol):
         ...
 
     def changed_names(self, path: str) -> frozenset[str] | None:
-        """For a DIRTY directory: the names of its entries whose content or metadata changed (entries
-        that came or went are found by listing it); None when that is not known, and every entry is
-        compared as in a full scan."""
+        """For a DIRTY directory: the names of its entries whose content or metadata changed (and of
+        those that came or went, if :attr:`names_complete`; else they are found by listing it); None
+        when that is not known, and every entry is compared as in a full scan."""
         ...
 
 
@@ -51,8 +55,9 @@ class DirtyDirs:
 
     def __init__(self, base_snapshot: str | None, *, dirty: Iterable[str] = (),
                  degraded: Iterable[str] = (), full_roots: Iterable[str] = (),
-                 names: Mapping[str, Iterable[str]] | None = None) -> None:
+                 names: Mapping[str, Iterable[str]] | None = None, names_complete: bool = False) -> None:
         self.base_snapshot = base_snapshot
+        self.names_complete = names_complete
         self.dirty = frozenset(dirty)
         #: only for dirty directories: one missing from it has every entry compared
         self.names = {path: frozenset(changed) for path, changed in (names or {}).items()
@@ -88,6 +93,7 @@ class _FullRoots:
 
     def __init__(self, hint: ChangeHint, roots: Iterable[str]) -> None:
         self.base_snapshot = hint.base_snapshot
+        self.names_complete = hint.names_complete
         self._hint = hint
         self._roots = frozenset(roots)
 

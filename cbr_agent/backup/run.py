@@ -66,7 +66,7 @@ class BackupSummary:
     bytes_added: int = 0
     bytes_stored: int = 0
     blobs_new: int = 0
-    dirs_scanned: int = 0       # directories listed and stat-ed
+    dirs_scanned: int = 0       # directories looked into (listed, or only their entries the journal named)
     dirs_reused: int = 0        # subtrees reused from the parent unopened (the daemon's journal vouched)
     scan: str = "full"          # "journal": the daemon's change journal led the walk; "full": every dir
     duration: float = 0.0

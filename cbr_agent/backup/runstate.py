@@ -21,7 +21,7 @@ class BackupStats:
     bytes_new: int = 0        # ... of the new files among them
     bytes_changed: int = 0    # ... of the changed ones (the rest is unchanged)
     bytes_done: int = 0       # size of the files handled so far (read or reused)
-    dirs_scanned: int = 0     # directories listed and stat-ed
+    dirs_scanned: int = 0     # directories looked into (listed, or only their entries the journal named)
     dirs_reused: int = 0      # subtrees taken from the parent snapshot unopened (the journal vouched)
     warnings: list[str] = field(default_factory=list)
 

@@ -90,6 +90,15 @@ class TreeAssembler:
             task.pending += n
             return first
 
+    def add_slots(self, task: DirTask, nodes: list[AnyNode | None]) -> int:
+        """Slots already resolved to ``nodes``, but for each None: a slot to resolve later. Returns the
+        first index. The caller resolves the open ones, or calls :meth:`walked`, only after this."""
+        with self._lock:
+            first = len(task.slots)
+            task.slots.extend(nodes)
+            task.pending += nodes.count(None)
+            return first
+
     def resolve(self, task: DirTask, index: int, node: AnyNode | None) -> None:
         """Fill one slot of ``task``; build trees upwards as directories complete."""
         while True:
@@ -188,17 +197,15 @@ class TreeAssembler:
     def _stage_record(self, task: DirTask, tree_id: str, nodes: list[AnyNode],
                       listing: EncodedListing) -> None:
         assert self.cache is not None
-        files = [(content, size) for kind, content, size
-                 in zip(listing.types, listing.contents, listing.sizes, strict=True) if kind == "file"]
         record = DirRecord.build(
             scan_ns=task.scan_ns,
             fingerprint=task.fingerprint if task.trusted else b"",
             tree=tree_id,
             nodes=nodes,
             listing=listing,
-            blobs=bytes.fromhex("".join(c for content, _size in files for c in content or ())),
-            files=len(files),
-            size=sum(size for _content, size in files),
+            blobs=b"".join(listing.blobs),    # only files have blob ids, and sizes
+            files=listing.types.count("file"),
+            size=sum(listing.sizes),
         )
         self.cache.stage(os.fsencode(task.path), record)
 

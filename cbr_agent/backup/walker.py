@@ -7,6 +7,7 @@ explicit stack (deep trees need no recursion).
 
 from __future__ import annotations
 
+import bisect
 import os
 import stat
 import time
@@ -34,7 +35,15 @@ from cbr_agent.backup.treesaver import DirTask, TreeAssembler
 from cbr_agent.fs.longpath import LongPaths
 from cbr_agent.fs.nodes import TYPE_BY_FMT, Node, node_from_stat, read_xattrs, same_file
 from cbr_agent.pathrules import ExcludeMatcher
-from cbr_agent.repository.tree import NO_TOTALS, TOTALS, AnyNode, EncodedNode, node_type, totals_of
+from cbr_agent.repository.tree import (
+    NO_TOTALS,
+    TOTALS,
+    AnyNode,
+    EncodedNode,
+    file_totals,
+    node_type,
+    totals_of,
+)
 
 Ancestors = tuple[tuple[int, int], ...]
 #: a directory still to walk: its task, its previous listing, the (dev, ino) of its parents and whether
@@ -142,7 +151,10 @@ class Walker:
                     changed = self.hint.changed_names(task.path)
                     if changed is not None:
                         before = self._journal_prev(task, prev)
-                        subdirs = self._named_dir(task, before, changed, root, root_dev, ancestors)
+                        if self.hint.names_complete:
+                            subdirs = self._unlisted_dir(task, before, changed, root, root_dev, ancestors)
+                        if subdirs is None:
+                            subdirs = self._named_dir(task, before, changed, root, root_dev, ancestors)
             if subdirs is None:
                 subdirs = self._scan_dir(task, prev, root, root_dev, ancestors, journal)
             stack.extend(reversed(subdirs))
@@ -213,6 +225,71 @@ class Walker:
                 kept_slots.append((task, index, kept_node))
             index += 1
         self.trees.resolve_many(kept_slots)
+        self._count_unopened(files, size, dirs, reused)
+        return subdirs
+
+    def _unlisted_dir(self, task: DirTask, prev: Prev | None, changed: frozenset[str], root: Root,
+                      root_dev: int, ancestors: Ancestors) -> list[Pending] | None:
+        """A directory where the journal named every entry that changed, came or went: not listed. The
+        named entries, and the subdirectories below which something changed, are looked at as in a full
+        scan; every other entry is the previous node as it is. None: list it after all (a subdirectory
+        is gone or another one: the journal missed something)."""
+        assert self.hint is not None
+        if prev is None:
+            return None
+        path = task.path
+        entries = kept_nodes(prev)
+        looked: dict[str, os.stat_result] = {}
+        for name in changed:
+            child = join(path, name)
+            if root.matcher and root.matcher.excluded(child):
+                continue
+            try:
+                looked[name] = os.lstat(self.longpaths.short(child))
+            except FileNotFoundError:
+                continue  # went: left out
+            except OSError as exc:
+                self.state.warn(f"{child}: cannot stat: {describe(exc)}")
+        kept_dirs = []  # nothing changed below them: their previous nodes as they are
+        for name in [name for name, node in entries.items() if node_type(node) == "dir"]:
+            child = join(path, name)
+            if name in changed:
+                continue
+            if self.hint.state(child) == CLEAN:
+                kept_dirs.append(name)
+                continue
+            try:
+                st = os.lstat(self.longpaths.short(child))
+            except OSError:
+                return None
+            if not stat.S_ISDIR(st.st_mode) or st.st_ino != prev.nodes[name].get("inode"):
+                return None
+            looked[name] = st
+        names = sorted((entries.keys() - changed) | looked.keys())
+        slots: list[AnyNode | None] = list(map(entries.get, names))
+        for name in looked:
+            slots[bisect.bisect_left(names, name)] = None
+        files, size = file_totals([node for node in slots if node is not None])
+        dirs = 0
+        reused = len(kept_dirs)
+        for name in kept_dirs:
+            totals = totals_of(prev.nodes[name])
+            if totals is not None:
+                files, size, dirs = files + totals.files, size + totals.bytes, dirs + totals.dirs
+        with self.state.lock:
+            self.state.stats.dirs_scanned += 1
+        here = (*ancestors, task.ident)
+        first = self.trees.add_slots(task, slots)
+        subdirs: list[Pending] = []
+        for name in sorted(looked):
+            st, index, child = looked[name], first + bisect.bisect_left(names, name), join(path, name)
+            if stat.S_ISDIR(st.st_mode):
+                sub = self._subdir(task, index, child, name, st, root_dev, here, prev.nodes.get(name), prev,
+                                   True)
+                if sub is not None:
+                    subdirs.append(sub)
+            else:
+                self._entry(task, index, child, name, st, prev)
         self._count_unopened(files, size, dirs, reused)
         return subdirs
 

@@ -77,6 +77,16 @@ def tree_totals(nodes: Sequence[AnyNode]) -> Totals | None:
     return Totals(files, size, dirs)
 
 
+def file_totals(nodes: Sequence[AnyNode]) -> tuple[int, int]:
+    """The regular files among ``nodes`` and their bytes (subdirectories not counted)."""
+    if set(map(type, nodes)) <= {EncodedNode}:  # a files cache row's: counted in C
+        encoded = cast(Sequence[EncodedNode], nodes)
+        return list(map(_TYPE, encoded)).count("file"), sum(map(_SIZE, encoded))
+    sizes = [node.size if isinstance(node, EncodedNode) else node.get("size", 0)
+             for node in nodes if node_type(node) == "file"]
+    return len(sizes), sum(sizes)
+
+
 def canonical_json(doc: Any) -> bytes:
     """The canonical form: ``json.dumps(sort_keys, separators=(",", ":"), ensure_ascii)``. orjson writes
     the same bytes about 5x faster whenever its output is pure printable ASCII; anything else (non-ASCII or
@@ -100,7 +110,7 @@ class EncodedNode(NamedTuple):
     type: str
     inode: int | None
     size: int                   # a regular file's size (0 for anything else)
-    content: list[str] | None   # a regular file's blob ids
+    blobs: bytes                # a regular file's blob ids, 32 bytes each (b"" for anything else)
     data: bytes
 
     @classmethod
@@ -110,8 +120,8 @@ class EncodedNode(NamedTuple):
         data = bytes(memoryview(canonical_json(node)))
         kind = node.get("type", "")
         if kind == "file":
-            return cls(node["name"], kind, node.get("inode"), node.get("size", 0), node.get("content"), data)
-        return cls(node["name"], kind, node.get("inode"), 0, None, data)
+            return cls(node["name"], kind, node.get("inode"), node.get("size", 0), _blob_ids(node), data)
+        return cls(node["name"], kind, node.get("inode"), 0, b"", data)
 
     def decode(self) -> dict[str, Any]:
         try:
@@ -121,6 +131,11 @@ class EncodedNode(NamedTuple):
         if not isinstance(node, dict):
             raise ValueError("an encoded tree node is not an object")
         return node
+
+
+def _blob_ids(node: dict[str, Any]) -> bytes:
+    """A file node's content blob ids as bytes, 32 each."""
+    return bytes.fromhex("".join(node.get("content") or ()))
 
 
 #: a node as the walker hands it to a tree: decoded, or in its canonical bytes
@@ -144,11 +159,13 @@ class EncodedListing(NamedTuple):
     types: list[str]
     inodes: list[int | None]
     sizes: list[int]
-    contents: list[list[str] | None]
+    blobs: list[bytes]
     datas: list[bytes]
 
 
 _by_name = operator.itemgetter("name")
+_TYPE = operator.itemgetter(1)   # of an EncodedNode
+_SIZE = operator.itemgetter(3)   # of an EncodedNode (0 unless a regular file)
 #: decoded nodes are encoded by orjson this many at a time (one call per block, see encode_listing)
 _BLOCK = 512
 
@@ -170,17 +187,24 @@ def encode_listing(nodes: list[AnyNode]) -> EncodedListing:
         listing = EncodedListing(
             [node["name"] for node in dicts], types, [node.get("inode") for node in dicts],
             [node.get("size", 0) if kind == "file" else 0 for node, kind in zip(dicts, types, strict=True)],
-            [node.get("content") if kind == "file" else None
-             for node, kind in zip(dicts, types, strict=True)],
+            [_blob_ids(node) if kind == "file" else b"" for node, kind in zip(dicts, types, strict=True)],
             datas)
     else:
-        nodes.sort(key=node_name)
-        encoded = [n if isinstance(n, EncodedNode) else EncodedNode.of(n) for n in nodes]
-        listing = EncodedListing(*(list(column) for column in zip(*encoded, strict=True)))
+        # mostly unchanged entries, in name order already (a listing's): only the decoded ones are
+        # encoded, and the nodes are sorted only when their names are not in order
+        columns = list(zip(*_encoded(nodes), strict=True))
+        if list(columns[0]) != sorted(columns[0]):
+            nodes.sort(key=node_name)
+            columns = list(zip(*_encoded(nodes), strict=True))
+        listing = EncodedListing(*map(list, columns))
     if len(set(listing.names)) != len(listing.names):
         dup = next(a for a, b in itertools.pairwise(listing.names) if a == b)
         raise ValueError(f"duplicate name in tree: {dup!r}")
     return listing
+
+
+def _encoded(nodes: list[AnyNode]) -> list[EncodedNode]:
+    return [n if type(n) is EncodedNode else EncodedNode.of(cast(dict[str, Any], n)) for n in nodes]
 
 
 def split_array(array: bytes, count: int) -> list[bytes]:

@@ -9,6 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -277,6 +278,68 @@ def test_in_a_dirty_directory_only_named_and_new_entries_are_looked_at(engine, t
     assert second.files_unchanged == first.files_new - 1 - 2  # less the one gone and the two changed
 
 
+def test_a_hint_naming_what_came_and_went_too_is_trusted_without_listing(engine, tmp_path: Path) -> None:
+    """With complete names (the daemon's journal), a dirty directory is not listed: what came, went or
+    changed is what the journal named; an entry it did not name is the parent snapshot's, even one that
+    came (the same trust as for a directory it calls unchanged)."""
+    src = tmp_path / "src"
+    make_tree(src)
+    d = src / "a" / "1"
+    for name in ("gone", "stays", "skip.tmp"):
+        (d / name).write_bytes(name.encode() * 10)
+    time.sleep(0.25)  # past RACY_NS
+    settings = engine.settings()
+    first = backup_paths(settings, [(str(src), ["*.tmp"])])
+    (d / "x").write_bytes(b"named by the journal")
+    (d / "new").write_bytes(b"came, and named")
+    (d / "unnamed").write_bytes(b"came without the journal seeing it")
+    (d / "also.tmp").write_bytes(b"came, named, excluded")
+    (d / "gone").unlink()
+    (d / "0").mkdir()
+    (d / "0" / "inside").write_bytes(b"a directory that came")
+    (src / "a" / "2" / "y").write_bytes(b"below a subdirectory of a: a is looked at through it")
+    names = {str(d): {"x", "new", "gone", "also.tmp", "0"}, str(d / "0"): {"inside"},
+             str(src / "a" / "2"): {"y"}}
+    hint = DirtyDirs(first.snapshot_id, dirty=names, degraded=[str(d / "0")], names=names,
+                     names_complete=True)
+    led = backup_paths(settings, [(str(src), ["*.tmp"])], RunOptions(changes=hint))
+    assert led.scan == "journal" and led.warnings == []
+    nodes = {n["name"]: n for n in decode_tree(engine.open().load_blob(
+        bytes.fromhex(tree_of(engine, led.snapshot_id, d))))}
+    assert sorted(nodes) == ["0", "new", "stays", "x", "y"], "unnamed is not there: d was not listed"
+    assert nodes["x"]["size"] == len(b"named by the journal")
+    assert nodes["y"]["size"] == 300
+    a2 = {n["name"]: n for n in decode_tree(engine.open().load_blob(
+        bytes.fromhex(tree_of(engine, led.snapshot_id, src / "a" / "2"))))}
+    assert a2["y"]["size"] == len(b"below a subdirectory of a: a is looked at through it")
+    assert (led.files_new, led.files_changed) == (2, 2)  # new, 0/inside; x, a/2/y
+    (d / "unnamed").unlink()  # (d's own times change: its listing is compared, not its node)
+    full = backup_paths(settings, [(str(src), ["*.tmp"])])
+    assert tree_of(engine, led.snapshot_id, d) == tree_of(engine, full.snapshot_id, d)
+    assert counts(led) == counts(full)
+
+
+def test_a_subdirectory_gone_behind_the_journals_back_gets_its_directory_listed(engine,
+                                                                               tmp_path: Path) -> None:
+    """Complete names are trusted only while they agree with what is there: a subdirectory below which
+    something changed, found gone, makes its directory listed after all (as without complete names)."""
+    src = tmp_path / "src"
+    make_tree(src)
+    time.sleep(0.25)
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    (src / "b" / "x").write_bytes(b"named")
+    (src / "b" / "unnamed").write_bytes(b"found by listing")
+    shutil.rmtree(src / "b" / "1")
+    names = {str(src / "b"): {"x"}, str(src / "b" / "1"): {"x"}}
+    hint = DirtyDirs(first.snapshot_id, dirty=names, names=names, names_complete=True)
+    led = backup_paths(settings, [str(src)], RunOptions(changes=hint))
+    full = backup_paths(settings, [str(src)])
+    assert led.scan == "journal"
+    assert tree_of(engine, led.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
+    assert counts(led) == counts(full)
+
+
 def test_a_hint_naming_every_change_builds_the_full_scans_tree(engine, tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_tree(src)
@@ -332,9 +395,11 @@ def apply(src: Path, op: str, top: str, sub: int, name: str, hint: dict[str, set
         p.write_bytes(os.urandom(50 + len(hint[str(d)]) * 7))
 
 
+@pytest.mark.parametrize("complete", [False, True], ids=["listed", "unlisted"])
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=OPS)
-def test_a_hint_naming_what_changed_always_builds_the_full_scans_tree(engine, tmp_path: Path, ops) -> None:
+def test_a_hint_naming_what_changed_always_builds_the_full_scans_tree(engine, tmp_path: Path, complete,
+                                                                     ops) -> None:
     src = tmp_path / f"src{next(EXAMPLE)}"
     make_tree(src)
     time.sleep(0.05)
@@ -345,7 +410,7 @@ def test_a_hint_naming_what_changed_always_builds_the_full_scans_tree(engine, tm
     for op in ops:
         apply(src, op[0], op[1], op[2], op[3], hint, fresh)
     led = backup_paths(settings_, [str(src)], RunOptions(changes=DirtyDirs(
-        first.snapshot_id, dirty=hint, degraded=fresh, names=hint)))
+        first.snapshot_id, dirty=hint, degraded=fresh, names=hint, names_complete=complete)))
     full = backup_paths(settings_, [str(src)])
     assert tree_of(engine, led.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
     assert counts(led) == counts(full)

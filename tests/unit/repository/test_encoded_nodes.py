@@ -16,6 +16,7 @@ from cbr_agent.repository.tree import (
     decode_tree,
     encode_listing,
     encode_tree,
+    node_name,
     split_array,
     tree_of,
     tree_totals,
@@ -62,11 +63,14 @@ def test_a_tree_of_encoded_and_decoded_nodes_is_the_canonical_json_of_the_listin
     assert encode_tree(mixed) == expected
     old, tree._BLOCK = tree._BLOCK, block  # decoded nodes are encoded a block at a time
     try:
-        for given_nodes in (list(reversed(mixed)), list(nodes)):  # mixed, and decoded only
+        # mixed out of order and in order (a listing's: nothing to sort), and decoded only
+        for given_nodes in (list(reversed(mixed)), sorted(mixed, key=node_name), list(nodes)):
             listing = encode_listing(given_nodes)
             assert tree_of(listing) == expected
-            assert listing.names == [n["name"] for n in ordered]
+            assert [node_name(n) for n in given_nodes] == listing.names == [n["name"] for n in ordered]
             assert listing.sizes == [n["size"] if n["type"] == "file" else 0 for n in ordered]
+            assert listing.blobs == [bytes.fromhex(n["content"][0]) if n["type"] == "file" else b""
+                                     for n in ordered]
             assert listing.datas == [EncodedNode.of(n).data for n in ordered]
     finally:
         tree._BLOCK = old
@@ -95,7 +99,7 @@ def test_an_encoded_node_decodes_to_the_node_and_carries_its_fields(nodes) -> No
         assert enc.decode() == json.loads(json.dumps(node))
         assert (enc.name, enc.type, enc.inode) == (node["name"], node["type"], node["inode"])
         assert enc.size == (node["size"] if node["type"] == "file" else 0)
-        assert enc.content == node.get("content")
+        assert enc.blobs == bytes.fromhex("".join(node.get("content") or ()))
 
 
 def test_two_nodes_of_one_name_are_refused_encoded_or_not() -> None:
