@@ -45,7 +45,7 @@ from cbr_agent.repository.tree import (
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "7"  # 4: nodes in parts, generations apart; 6: nodes as their tree's bytes; 7: a file's
-#                      blob ids as bytes (older tables are dropped: the parent snapshot stands in once)
+#                      blob ids joined (older tables are dropped: the parent snapshot stands in once)
 #: marshal's format may change between Python versions; a row written by another one is ignored
 FORMAT_TAG = f"{SCHEMA_VERSION}/py{sys.version_info[0]}.{sys.version_info[1]}/m{marshal.version}"
 #: rows of directories not seen for this many backups of the repository are dropped

@@ -23,6 +23,7 @@ from cbr_agent.repository.tree import (
     EncodedListing,
     Totals,
     encode_listing,
+    listing_totals,
     tree_of,
     tree_totals,
 )
@@ -180,8 +181,8 @@ class TreeAssembler:
         else:
             nodes = [n for n in task.slots if n is not None]
         task.slots = []
-        totals = tree_totals(nodes)
         listing = encode_listing(nodes)
+        totals = listing_totals(listing, nodes)
         tree_id = self.writer.save(tree_of(listing), kind="tree").hex()
         node["subtree"] = tree_id
         _set_totals(node, totals)
@@ -203,7 +204,7 @@ class TreeAssembler:
             tree=tree_id,
             nodes=nodes,
             listing=listing,
-            blobs=b"".join(listing.blobs),    # only files have blob ids, and sizes
+            blobs=bytes.fromhex("".join(listing.blobs)),    # only files have blob ids, and sizes
             files=listing.types.count("file"),
             size=sum(listing.sizes),
         )

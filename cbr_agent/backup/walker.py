@@ -40,6 +40,7 @@ from cbr_agent.repository.tree import (
     TOTALS,
     AnyNode,
     EncodedNode,
+    dir_names,
     file_totals,
     node_type,
     totals_of,
@@ -251,7 +252,7 @@ class Walker:
             except OSError as exc:
                 self.state.warn(f"{child}: cannot stat: {describe(exc)}")
         kept_dirs = []  # nothing changed below them: their previous nodes as they are
-        for name in [name for name, node in entries.items() if node_type(node) == "dir"]:
+        for name in dir_names(entries):
             child = join(path, name)
             if name in changed:
                 continue
@@ -265,7 +266,12 @@ class Walker:
             if not stat.S_ISDIR(st.st_mode) or st.st_ino != prev.nodes[name].get("inode"):
                 return None
             looked[name] = st
-        names = sorted((entries.keys() - changed) | looked.keys())
+        # the previous names are in order already: sorting them with the few changes costs a pass
+        names = list(entries)
+        names += looked.keys() - entries.keys()
+        for name in (changed - looked.keys()) & entries.keys():
+            names.remove(name)
+        names.sort()
         slots: list[AnyNode | None] = list(map(entries.get, names))
         for name in looked:
             slots[bisect.bisect_left(names, name)] = None

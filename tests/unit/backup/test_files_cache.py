@@ -219,6 +219,6 @@ def test_a_row_gives_back_each_node_as_it_was_and_as_its_tree_bytes(entries, per
     encoded = [e for part in rec.encoded_parts() for e in part]
     assert b'{"nodes":[' + b",".join(e.data for e in encoded) + b'],"v":1}' == encode_tree(nodes)
     assert [(e.name, e.type, e.inode, e.size, e.blobs) for e in encoded] == [
-        (n["name"], n["type"], n["inode"], n["size"], bytes.fromhex("".join(n.get("content", ()))))
+        (n["name"], n["type"], n["inode"], n["size"], "".join(n.get("content", ())))
         for n in ordered]
     assert rec.subtrees() == {n["name"]: n["subtree"] for n in nodes if n["type"] == "dir"}

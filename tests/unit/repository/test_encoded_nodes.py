@@ -14,9 +14,13 @@ from cbr_agent.repository.tree import (
     EncodedNode,
     canonical_json,
     decode_tree,
+    dir_names,
     encode_listing,
     encode_tree,
+    file_totals,
+    listing_totals,
     node_name,
+    node_type,
     split_array,
     tree_of,
     tree_totals,
@@ -69,8 +73,12 @@ def test_a_tree_of_encoded_and_decoded_nodes_is_the_canonical_json_of_the_listin
             assert tree_of(listing) == expected
             assert [node_name(n) for n in given_nodes] == listing.names == [n["name"] for n in ordered]
             assert listing.sizes == [n["size"] if n["type"] == "file" else 0 for n in ordered]
-            assert listing.blobs == [bytes.fromhex(n["content"][0]) if n["type"] == "file" else b""
-                                     for n in ordered]
+            assert listing.blobs == [n["content"][0] if n["type"] == "file" else "" for n in ordered]
+            assert listing_totals(listing, given_nodes) == tree_totals(nodes)
+            by_name = {node_name(n): n for n in given_nodes}
+            assert dir_names(by_name) == [node_name(n) for n in given_nodes if node_type(n) == "dir"]
+            assert file_totals(given_nodes) == (
+                sum(n["type"] == "file" for n in nodes), sum(n["size"] for n in nodes if n["type"] == "file"))
             assert listing.datas == [EncodedNode.of(n).data for n in ordered]
     finally:
         tree._BLOCK = old
@@ -99,7 +107,7 @@ def test_an_encoded_node_decodes_to_the_node_and_carries_its_fields(nodes) -> No
         assert enc.decode() == json.loads(json.dumps(node))
         assert (enc.name, enc.type, enc.inode) == (node["name"], node["type"], node["inode"])
         assert enc.size == (node["size"] if node["type"] == "file" else 0)
-        assert enc.blobs == bytes.fromhex("".join(node.get("content") or ()))
+        assert enc.blobs == "".join(node.get("content") or ())
 
 
 def test_two_nodes_of_one_name_are_refused_encoded_or_not() -> None:
