@@ -48,6 +48,12 @@ __all__ = ["RACY_NS", "Archiver", "ArchiverOptions", "BackupStats", "DirTask", "
            "listing_fingerprint"]
 
 
+#: files cache rows wait in memory for a checkpoint (a writer flush must come first): the 200,000-file
+#: tree's 1 %-changed re-run held 19 MB of them at its end; with a checkpoint every 8 MiB of them it
+#: peaked 10 MB lower (139 against 149 MB), no slower
+CHECKPOINT_ROWS = 8 * 1024 * 1024
+
+
 @dataclass(slots=True)
 class ArchiverOptions:
     """How one backup run walks and reads (everything but the repository and the writer)."""
@@ -62,6 +68,8 @@ class ArchiverOptions:
     helpers: int = 0
     checkpoint: Callable[[], None] | None = None
     checkpoint_interval: float = 60.0
+    #: a checkpoint comes early once the files cache rows waiting for one hold this many bytes
+    checkpoint_rows: int = CHECKPOINT_ROWS
     #: what the daemon's file change journal saw change (None: walk everything)
     hint: ChangeHint | None = None
 
@@ -148,6 +156,8 @@ class Archiver:
         if self._checkpoint is None:
             return
         now = time.monotonic()
-        if now - self._last_checkpoint >= self._checkpoint_interval:
+        cache = self.options.cache
+        if now - self._last_checkpoint >= self._checkpoint_interval or \
+                (cache is not None and cache.staged_bytes >= self.options.checkpoint_rows):
             self._last_checkpoint = now
             self._checkpoint()

@@ -222,6 +222,7 @@ class FilesCache:
         self.repo_id = repo_id
         self._lock = threading.Lock()
         self._staged: list[tuple[bytes, bytes]] = []
+        self.staged_bytes = 0   # of the rows staged since the last take_staged
         self._touched: list[bytes] = []
         self.db = self._open()
         self.generation = self._next_generation()
@@ -278,6 +279,7 @@ class FilesCache:
         data = record.to_bytes()
         with self._lock:
             self._staged.append((path, data))
+            self.staged_bytes += len(data)
 
     def touch(self, path: bytes) -> None:
         """Keep an unchanged row alive (its generation is bumped at commit)."""
@@ -289,6 +291,7 @@ class FilesCache:
         with self._lock:
             staged, touched = self._staged, self._touched
             self._staged, self._touched = [], []
+            self.staged_bytes = 0
         return staged, touched
 
     def commit(self, staged: Iterable[tuple[bytes, bytes]], touched: Iterable[bytes]) -> None:
