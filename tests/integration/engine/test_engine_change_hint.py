@@ -249,15 +249,21 @@ def test_trees_of_an_older_version_get_totals_at_the_next_full_scan(engine, tmp_
     assert led.scan == "journal" and counts(led) == counts(full) == counts(old)
 
 
-def test_in_a_dirty_directory_only_named_and_new_entries_are_looked_at(engine, tmp_path: Path) -> None:
+def backed_up_with(engine, tmp_path: Path, names: tuple[str, ...], excludes: list[str]):
+    """The test tree with ``names`` added to a/1 (10 times their name each), backed up once; (src, a/1,
+    settings, the first backup's summary)."""
     src = tmp_path / "src"
     make_tree(src)
     d = src / "a" / "1"
-    for name in ("gone", "swapped", "stays"):
+    for name in names:
         (d / name).write_bytes(name.encode() * 10)
     time.sleep(0.25)  # past RACY_NS
     settings = engine.settings()
-    first = backup_paths(settings, [str(src)])
+    return src, d, settings, backup_paths(settings, [(str(src), excludes)])
+
+
+def test_in_a_dirty_directory_only_named_and_new_entries_are_looked_at(engine, tmp_path: Path) -> None:
+    src, d, settings, first = backed_up_with(engine, tmp_path, ("gone", "swapped", "stays"), [])
     (d / "x").write_bytes(b"named by the journal")
     (d / "y").write_bytes(b"changed where the journal did not look")  # trusted: not looked at
     (d / "new").write_bytes(b"a new entry is found by listing")
@@ -282,14 +288,7 @@ def test_a_hint_naming_what_came_and_went_too_is_trusted_without_listing(engine,
     """With complete names (the daemon's journal), a dirty directory is not listed: what came, went or
     changed is what the journal named; an entry it did not name is the parent snapshot's, even one that
     came (the same trust as for a directory it calls unchanged)."""
-    src = tmp_path / "src"
-    make_tree(src)
-    d = src / "a" / "1"
-    for name in ("gone", "stays", "skip.tmp"):
-        (d / name).write_bytes(name.encode() * 10)
-    time.sleep(0.25)  # past RACY_NS
-    settings = engine.settings()
-    first = backup_paths(settings, [(str(src), ["*.tmp"])])
+    src, d, settings, first = backed_up_with(engine, tmp_path, ("gone", "stays", "skip.tmp"), ["*.tmp"])
     (d / "x").write_bytes(b"named by the journal")
     (d / "new").write_bytes(b"came, and named")
     (d / "unnamed").write_bytes(b"came without the journal seeing it")
