@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import marshal
 import operator
@@ -119,6 +120,24 @@ class DirRecord:
     def nodes_by_name(self) -> RecordNodes:
         return RecordNodes(self.encoded_parts())
 
+    def listing(self) -> EncodedListing | None:
+        """The tree's nodes as one listing, column by column (no object per node), or None when the row
+        is damaged or its names are not strictly in order."""
+        decompress = _codec()[1].decompress
+        columns: list[list[Any]] = [[] for _ in EncodedListing._fields]
+        try:
+            for part in self.nodes_data:
+                for column, values in zip(columns, marshal.loads(decompress(part)), strict=True):
+                    column += values
+            listing = EncodedListing(*columns)
+            names = listing.names
+            if not all(len(column) == len(names) for column in columns) or not _strictly_increasing(names):
+                return None
+        except Exception as exc:  # a damaged row only costs the parent snapshot's tree
+            log.debug("files cache row unreadable: %s", exc)
+            return None
+        return listing
+
     def subtrees(self) -> dict[str, str]:
         return self.subdirs
 
@@ -201,6 +220,11 @@ class RecordNodes(Mapping[str, dict[str, Any]]):
 _encoded_node = functools.partial(tuple.__new__, EncodedNode)
 _node_name = operator.itemgetter(0)
 _local = threading.local()
+
+
+def _strictly_increasing(names: list[str]) -> bool:
+    """Sorted without duplicates, checked in C (sorting a set of them again cost a tenth of the row)."""
+    return all(map(operator.lt, names, itertools.islice(names, 1, None)))
 
 
 def _codec() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from cbr_agent.backup.filescache import DirRecord, FilesCache
 from cbr_agent.backup.runstate import RunState
@@ -21,6 +21,7 @@ from cbr_agent.repository.tree import (
     TOTALS,
     AnyNode,
     EncodedListing,
+    EncodedNode,
     Totals,
     encode_listing,
     listing_totals,
@@ -33,6 +34,7 @@ class DirTask:
     """A directory whose tree is being built."""
 
     __slots__ = (
+        "base",
         "fingerprint",
         "ident",
         "index",
@@ -40,6 +42,7 @@ class DirTask:
         "parent",
         "path",
         "pending",
+        "positions",
         "record",
         "reuse",
         "scan_ns",
@@ -63,6 +66,10 @@ class DirTask:
         self.fingerprint = b""
         self.trusted = False
         self.scan_ns = 0
+        #: the previous listing this directory's tree is spliced from (add_listing): its slots are the
+        #: entries at ``positions`` in it, the rest stays as it is
+        self.base: EncodedListing | None = None
+        self.positions: list[int] = []
 
 
 #: a slot's entry: a node, decoded or as its previous tree's bytes (an unchanged entry), or None (left out)
@@ -99,6 +106,17 @@ class TreeAssembler:
             task.slots.extend(nodes)
             task.pending += nodes.count(None)
             return first
+
+    def add_listing(self, task: DirTask, listing: EncodedListing, positions: list[int]) -> int:
+        """The tree of ``task`` is ``listing`` (sorted, names unique, the caller's to give away) but for
+        the entries at ``positions`` (ascending): a slot each, resolved as usual; one resolved to None is
+        left out. Returns the first slot's index. No object is made per entry that is kept."""
+        with self._lock:
+            assert not task.slots and task.base is None
+            task.base, task.positions = listing, positions
+            task.slots.extend([None] * len(positions))
+            task.pending += len(positions)
+            return 0
 
     def resolve(self, task: DirTask, index: int, node: AnyNode | None) -> None:
         """Fill one slot of ``task``; build trees upwards as directories complete."""
@@ -178,17 +196,24 @@ class TreeAssembler:
                 n if n.type != "dir" else fresh_subdirs[n.name]
                 for part in record.encoded_parts() for n in part
                 if n.type != "dir" or n.name in fresh_subdirs]
+        elif task.base is not None:
+            listing = _spliced(task.base, task.positions, task.slots)
+            task.slots, task.base = [], None
+            return self._save_tree(node, listing, listing_totals(listing))
         else:
             nodes = [n for n in task.slots if n is not None]
         task.slots = []
         listing = encode_listing(nodes)
         totals = listing_totals(listing, nodes)
-        tree_id = self.writer.save(tree_of(listing), kind="tree").hex()
-        node["subtree"] = tree_id
+        self._save_tree(node, listing, totals)
+        if self.cache is not None and task.scan_ns:
+            self._stage_record(task, node["subtree"], nodes, listing)
+        return node
+
+    def _save_tree(self, node: Node, listing: EncodedListing, totals: Totals | None) -> Node:
+        node["subtree"] = self.writer.save(tree_of(listing), kind="tree").hex()
         _set_totals(node, totals)
         self._count_dir()
-        if self.cache is not None and task.scan_ns:
-            self._stage_record(task, tree_id, nodes, listing)
         return node
 
     def _count_dir(self) -> None:
@@ -209,6 +234,22 @@ class TreeAssembler:
             size=sum(listing.sizes),
         )
         self.cache.stage(os.fsencode(task.path), record)
+
+
+def _spliced(listing: EncodedListing, positions: list[int], slots: list[AnyNode | None]) -> EncodedListing:
+    """``listing`` with the entry at each position replaced by its slot's node, or left out for None."""
+    gone = []
+    for pos, node in zip(positions, slots, strict=False):  # slots may hold one more: walked()'s
+        if node is None:
+            gone.append(pos)
+            continue
+        encoded = node if type(node) is EncodedNode else EncodedNode.of(cast(Node, node))
+        if encoded.name != listing.names[pos]:
+            raise AssertionError(f"entry {encoded.name!r} resolved in the slot of {listing.names[pos]!r}")
+        listing.put(pos, encoded)
+    for pos in reversed(gone):
+        listing.delete(pos)
+    return listing
 
 
 def _reused_totals(record: DirRecord, subdirs: Iterable[Node]) -> Totals | None:

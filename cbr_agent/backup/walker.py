@@ -8,6 +8,7 @@ explicit stack (deep trees need no recursion).
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 import stat
 import time
@@ -22,10 +23,12 @@ from cbr_agent.backup.listing import join, list_dir, list_dir_reusing, listing_f
 from cbr_agent.backup.previous import (
     RACY_NS,
     LazyPrev,
+    ListingNodes,
     Prev,
     kept,
     kept_nodes,
     materialize,
+    prev_listing,
     prev_of_node,
     prev_of_subtree,
 )
@@ -39,10 +42,9 @@ from cbr_agent.repository.tree import (
     NO_TOTALS,
     TOTALS,
     AnyNode,
+    EncodedListing,
     EncodedNode,
-    dir_names,
-    file_totals,
-    node_type,
+    decode_node,
     totals_of,
 )
 
@@ -163,14 +165,15 @@ class Walker:
 
     def _journal_prev(self, task: DirTask, prev: Prev | LazyPrev | None) -> Prev | None:
         """What a directory held in the parent snapshot, for the journal: its files cache row when the row
-        is of the very tree the parent snapshot has for it (the nodes it was encoded from: no tree blob
-        read, decrypted and decoded), else the parent's tree itself."""
+        is of the very tree the parent snapshot has for it (the nodes it was encoded from, as columns: no
+        tree blob read, decrypted and decoded, no object per entry), else the parent's tree itself."""
         if isinstance(prev, LazyPrev) and not prev.loaded and self.cache is not None \
                 and prev.node is not None and prev.prev is not None:
             subtree = prev.node.get("subtree")
             record = self.cache.get(os.fsencode(task.path)) if subtree else None
-            if record is not None and record.tree == subtree:
-                return Prev(record.nodes_by_name(), prev.prev.scan_ns)
+            listing = record.listing() if record is not None and record.tree == subtree else None
+            if listing is not None:
+                return Prev(ListingNodes(listing), prev.prev.scan_ns)
         return materialize(prev)
 
     def _journal_dir(self, task: DirTask, prev: Prev | None, root_dev: int,
@@ -180,66 +183,49 @@ class Walker:
         assert self.hint is not None
         if prev is None:
             return None
-        entries = kept_nodes(prev)
-        names = sorted(entries)
-        changed: dict[str, os.stat_result] = {}
-        dir_nodes: dict[str, Node] = {}
-        for name in names:
-            if node_type(entries[name]) != "dir":
-                continue
-            node = dir_nodes[name] = prev.nodes[name]
-            path = join(task.path, name)
+        before = prev_listing(prev)
+        names = before.listing.names
+        looked: dict[int, os.stat_result] = {}
+        kept_dirs = []
+        for i in _dir_indexes(before.listing):
+            path = join(task.path, names[i])
             if self.hint.state(path) == CLEAN:
+                kept_dirs.append(i)
                 continue
             try:
                 st = os.lstat(path)
             except OSError:
                 return None  # gone after all: the journal missed it, so list the directory
-            if not stat.S_ISDIR(st.st_mode) or st.st_ino != node.get("inode"):
+            if not stat.S_ISDIR(st.st_mode) or st.st_ino != before.listing.inodes[i]:
                 return None
-            changed[name] = st
+            looked[i] = st
+        files, size = before.listing.types.count("file"), sum(before.listing.sizes)
+        self._count_kept(before, kept_dirs, files, size)
+        prev = Prev(before, prev.scan_ns)
         here = (*ancestors, task.ident)
+        first = self.trees.add_listing(task, before.listing.copy(), list(looked))
         subdirs: list[Pending] = []
-        files = size = dirs = reused = 0
-        index = self.trees.new_slots(task, len(names))
-        kept_slots: list[tuple[DirTask, int, AnyNode | None]] = []
-        for name in names:
-            dir_node = dir_nodes.get(name)
-            st_changed = changed.get(name)
-            if st_changed is not None:
-                sub = self._subdir(task, index, join(task.path, name), name, st_changed, root_dev, here,
-                                   dir_node, prev, True)
-                if sub is not None:
-                    subdirs.append(sub)
-            elif dir_node is not None:
-                reused += 1
-                totals = totals_of(dir_node)
-                if totals is not None:
-                    files, size, dirs = files + totals.files, size + totals.bytes, dirs + totals.dirs
-                kept_slots.append((task, index, dir_node))
-            else:
-                kept_node = entries[name]
-                file_size = _file_size(kept_node)
-                if file_size is not None:
-                    files += 1
-                    size += file_size
-                kept_slots.append((task, index, kept_node))
-            index += 1
-        self.trees.resolve_many(kept_slots)
-        self._count_unopened(files, size, dirs, reused)
+        for index, (i, st) in enumerate(looked.items(), first):
+            name = names[i]
+            sub = self._subdir(task, index, join(task.path, name), name, st, root_dev, here,
+                               before.listing.node_at(i).decode(), prev, True)
+            if sub is not None:
+                subdirs.append(sub)
         return subdirs
 
     def _unlisted_dir(self, task: DirTask, prev: Prev | None, changed: frozenset[str], root: Root,
                       root_dev: int, ancestors: Ancestors) -> list[Pending] | None:
         """A directory where the journal named every entry that changed, came or went: not listed. The
         named entries, and the subdirectories below which something changed, are looked at as in a full
-        scan; every other entry is the previous node as it is. None: list it after all (a subdirectory
-        is gone or another one: the journal missed something)."""
+        scan; every other entry is the previous node as it is, taken with its neighbours as the previous
+        listing's columns. None: list it after all (a subdirectory is gone or another one: the journal
+        missed something)."""
         assert self.hint is not None
         if prev is None:
             return None
         path = task.path
-        entries = kept_nodes(prev)
+        before = prev_listing(prev)
+        old = before.listing
         looked: dict[str, os.stat_result] = {}
         for name in changed:
             child = join(path, name)
@@ -252,52 +238,57 @@ class Walker:
             except OSError as exc:
                 self.state.warn(f"{child}: cannot stat: {describe(exc)}")
         kept_dirs = []  # nothing changed below them: their previous nodes as they are
-        for name in dir_names(entries):
+        for i in _dir_indexes(old):
+            name = old.names[i]
             child = join(path, name)
             if name in changed:
                 continue
             if self.hint.state(child) == CLEAN:
-                kept_dirs.append(name)
+                kept_dirs.append(i)
                 continue
             try:
                 st = os.lstat(self.longpaths.short(child))
             except OSError:
                 return None
-            if not stat.S_ISDIR(st.st_mode) or st.st_ino != prev.nodes[name].get("inode"):
+            if not stat.S_ISDIR(st.st_mode) or st.st_ino != old.inodes[i]:
                 return None
             looked[name] = st
-        # the previous names are in order already: sorting them with the few changes costs a pass
-        names = list(entries)
-        names += looked.keys() - entries.keys()
-        for name in (changed - looked.keys()) & entries.keys():
-            names.remove(name)
-        names.sort()
-        slots: list[AnyNode | None] = list(map(entries.get, names))
-        for name in looked:
-            slots[bisect.bisect_left(names, name)] = None
-        files, size = file_totals([node for node in slots if node is not None])
-        dirs = 0
-        reused = len(kept_dirs)
-        for name in kept_dirs:
-            totals = totals_of(prev.nodes[name])
-            if totals is not None:
-                files, size, dirs = files + totals.files, size + totals.bytes, dirs + totals.dirs
+        # every previous entry the journal named is replaced (looked at again) or left out (gone)
+        named = {i for i in map(before.index, changed | looked.keys()) if i is not None}
+        files = old.types.count("file") - sum(old.types[i] == "file" for i in named)
+        size = sum(old.sizes) - sum(old.sizes[i] for i in named)
+        self._count_kept(before, kept_dirs, files, size)
         with self.state.lock:
             self.state.stats.dirs_scanned += 1
+        listing = old.copy()
+        for i in sorted((i for i in named if old.names[i] not in looked), reverse=True):
+            listing.delete(i)
+        for name in sorted(looked.keys() - set(old.names)):  # a stand-in until its slot is resolved
+            listing.insert(bisect.bisect_left(listing.names, name), EncodedNode(name, "", None, 0, "", b""))
+        order = sorted(looked)
+        first = self.trees.add_listing(task, listing, [bisect.bisect_left(listing.names, n) for n in order])
+        prev = Prev(before, prev.scan_ns)
         here = (*ancestors, task.ident)
-        first = self.trees.add_slots(task, slots)
         subdirs: list[Pending] = []
-        for name in sorted(looked):
-            st, index, child = looked[name], first + bisect.bisect_left(names, name), join(path, name)
+        for index, name in enumerate(order, first):
+            st, child = looked[name], join(path, name)
             if stat.S_ISDIR(st.st_mode):
-                sub = self._subdir(task, index, child, name, st, root_dev, here, prev.nodes.get(name), prev,
-                                   True)
+                sub = self._subdir(task, index, child, name, st, root_dev, here, before.get(name), prev, True)
                 if sub is not None:
                     subdirs.append(sub)
             else:
                 self._entry(task, index, child, name, st, prev)
-        self._count_unopened(files, size, dirs, reused)
         return subdirs
+
+    def _count_kept(self, before: ListingNodes, kept_dirs: list[int], files: int, size: int) -> None:
+        """Count a journal-led directory's entries taken as they were: ``files`` and ``size`` of its files,
+        and the totals of the subdirectories at ``kept_dirs`` (reused unopened)."""
+        dirs = 0
+        for i in kept_dirs:
+            totals = totals_of(decode_node(before.listing.datas[i]))
+            if totals is not None:
+                files, size, dirs = files + totals.files, size + totals.bytes, dirs + totals.dirs
+        self._count_unopened(files, size, dirs, len(kept_dirs))
 
     def _named_dir(self, task: DirTask, prev: Prev | None, changed: frozenset[str], root: Root,
                    root_dev: int, ancestors: Ancestors) -> list[Pending] | None:
@@ -535,6 +526,11 @@ class Walker:
 
     def _content_present(self, node: Node) -> bool:
         return self._all_present([bytes.fromhex(c) for c in node.get("content") or ()])
+
+
+def _dir_indexes(listing: EncodedListing) -> list[int]:
+    """Where the subdirectories are in ``listing`` (found in C: a directory of files costs no Python)."""
+    return list(itertools.compress(itertools.count(), map("dir".__eq__, listing.types)))
 
 
 def _file_size(node: AnyNode) -> int | None:

@@ -77,10 +77,17 @@ def tree_totals(nodes: Sequence[AnyNode]) -> Totals | None:
     return Totals(files, size, dirs)
 
 
-def listing_totals(listing: EncodedListing, nodes: Sequence[AnyNode]) -> Totals | None:
-    """:func:`tree_totals` of ``nodes`` once :func:`encode_listing` has encoded (and sorted) them: its
-    files counted from the listing's columns, in C; only the subdirectories' nodes are read."""
-    below = tree_totals(list(itertools.compress(nodes, map("dir".__eq__, listing.types))))
+def listing_totals(listing: EncodedListing, nodes: Sequence[AnyNode] | None = None) -> Totals | None:
+    """:func:`tree_totals` of ``nodes`` once :func:`encode_listing` has encoded (and sorted) them (default:
+    the listing's own): its files counted from the listing's columns, in C; only the subdirectories'
+    nodes are read."""
+    is_dir = map("dir".__eq__, listing.types)
+    dirs: list[AnyNode]
+    if nodes is None:
+        dirs = list(map(decode_node, itertools.compress(listing.datas, is_dir)))
+    else:
+        dirs = list(itertools.compress(nodes, is_dir))
+    below = tree_totals(dirs)
     if below is None:
         return None
     return Totals(below.files + listing.types.count("file"), below.bytes + sum(listing.sizes), below.dirs)
@@ -141,13 +148,18 @@ class EncodedNode(NamedTuple):
         return cls(node["name"], kind, node.get("inode"), 0, "", data)
 
     def decode(self) -> dict[str, Any]:
-        try:
-            node = orjson.loads(self.data)
-        except orjson.JSONDecodeError:  # escaped lone surrogates (a name that is not UTF-8)
-            node = json.loads(self.data)
-        if not isinstance(node, dict):
-            raise ValueError("an encoded tree node is not an object")
-        return node
+        return decode_node(self.data)
+
+
+def decode_node(data: bytes) -> dict[str, Any]:
+    """One node from its canonical bytes."""
+    try:
+        node = orjson.loads(data)
+    except orjson.JSONDecodeError:  # escaped lone surrogates (a name that is not UTF-8)
+        node = json.loads(data)
+    if not isinstance(node, dict):
+        raise ValueError("an encoded tree node is not an object")
+    return node
 
 
 def _blob_ids(node: dict[str, Any]) -> str:
@@ -180,6 +192,29 @@ class EncodedListing(NamedTuple):
     sizes: list[int]
     blobs: list[str]
     datas: list[bytes]
+
+    # a few entries changed in a large listing: edited in place, column by column, with no object made
+    # per entry that stays (see TreeAssembler.add_listing)
+    def node_at(self, i: int) -> EncodedNode:
+        return EncodedNode._make(column[i] for column in self._columns())
+
+    def put(self, i: int, node: EncodedNode) -> None:
+        for column, value in zip(self._columns(), node, strict=True):
+            column[i] = value
+
+    def insert(self, i: int, node: EncodedNode) -> None:
+        for column, value in zip(self._columns(), node, strict=True):
+            column.insert(i, value)
+
+    def delete(self, i: int) -> None:
+        for column in self._columns():
+            del column[i]
+
+    def copy(self) -> EncodedListing:
+        return EncodedListing(*(column[:] for column in self._columns()))
+
+    def _columns(self) -> tuple[list[Any], ...]:
+        return cast(tuple[list[Any], ...], tuple(self))
 
 
 _by_name = operator.itemgetter("name")

@@ -376,8 +376,13 @@ def apply(src: Path, op: str, top: str, sub: int, name: str, hint: dict[str, set
     p = d / name
     hint.setdefault(str(d), set()).add(name)
     if op == "rename" and p.exists():
-        hint[str(d)].add(name + ".moved")
-        os.replace(p, d / (name + ".moved"))
+        target = d / (name + ".moved")
+        hint[str(d)].add(target.name)
+        if target.is_dir() and not target.is_symlink():  # moved there in an earlier round
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+        os.replace(p, target)
     elif op == "delete" and (p.is_file() or p.is_symlink()):
         p.unlink()
     elif op == "chmod" and p.is_file():
@@ -396,20 +401,57 @@ def apply(src: Path, op: str, top: str, sub: int, name: str, hint: dict[str, set
 
 @pytest.mark.parametrize("complete", [False, True], ids=["listed", "unlisted"])
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=OPS)
+@given(ops=OPS, more=OPS)
 def test_a_hint_naming_what_changed_always_builds_the_full_scans_tree(engine, tmp_path: Path, complete,
-                                                                     ops) -> None:
+                                                                     ops, more) -> None:
+    """Twice in a row: the first journal-led backup takes the previous nodes from the files cache rows,
+    the second, for the directories the first rebuilt (they have no row of that tree), from the parent
+    snapshot's trees."""
     src = tmp_path / f"src{next(EXAMPLE)}"
     make_tree(src)
     time.sleep(0.05)
     settings_ = engine.settings()
-    first = backup_paths(settings_, [str(src)])
-    hint: dict[str, set[str]] = {}
-    fresh: set[str] = set()
-    for op in ops:
-        apply(src, op[0], op[1], op[2], op[3], hint, fresh)
-    led = backup_paths(settings_, [str(src)], RunOptions(changes=DirtyDirs(
-        first.snapshot_id, dirty=hint, degraded=fresh, names=hint, names_complete=complete)))
+    led = backup_paths(settings_, [str(src)])
+    for changes in (ops, more):
+        hint: dict[str, set[str]] = {}
+        fresh: set[str] = set()
+        for op in changes:
+            apply(src, op[0], op[1], op[2], op[3], hint, fresh)
+        led = backup_paths(settings_, [str(src)], RunOptions(changes=DirtyDirs(
+            led.snapshot_id, dirty=hint, degraded=fresh, names=hint, names_complete=complete)))
+    full = backup_paths(settings_, [str(src)])
+    assert tree_of(engine, led.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
+    assert counts(led) == counts(full)
+
+
+def test_a_large_directory_named_in_part_builds_the_full_scans_tree(engine, tmp_path: Path) -> None:
+    """A directory of more files than a files cache row holds in one part: the journal names a changed,
+    a new, a gone and a renamed file, and a changed subdirectory; the tree spliced from the row is the
+    full scan's, at the first journal-led backup (from the row) and the second (from the parent tree)."""
+    from cbr_agent.backup.filescache import NODES_PER_PART
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "inner").write_bytes(b"inner")
+    for i in range(2 * NODES_PER_PART + 10):
+        (src / f"f{i:05d}").write_bytes(b"%d" % i)
+    time.sleep(0.25)  # past RACY_NS: the listing is trusted
+    settings_ = engine.settings()
+    led = backup_paths(settings_, [str(src)])
+    for round_no in range(2):
+        (src / f"f{7 + round_no:05d}").write_bytes(b"changed")
+        (src / f"f{NODES_PER_PART + round_no:05d}").unlink()
+        (src / f"new{round_no}").write_bytes(b"new")
+        os.replace(src / f"f{2 * NODES_PER_PART + round_no:05d}", src / f"a-renamed{round_no}")
+        (src / "sub" / "inner").write_bytes(b"inner %d" % round_no)
+        names = {str(src): {f"f{7 + round_no:05d}", f"f{NODES_PER_PART + round_no:05d}", f"new{round_no}",
+                            f"f{2 * NODES_PER_PART + round_no:05d}", f"a-renamed{round_no}"},
+                 str(src / "sub"): {"inner"}}
+        led = backup_paths(settings_, [str(src)], RunOptions(changes=DirtyDirs(
+            led.snapshot_id, dirty=names, names=names, names_complete=True)))
+        renamed = len(b"%d" % (2 * NODES_PER_PART + round_no))  # a new name: read again
+        assert led.scan == "journal"
+        assert led.bytes_read == len(b"changed") + len(b"new") + renamed + len(b"inner 0")
     full = backup_paths(settings_, [str(src)])
     assert tree_of(engine, led.snapshot_id, src) == tree_of(engine, full.snapshot_id, src)
     assert counts(led) == counts(full)

@@ -200,9 +200,12 @@ def test_a_file_changed_in_the_middle_has_only_the_changed_part_cut_again(saver,
     gate = writer.stats.blobs_duplicate
     res = fs.save(str(f), known)
     # chunks proven by their hash never reach the writer; the ones cut again around the change are new,
-    # and cutting stops where a cut lands on a previous chunk's start
+    # and cutting stops where a cut lands on a previous chunk's start. The 5,000 bytes overlap up to three
+    # previous chunks (4 KiB at least each), and the cut that lands on a previous start may come one
+    # chunk later (the repository's random key decides where cuts fall: a bound of 3 failed once in
+    # about 30 runs)
     assert writer.stats.blobs_duplicate == gate
-    assert len(set(res.content) & set(known)) >= len(known) - 3
+    assert len(set(res.content) & set(known)) >= len(known) - 4
     gate = writer.stats.blobs_duplicate
     whole = fs.save(str(f))  # without the previous chunks: every chunk through the gate again
     assert whole.content == res.content and writer.stats.blobs_duplicate - gate == len(res.content)

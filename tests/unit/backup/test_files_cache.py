@@ -122,6 +122,45 @@ def test_a_large_directory_is_stored_in_parts_decoded_as_the_listing_reaches_the
     assert len(nodes) == len(names) and nodes[names[-1]]["size"] == len(names) - 1
 
 
+def test_a_rows_listing_is_its_nodes_columns_across_parts() -> None:
+    """A journal-led backup takes a directory's row as one listing (its parts' columns joined): the same
+    listing the tree was encoded from."""
+    from cbr_agent.backup.filescache import NODES_PER_PART
+    from cbr_agent.repository.tree import encode_listing
+
+    names = [f"f{i:06d}" for i in range(2 * NODES_PER_PART + 5)]
+    rec = DirRecord.from_bytes(DirRecord.build(scan_ns=1, fingerprint=b"", tree="ef" * 32,
+                                               nodes=_file_nodes(names), blobs=b"", files=len(names),
+                                               size=0).to_bytes())
+    assert len(rec.nodes_data) == 3
+    assert rec.listing() == encode_listing(_file_nodes(names))
+    empty = DirRecord.build(scan_ns=1, fingerprint=b"", tree="ef" * 32, nodes=[], blobs=b"", files=0, size=0)
+    assert empty.listing() == encode_listing([])
+
+
+def test_a_row_out_of_order_or_damaged_gives_no_listing() -> None:
+    """The listing is edited by bisection: a row whose names are not strictly in order (written by hand,
+    or damaged) is not taken, and neither is one whose parts do not decode."""
+    import marshal
+
+    import zstandard
+
+    rec = DirRecord.build(scan_ns=1, fingerprint=b"", tree="ef" * 32, nodes=_file_nodes(["a", "b", "c"]),
+                          blobs=b"", files=3, size=0)
+    columns = marshal.loads(zstandard.ZstdDecompressor().decompress(rec.nodes_data[0]))
+
+    def with_names(names: list[str]) -> DirRecord:
+        part = zstandard.ZstdCompressor().compress(marshal.dumps((names, *columns[1:])))
+        return DirRecord(**{**rec.__dict__, "nodes_data": (part,)})
+
+    assert with_names(["a", "b", "c"]).listing() is not None
+    assert with_names(["a", "c", "b"]).listing() is None
+    assert with_names(["a", "a", "c"]).listing() is None
+    assert DirRecord(**{**rec.__dict__, "nodes_data": (b"not zstd",)}).listing() is None
+    short = zstandard.ZstdCompressor().compress(marshal.dumps((["a", "b"], *columns[1:])))
+    assert DirRecord(**{**rec.__dict__, "nodes_data": (short,)}).listing() is None
+
+
 def test_a_record_is_stored_in_name_order_whatever_order_it_is_given() -> None:
     rec = DirRecord.build(scan_ns=1, fingerprint=b"", tree="ef" * 32,
                           nodes=_file_nodes(["b", "c", "a"]), blobs=b"", files=3, size=0)

@@ -4,6 +4,7 @@ each encoded node decodes to the node it was made from."""
 
 from __future__ import annotations
 
+import bisect
 import json
 
 import pytest
@@ -120,3 +121,40 @@ def test_an_integer_beyond_64_bits_is_encoded_by_the_standard_library_the_same_w
     nodes = [{"name": "big", "type": "file", "size": 1, "mtime_ns": 2**70}, {"name": "small", "type": "fifo"}]
     expected = json.dumps({"nodes": nodes, "v": 1}, sort_keys=True, separators=(",", ":")).encode()
     assert encode_tree([EncodedNode.of(nodes[0]), nodes[1]]) == expected == encode_tree(nodes)
+
+
+EDITS = st.lists(st.tuples(st.sampled_from(["put", "insert", "delete"]), st.integers(0, 20), NODES),
+                 max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(nodes=NODES, edits=EDITS)
+def test_a_listing_edited_in_place_is_the_listing_of_the_edited_nodes(nodes, edits) -> None:
+    """A directory where a few entries changed takes its previous listing and edits it column by column:
+    the result is the listing (and the tree, and the totals) of the nodes after the same changes."""
+    by_name = {n["name"]: n for n in nodes}
+    listing = encode_listing(list(nodes)).copy()
+    before = listing.copy()
+    for op, at, others in edits:
+        names = listing.names
+        if op == "delete" and names:
+            i = at % len(names)
+            del by_name[names[i]]
+            listing.delete(i)
+        elif op == "put" and names:
+            i = at % len(names)
+            node = {**(others[0] if others else by_name[names[i]]), "name": names[i]}
+            by_name[names[i]] = node
+            listing.put(i, EncodedNode.of(node))
+        elif op == "insert" and others and others[0]["name"] not in by_name:
+            node = others[0]
+            by_name[node["name"]] = node
+            listing.insert(bisect.bisect_left(names, node["name"]), EncodedNode.of(node))
+    expected = encode_listing(list(by_name.values()))
+    assert listing == expected
+    assert tree_of(listing) == encode_tree(list(by_name.values()))
+    assert listing_totals(listing) == tree_totals(list(by_name.values()))
+    assert [listing.node_at(i) for i in range(len(listing.names))] == [
+        EncodedNode.of(n) for n in sorted(by_name.values(), key=lambda n: n["name"])]
+    if edits:  # a copy is its own: the listing it was made from is as it was
+        assert before == encode_listing(list(nodes))
