@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import operator
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Union, cast
 
 import orjson
@@ -91,24 +91,6 @@ def listing_totals(listing: EncodedListing, nodes: Sequence[AnyNode] | None = No
     if below is None:
         return None
     return Totals(below.files + listing.types.count("file"), below.bytes + sum(listing.sizes), below.dirs)
-
-
-def dir_names(nodes: Mapping[str, AnyNode]) -> list[str]:
-    """The names of the directories among ``nodes`` (by name), in their order."""
-    values = nodes.values()
-    if set(map(type, values)) <= {EncodedNode}:  # a files cache row's: picked in C
-        return list(itertools.compress(nodes, map("dir".__eq__, map(_TYPE, values))))
-    return [name for name, node in nodes.items() if node_type(node) == "dir"]
-
-
-def file_totals(nodes: Sequence[AnyNode]) -> tuple[int, int]:
-    """The regular files among ``nodes`` and their bytes (subdirectories not counted)."""
-    if set(map(type, nodes)) <= {EncodedNode}:  # a files cache row's: counted in C
-        encoded = cast(Sequence[EncodedNode], nodes)
-        return list(map(_TYPE, encoded)).count("file"), sum(map(_SIZE, encoded))
-    sizes = [node.size if isinstance(node, EncodedNode) else node.get("size", 0)
-             for node in nodes if node_type(node) == "file"]
-    return len(sizes), sum(sizes)
 
 
 def canonical_json(doc: Any) -> bytes:
@@ -218,8 +200,6 @@ class EncodedListing(NamedTuple):
 
 
 _by_name = operator.itemgetter("name")
-_TYPE = operator.itemgetter(1)   # of an EncodedNode
-_SIZE = operator.itemgetter(3)   # of an EncodedNode (0 unless a regular file)
 #: decoded nodes are encoded by orjson this many at a time (one call per block, see encode_listing)
 _BLOCK = 512
 
