@@ -18,7 +18,6 @@ ever costs a re-read. The cache is disposable: a corrupt or foreign file is recr
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import logging
 import marshal
@@ -115,7 +114,7 @@ class DirRecord:
         """The nodes a part at a time, in tree order (sorted by name)."""
         decompress = _codec()[1].decompress
         for part in self.nodes_data:
-            yield list(map(_encoded_node, zip(*marshal.loads(decompress(part)), strict=True)))
+            yield EncodedListing(*marshal.loads(decompress(part))).nodes()
 
     def nodes_by_name(self) -> RecordNodes:
         return RecordNodes(self.encoded_parts())
@@ -215,9 +214,6 @@ class RecordNodes(Mapping[str, dict[str, Any]]):
         return len(self._all())
 
 
-#: an EncodedNode from a tuple of its fields, made in C (calling the class runs its __new__, written in
-#: Python: a third more time to build a large directory's nodes)
-_encoded_node = functools.partial(tuple.__new__, EncodedNode)
 _node_name = operator.itemgetter(0)
 _local = threading.local()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import functools
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -51,8 +50,7 @@ class ListingNodes(Mapping[str, Node]):
     def encoded_all(self) -> dict[str, EncodedNode]:
         """Every node by name (made once, for a directory that is listed after all)."""
         if self._by_name is None:
-            rows = zip(*self.listing, strict=True)
-            self._by_name = dict(zip(self.listing.names, map(_encoded_node, rows), strict=True))
+            self._by_name = dict(zip(self.listing.names, self.listing.nodes(), strict=True))
         return self._by_name
 
     def get(self, name: str, default: Any = None) -> Any:
@@ -70,9 +68,6 @@ class ListingNodes(Mapping[str, Node]):
 
     def __len__(self) -> int:
         return len(self.listing.names)
-
-
-_encoded_node = functools.partial(tuple.__new__, EncodedNode)
 
 
 def prev_listing(prev: Prev) -> ListingNodes:

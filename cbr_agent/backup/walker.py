@@ -148,8 +148,9 @@ class Walker:
                 state = self.hint.state(task.path)
                 if state == DEGRADED:
                     journal = False
-                elif state in (BELOW, CLEAN):
-                    subdirs = self._journal_dir(task, self._journal_prev(task, prev), root_dev, ancestors)
+                elif state in (BELOW, CLEAN):  # its own entries did not change: none named
+                    subdirs = self._unlisted_dir(task, self._journal_prev(task, prev), frozenset(), root,
+                                                 root_dev, ancestors)
                 else:
                     changed = self.hint.changed_names(task.path)
                     if changed is not None:
@@ -176,50 +177,13 @@ class Walker:
                 return Prev(ListingNodes(listing), prev.prev.scan_ns)
         return materialize(prev)
 
-    def _journal_dir(self, task: DirTask, prev: Prev | None, root_dev: int,
-                     ancestors: Ancestors) -> list[Pending] | None:
-        """A directory whose own entries did not change: its previous listing, as it is, except for the
-        subdirectories below which something changed (looked at again). None: list it after all."""
-        assert self.hint is not None
-        if prev is None:
-            return None
-        before = prev_listing(prev)
-        names = before.listing.names
-        looked: dict[int, os.stat_result] = {}
-        kept_dirs = []
-        for i in _dir_indexes(before.listing):
-            path = join(task.path, names[i])
-            if self.hint.state(path) == CLEAN:
-                kept_dirs.append(i)
-                continue
-            try:
-                st = os.lstat(path)
-            except OSError:
-                return None  # gone after all: the journal missed it, so list the directory
-            if not stat.S_ISDIR(st.st_mode) or st.st_ino != before.listing.inodes[i]:
-                return None
-            looked[i] = st
-        files, size = before.listing.types.count("file"), sum(before.listing.sizes)
-        self._count_kept(before, kept_dirs, files, size)
-        prev = Prev(before, prev.scan_ns)
-        here = (*ancestors, task.ident)
-        first = self.trees.add_listing(task, before.listing.copy(), list(looked))
-        subdirs: list[Pending] = []
-        for index, (i, st) in enumerate(looked.items(), first):
-            name = names[i]
-            sub = self._subdir(task, index, join(task.path, name), name, st, root_dev, here,
-                               before.listing.node_at(i).decode(), prev, True)
-            if sub is not None:
-                subdirs.append(sub)
-        return subdirs
-
     def _unlisted_dir(self, task: DirTask, prev: Prev | None, changed: frozenset[str], root: Root,
                       root_dev: int, ancestors: Ancestors) -> list[Pending] | None:
-        """A directory where the journal named every entry that changed, came or went: not listed. The
-        named entries, and the subdirectories below which something changed, are looked at as in a full
-        scan; every other entry is the previous node as it is, taken with its neighbours as the previous
-        listing's columns. None: list it after all (a subdirectory is gone or another one: the journal
-        missed something)."""
+        """A directory where the journal named every entry that changed, came or went (none: its own
+        entries did not change, something below them did): not listed. The named entries, and the
+        subdirectories below which something changed, are looked at as in a full scan; every other entry
+        is the previous node as it is, taken with its neighbours as the previous listing's columns. None:
+        list it after all (a subdirectory is gone or another one: the journal missed something)."""
         assert self.hint is not None
         if prev is None:
             return None
@@ -258,8 +222,9 @@ class Walker:
         files = old.types.count("file") - sum(old.types[i] == "file" for i in named)
         size = sum(old.sizes) - sum(old.sizes[i] for i in named)
         self._count_kept(before, kept_dirs, files, size)
-        with self.state.lock:
-            self.state.stats.dirs_scanned += 1
+        if changed:
+            with self.state.lock:
+                self.state.stats.dirs_scanned += 1
         listing = old.copy()
         for i in sorted((i for i in named if old.names[i] not in looked), reverse=True):
             listing.delete(i)

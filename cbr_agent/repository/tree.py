@@ -9,6 +9,7 @@ Names that are not valid UTF-8 arrive as surrogate-escaped ``str``; ``ensure_asc
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import operator
@@ -180,6 +181,11 @@ class EncodedListing(NamedTuple):
     def node_at(self, i: int) -> EncodedNode:
         return EncodedNode._make(column[i] for column in self._columns())
 
+    def nodes(self) -> list[EncodedNode]:
+        """Every node, in order, made in C (calling the class runs its ``__new__``, written in Python:
+        a third more time to build a large directory's nodes)."""
+        return list(map(_encoded_node, zip(*self, strict=True)))
+
     def put(self, i: int, node: EncodedNode) -> None:
         for column, value in zip(self._columns(), node, strict=True):
             column[i] = value
@@ -200,6 +206,7 @@ class EncodedListing(NamedTuple):
 
 
 _by_name = operator.itemgetter("name")
+_encoded_node = functools.partial(tuple.__new__, EncodedNode)
 #: decoded nodes are encoded by orjson this many at a time (one call per block, see encode_listing)
 _BLOCK = 512
 
