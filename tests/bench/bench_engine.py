@@ -13,6 +13,7 @@ cbr-agent/borg ratios; ``--json FILE`` writes everything. See tests/bench/README
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
@@ -105,6 +106,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per command")
     p.add_argument("--no-daemon", dest="daemon", action="store_false",
                    help="leave out the daemon rows (scheduled backups in `cbr-agent run`)")
+    p.add_argument("--keep-page-reporting", dest="steady_memory", action="store_false",
+                   help="leave the VM's free page reporting on (by default, as root, it is off for the run "
+                        "and free memory is touched once: see measure.steady_memory)")
     p.add_argument("--keep", action="store_true", help="keep repositories and restores afterwards")
     p.add_argument("--json", type=Path, help="write all results and metadata to this file")
     p.add_argument("--markdown", type=Path, help="write the result tables as Markdown to this file")
@@ -426,16 +430,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"{sum(info.generated for _r, info in infos.values())} tree(s); settling {settle:g} s")
         measure.sync_and_settle(settle)
     ctx = Context(args, args.workdir / f"run-{started:%Y%m%d-%H%M%S}")
+    memory = "free page reporting not touched (--keep-page-reporting)"
+    steady = measure.steady_memory(ctx_log) if args.steady_memory else contextlib.nullcontext(memory)
     try:
-        for round_no in range(args.repeat):
-            for tree in args.trees:
-                bench_tree(ctx, tree, infos[tree][0], round_no)
-                if args.daemon and "cbr-agent" in args.tools:
-                    bench_daemon(ctx, tree, infos[tree][0], round_no)
+        with steady as memory:
+            for round_no in range(args.repeat):
+                for tree in args.trees:
+                    bench_tree(ctx, tree, infos[tree][0], round_no)
+                    if args.daemon and "cbr-agent" in args.tools:
+                        bench_daemon(ctx, tree, infos[tree][0], round_no)
     except KeyboardInterrupt:
         ctx_log("interrupted: reporting what was measured")
     finally:
-        code = report(ctx, infos, versions, started, load_before, argv) if ctx.runs else 1
+        code = report(ctx, infos, versions, started, load_before, argv, memory) if ctx.runs else 1
         if not args.keep:
             ctx_log(f"deleting {ctx.run_dir}")
             shutil.rmtree(ctx.run_dir, ignore_errors=True)
@@ -443,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(ctx: Context, infos: dict, versions: dict[str, str], started: dt.datetime,
-           load_before: tuple[float, float, float], argv: list[str] | None) -> int:
+           load_before: tuple[float, float, float], argv: list[str] | None, memory: str) -> int:
     """Print the tables, write --json/--markdown; 0 when every run succeeded (and verified)."""
     args = ctx.args
     rows = summarize(ctx.runs, args.tools, args.trees)
@@ -454,7 +461,7 @@ def report(ctx: Context, infos: dict, versions: dict[str, str], started: dt.date
         "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
         "host": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release(),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-        "versions": versions, "scale": args.scale, "seed": args.seed, "repeat": args.repeat,
+        "memory": memory, "versions": versions, "scale": args.scale, "seed": args.seed, "repeat": args.repeat,
         "trees": {k: {**asdict(v[1]), "path": str(v[0])} for k, v in infos.items()},
         "rss_note": "peak_rss_mb = highest /proc VmHWM of any single process of the tool's tree, polled "
                     "every 0.05 s; tree_rss_mb = highest VmRSS sum over the tree; wait4_maxrss_mb is "
@@ -463,6 +470,7 @@ def report(ctx: Context, infos: dict, versions: dict[str, str], started: dt.date
     }
     print(f"\n{meta['started']}  scale {args.scale:g}  seed {args.seed}  repeat {args.repeat}  "
           f"{os.cpu_count()} CPUs  load {load_before[0]:.2f} -> {meta['loadavg_after'][0]:.2f}")
+    print(f"  memory: {memory}")
     for name, v in versions.items():
         print(f"  {name}: {v.splitlines()[0]}")
     print()
