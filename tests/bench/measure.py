@@ -176,9 +176,10 @@ def steady_memory(log: Callable[[str], None]) -> Iterator[str]:
 
     On a VM with free page reporting, each page freed (drop_caches before every step frees gigabytes)
     goes back to the host, and the next write into it costs a host fault: on the build VM, writes into
-    such pages ran at 0.42 GB/s against 5-6 GB/s for recycled ones, so a step that writes a repository
-    or a restore paid 1.5-2.6 s more or less depending on what the VM had reported before it, a hidden
-    variable of the machine and not of the tools. Needs root; the setting is put back at exit."""
+    such pages ran at 0.35-0.45 GB/s against 4.3-6 GB/s for recycled ones, so a step that writes a
+    repository or a restore (0.7-1.1 GB) paid more or less depending on what the VM had handed back
+    before it, a hidden variable of the machine and not of the tools. Needs root; the setting is put
+    back at exit (tests/bench/README.md, "Timing cautions")."""
     try:
         before = PAGE_REPORTING_ORDER.read_text().strip()
         PAGE_REPORTING_ORDER.write_text(_NO_REPORTING_ORDER)
@@ -196,16 +197,19 @@ def steady_memory(log: Callable[[str], None]) -> Iterator[str]:
         PAGE_REPORTING_ORDER.write_text(before)
 
 
-def touch_free_memory(margin: int = 1 << 30, chunk: int = 256 << 20) -> int:
+def touch_free_memory(margin: int = 2 << 30, chunk: int = 256 << 20) -> int:
     """Write one byte into every page of the free memory but ``margin``, all mapped at once so that no
     page is touched twice, then free it: the hypervisor backs each of them from then on."""
     free = _meminfo_kib("MemFree") * 1024 - margin
     maps = []
     try:
         for _ in range(max(0, free // chunk)):
-            m = mmap.mmap(-1, chunk)
-            m[::mmap.PAGESIZE] = b"\1" * (chunk // mmap.PAGESIZE)
+            try:
+                m = mmap.mmap(-1, chunk)
+            except (OSError, MemoryError):  # something else took memory meanwhile: touch no more
+                break
             maps.append(m)
+            m[::mmap.PAGESIZE] = b"\1" * (chunk // mmap.PAGESIZE)
     finally:
         for m in maps:
             m.close()
