@@ -430,8 +430,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{sum(info.generated for _r, info in infos.values())} tree(s); settling {settle:g} s")
         measure.sync_and_settle(settle)
     ctx = Context(args, args.workdir / f"run-{started:%Y%m%d-%H%M%S}")
-    memory = "free page reporting not touched (--keep-page-reporting)"
-    steady = measure.steady_memory(ctx_log) if args.steady_memory else contextlib.nullcontext(memory)
+    if args.steady_memory:
+        memory, steady = "interrupted before free page reporting was set", measure.steady_memory(ctx_log)
+    else:
+        memory = "free page reporting not touched (--keep-page-reporting)"
+        steady = contextlib.nullcontext(memory)
     try:
         with steady as memory:
             for round_no in range(args.repeat):
