@@ -231,7 +231,16 @@ class BlobWriter:
                 if builder is None:
                     builder = self._open[kind] = PackBuilder(self._open_spool)
                 before = builder.size
-                builder.add(flags, blob_id, parts, raw_length)
+                try:
+                    builder.add(flags, blob_id, parts, raw_length)
+                except BaseException as exc:
+                    # its spool failed (a full disk) and is closed: the pack is gone, and every later
+                    # blob meets this error, not the closed spool (that said "Bad file descriptor")
+                    del self._open[kind]
+                    builder.discard()
+                    if self._error is None:
+                        self._error = exc
+                    raise
                 self.stats.blobs_new += 1
                 self.stats.bytes_new += raw_length
                 self.stats.bytes_stored += builder.size - before
