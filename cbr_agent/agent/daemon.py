@@ -381,7 +381,8 @@ class Daemon:
                 changes: Any = None) -> Any:
             repo = kept.get(settings)
             try:
-                return backup(settings, paths, cancel=cancel, changes=changes, repo=repo)
+                return backup(settings, paths, cancel=cancel, changes=changes, repo=repo,
+                              listings=kept.listings())
             except BaseException:  # whatever went wrong, the next backup opens the repository afresh
                 kept.drop()
                 raise

@@ -32,6 +32,7 @@ from typing import Any
 from cbr_agent.backup.changehint import ChangeHint
 from cbr_agent.backup.filesaver import FileSaver
 from cbr_agent.backup.filescache import FilesCache
+from cbr_agent.backup.keptlistings import KeptListings
 from cbr_agent.backup.listing import join, listing_fingerprint
 from cbr_agent.backup.previous import RACY_NS
 from cbr_agent.backup.readers import FileItem, ReaderThreads
@@ -72,6 +73,8 @@ class ArchiverOptions:
     checkpoint_rows: int = CHECKPOINT_ROWS
     #: what the daemon's file change journal saw change (None: walk everything)
     hint: ChangeHint | None = None
+    #: the daemon's listings of directories that journal-led backups edited, kept between backups
+    listings: KeptListings | None = None
 
 
 class Archiver:
@@ -96,14 +99,15 @@ class Archiver:
         self._longpaths = LongPaths()
         saver = FileSaver(repo, writer, self._pool, should_stop=self._state.should_stop,
                           longpaths=self._longpaths)
-        self._trees = TreeAssembler(repo, writer, options.cache, self._state)
+        self._trees = TreeAssembler(repo, writer, options.cache, self._state, options.listings)
         self._readers = ReaderThreads(saver, self._state, self._trees, readers=options.readers,
                                       tick=self._tick)
         self._small = SmallFiles(writer, saver, self._state, self._trees, tick=self._tick,
                                  helpers=options.helpers, offload=self._readers.submit)
         self._walker = Walker(repo, options.cache, self._state, self._trees,
                               one_file_system=options.one_file_system, queue_file=self._queue_file,
-                              tick=self._tick, longpaths=self._longpaths, hint=options.hint)
+                              tick=self._tick, longpaths=self._longpaths, hint=options.hint,
+                              listings=options.listings)
         self._checkpoint = options.checkpoint
         self._checkpoint_interval = options.checkpoint_interval
         self._last_checkpoint = time.monotonic()

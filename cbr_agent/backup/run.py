@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from cbr_agent.backup.archiver import Archiver, ArchiverOptions, BackupStats, Root
 from cbr_agent.backup.changehint import ChangeHint, usable_hint
 from cbr_agent.backup.filescache import FilesCache
+from cbr_agent.backup.keptlistings import KeptListings
 from cbr_agent.backup.prescan import Prescan
 from cbr_agent.config import Settings
 from cbr_agent.errors import BackupError, UsageError
@@ -170,6 +171,8 @@ class RunOptions:
     #: the daemon's journal: the directories changed since the snapshot it counts from (used only when
     #: that snapshot is the parent, else every directory is walked)
     changes: ChangeHint | None = None
+    #: the daemon's listings of the directories its journal-led backups edited (of this repository only)
+    listings: KeptListings | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,7 @@ def _archiver_options(run: _Run, options: RunOptions, checkpoint: Callable[[], N
         checkpoint_interval=checkpoint_seconds(),
         hint=usable_hint(options.changes, run.parent_id, run.roots,
                          parent.excludes if parent is not None else {}),
+        listings=None if options.dry_run else options.listings,
     )
 
 

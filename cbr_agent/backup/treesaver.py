@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from cbr_agent.backup.filescache import DirRecord, FilesCache
+from cbr_agent.backup.keptlistings import KeptListings
 from cbr_agent.backup.runstate import RunState
 from cbr_agent.fs.nodes import Node
 from cbr_agent.repository import encode_tree
@@ -79,10 +80,13 @@ Resolved = tuple[DirTask, int, "AnyNode | None"]
 class TreeAssembler:
     """Slots, resolution and tree blobs; :attr:`done` is set once the root tree is written."""
 
-    def __init__(self, repo: Any, writer: Any, cache: FilesCache | None, state: RunState) -> None:
+    def __init__(self, repo: Any, writer: Any, cache: FilesCache | None, state: RunState,
+                 listings: KeptListings | None = None) -> None:
         self.repo = repo
         self.writer = writer
         self.cache = cache
+        #: where the listings of directories that get no files cache row are kept (the daemon's)
+        self.listings = listings
         self.state = state
         self._lock = state.lock
         self.root_tree: str | None = None
@@ -199,7 +203,9 @@ class TreeAssembler:
         elif task.base is not None:
             listing = _spliced(task.base, task.positions, task.slots)
             task.slots, task.base = [], None
-            return self._save_tree(node, listing, listing_totals(listing))
+            self._save_tree(node, listing, listing_totals(listing))
+            self._keep(task, node, listing)
+            return node
         else:
             nodes = [n for n in task.slots if n is not None]
         task.slots = []
@@ -208,7 +214,14 @@ class TreeAssembler:
         self._save_tree(node, listing, totals)
         if self.cache is not None and task.scan_ns:
             self._stage_record(task, node["subtree"], nodes, listing)
+        else:
+            self._keep(task, node, listing)
         return node
+
+    def _keep(self, task: DirTask, node: Node, listing: EncodedListing) -> None:
+        """A listing no files cache row will hold (the journal led to it): kept for the next backup."""
+        if self.listings is not None:
+            self.listings.put(task.path, node["subtree"], listing)
 
     def _save_tree(self, node: Node, listing: EncodedListing, totals: Totals | None) -> Node:
         node["subtree"] = self.writer.save(tree_of(listing), kind="tree").hex()

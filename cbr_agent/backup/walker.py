@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from cbr_agent.backup.changehint import BELOW, CLEAN, DEGRADED, ChangeHint
 from cbr_agent.backup.filesaver import describe
 from cbr_agent.backup.filescache import DirRecord, FilesCache
+from cbr_agent.backup.keptlistings import KeptListings
 from cbr_agent.backup.listing import join, list_dir, list_dir_reusing, listing_fingerprint
 from cbr_agent.backup.previous import (
     RACY_NS,
@@ -74,10 +75,12 @@ class WalkedRepository(Protocol):
 class Walker:
     def __init__(self, repo: WalkedRepository, cache: FilesCache | None, state: RunState,
                  trees: TreeAssembler, *, one_file_system: bool, queue_file: Callable[[FileItem, int], None],
-                 tick: Callable[[], None], longpaths: LongPaths, hint: ChangeHint | None = None) -> None:
+                 tick: Callable[[], None], longpaths: LongPaths, hint: ChangeHint | None = None,
+                 listings: KeptListings | None = None) -> None:
         self.repo = repo
         self.longpaths = longpaths      # the run's: paths longer than PATH_MAX
         self.hint = hint                # which directories changed, or None: walk everything
+        self.listings = listings        # the daemon's, of directories earlier journal-led backups edited
         self.cache = cache
         self.state = state
         self.trees = trees
@@ -165,17 +168,26 @@ class Walker:
             self.trees.walked(task)
 
     def _journal_prev(self, task: DirTask, prev: Prev | LazyPrev | None) -> Prev | None:
-        """What a directory held in the parent snapshot, for the journal: its files cache row when the row
-        is of the very tree the parent snapshot has for it (the nodes it was encoded from, as columns: no
-        tree blob read, decrypted and decoded, no object per entry), else the parent's tree itself."""
-        if isinstance(prev, LazyPrev) and not prev.loaded and self.cache is not None \
-                and prev.node is not None and prev.prev is not None:
+        """What a directory held in the parent snapshot, for the journal: the listing of the very tree the
+        parent snapshot has for it, kept by the daemon or in its files cache row (no tree blob read,
+        decrypted and decoded, no object per entry), else the parent's tree itself."""
+        if isinstance(prev, LazyPrev) and not prev.loaded and prev.node is not None and prev.prev is not None:
             subtree = prev.node.get("subtree")
-            record = self.cache.get(os.fsencode(task.path)) if subtree else None
-            listing = record.listing() if record is not None and record.tree == subtree else None
+            listing = self._listing_of(task.path, subtree) if subtree else None
             if listing is not None:
                 return Prev(ListingNodes(listing), prev.prev.scan_ns)
         return materialize(prev)
+
+    def _listing_of(self, path: str, tree_id: str) -> EncodedListing | None:
+        if self.listings is not None:
+            listing = self.listings.get(path, tree_id)
+            if listing is not None:
+                return listing
+        if self.cache is not None:
+            record = self.cache.get(os.fsencode(path))
+            if record is not None and record.tree == tree_id:
+                return record.listing()
+        return None
 
     def _unlisted_dir(self, task: DirTask, prev: Prev | None, changed: frozenset[str], root: Root,
                       root_dev: int, ancestors: Ancestors) -> list[Pending] | None:

@@ -107,8 +107,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-daemon", dest="daemon", action="store_false",
                    help="leave out the daemon rows (scheduled backups in `cbr-agent run`)")
     p.add_argument("--keep-page-reporting", dest="steady_memory", action="store_false",
-                   help="leave the VM's free page reporting on (by default, as root, it is off for the run "
-                        "and free memory is touched once: see measure.steady_memory)")
+                   help="leave the VM's memory settings alone (by default, as root, free page reporting and "
+                        "DAMON page-out are off for the run and free memory is touched once: see "
+                        "measure.steady_memory)")
     p.add_argument("--keep", action="store_true", help="keep repositories and restores afterwards")
     p.add_argument("--json", type=Path, help="write all results and metadata to this file")
     p.add_argument("--markdown", type=Path, help="write the result tables as Markdown to this file")
@@ -431,9 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         measure.sync_and_settle(settle)
     ctx = Context(args, args.workdir / f"run-{started:%Y%m%d-%H%M%S}")
     if args.steady_memory:
-        memory, steady = "interrupted before free page reporting was set", measure.steady_memory(ctx_log)
+        memory, steady = "interrupted before the memory settings were made", measure.steady_memory(ctx_log)
     else:
-        memory = "free page reporting not touched (--keep-page-reporting)"
+        memory = "memory settings not touched (--keep-page-reporting)"
         steady = contextlib.nullcontext(memory)
     try:
         with steady as memory:

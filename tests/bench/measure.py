@@ -171,20 +171,29 @@ _NO_REPORTING_ORDER = "11"
 
 @contextlib.contextmanager
 def steady_memory(log: Callable[[str], None]) -> Iterator[str]:
-    """Hold the guest's memory steady for the run: no free page handed back to the hypervisor, and every
-    free page touched once. Yields what was done, for the report.
+    """Hold the guest's memory steady for the run: no free page handed back to the hypervisor, every free
+    page touched once, and no page cache paged out behind the tools' backs. Yields what was done, for the
+    report. Needs root; every setting is put back at exit (tests/bench/README.md, "Timing cautions").
 
     On a VM with free page reporting, each page freed (drop_caches before every step frees gigabytes)
     goes back to the host, and the next write into it costs a host fault: on the build VM, writes into
     such pages ran at 0.35-0.45 GB/s against 4.3-6 GB/s for recycled ones, so a step that writes a
     repository or a restore (0.7-1.1 GB) paid more or less depending on what the VM had handed back
-    before it, a hidden variable of the machine and not of the tools. Needs root; the setting is put
-    back at exit (tests/bench/README.md, "Timing cautions")."""
+    before it, a hidden variable of the machine and not of the tools. A DAMON ``pageout`` scheme (seen on
+    another build VM: pages idle for a minute dropped, up to 128 MiB a second) evicts the page cache the
+    benchmark warmed, so a step read from disk or not depending on how long it had waited."""
+    with contextlib.ExitStack() as stack:
+        done = [stack.enter_context(_no_page_reporting(log)), stack.enter_context(_no_damon_pageout(log))]
+        yield "; ".join(done)
+
+
+@contextlib.contextmanager
+def _no_page_reporting(log: Callable[[str], None]) -> Iterator[str]:
     try:
         before = PAGE_REPORTING_ORDER.read_text().strip()
         PAGE_REPORTING_ORDER.write_text(_NO_REPORTING_ORDER)
     except OSError:
-        yield "left as it is (no free page reporting here, or not root)"
+        yield "free page reporting left as it is (none here, or not root)"
         return
     try:
         t0 = time.monotonic()
@@ -195,6 +204,47 @@ def steady_memory(log: Callable[[str], None]) -> Iterator[str]:
         yield done
     finally:
         PAGE_REPORTING_ORDER.write_text(before)
+
+
+#: DAMON's sysfs interface: each running kdamond with a scheme that evicts pages is stopped for the run
+DAMON_KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
+_EVICTING_ACTIONS = {"pageout", "lru_deprio", "cold"}
+
+
+def evicting_kdamonds(root: Path = DAMON_KDAMONDS) -> list[Path]:
+    """The running kdamonds (their directories) with at least one scheme that evicts or demotes pages."""
+    found = []
+    for kdamond in sorted(root.glob("[0-9]*")):
+        try:
+            if (kdamond / "state").read_text().strip() != "on":
+                continue
+            actions = {a.read_text().strip() for a in kdamond.glob("contexts/*/schemes/*/action")}
+        except OSError:
+            continue
+        if actions & _EVICTING_ACTIONS:
+            found.append(kdamond)
+    return found
+
+
+@contextlib.contextmanager
+def _no_damon_pageout(log: Callable[[str], None]) -> Iterator[str]:
+    stopped = []
+    try:
+        for kdamond in evicting_kdamonds():
+            try:
+                (kdamond / "state").write_text("off")
+            except OSError:
+                continue
+            stopped.append(kdamond)
+        done = (f"DAMON page-out off ({len(stopped)} kdamond{'s' if len(stopped) != 1 else ''})" if stopped
+                else "no DAMON page-out running")
+        if stopped:
+            log(done)
+        yield done
+    finally:
+        for kdamond in stopped:
+            with contextlib.suppress(OSError):
+                (kdamond / "state").write_text("on")
 
 
 def touch_free_memory(margin: int = 2 << 30, chunk: int = 256 << 20) -> int:

@@ -103,6 +103,18 @@ def test_scheduled_backups_scan_only_changes_and_a_restart_scans_fully(cp_server
     assert (out / "c" / "new" / "g").read_bytes() == b"a new directory"
     assert (out / "a" / "0" / "f").read_bytes() == b"a/0" * 50
 
+    # b/1 again: its previous nodes come from the listing the daemon kept from the backup that edited it
+    (data / "b" / "1" / "f").write_bytes(b"changed again")
+    (data / "b" / "1" / "h").write_bytes(b"came later")
+    again = [next_backup(host, seen[-1]["snapshot_id"])]  # (a backup may start between the two writes)
+    again.append(next_backup(host, again[-1]["snapshot_id"]))
+    assert all(b["scan"] == "journal" for b in again), again
+    out = restored(host, again[-1]["snapshot_id"], tmp_path / "again") / str(data).lstrip("/")
+    assert sorted(p.name for p in (out / "b" / "1").iterdir()) == ["f", "h"]
+    assert (out / "b" / "1" / "f").read_bytes() == b"changed again"
+    assert (out / "b" / "1" / "h").read_bytes() == b"came later"
+    assert (out / "c" / "new" / "g").read_bytes() == b"a new directory"
+
     report = json.loads(host.cli("status", "--json").stdout)
     last = report["last_backup"]
     assert last["scan"] in ("journal", "full") and isinstance(last["duration"], float)

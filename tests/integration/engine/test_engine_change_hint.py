@@ -505,3 +505,45 @@ def test_a_files_cache_row_older_than_the_parent_snapshot_is_not_taken(engine, t
     assert second.scan == third.scan == "journal"
     full = backup_paths(settings, [str(src)])
     assert tree_of(engine, third.snapshot_id, d) == tree_of(engine, full.snapshot_id, d)
+
+
+def test_a_directory_edited_again_takes_its_previous_nodes_from_the_kept_listing(engine,
+                                                                                  tmp_path: Path) -> None:
+    """A journal-led backup writes no files cache row for a directory it edited; the daemon keeps its
+    listing instead, and the next backup that finds it changed again takes the nodes from there and never
+    reads that tree blob: here the blob is damaged, so reading it would cost every file read again."""
+    from cbr_agent.backup.keptlistings import KeptListings
+
+    src = tmp_path / "src"
+    make_tree(src)
+    d = src / "b" / "2"
+    time.sleep(0.25)  # past RACY_NS
+    settings = engine.settings()
+    first = backup_paths(settings, [str(src)])
+    kept = KeptListings()
+
+    def named(parent: str, name: str) -> RunOptions:
+        return RunOptions(changes=DirtyDirs(parent, dirty=[str(d)], names={str(d): {name}}), listings=kept)
+
+    (d / "x").write_bytes(b"second version of x")
+    second = backup_paths(settings, [str(src)], named(first.snapshot_id, "x"))
+    edited = tree_of(engine, second.snapshot_id, d)
+    assert kept.get(str(d), edited) is not None
+    repo = engine.open()
+    loc = repo.blob_location(bytes.fromhex(edited))
+    pack = next(p for p in Path(engine.repo_path).rglob(loc.pack_id) if p.is_file())
+    os.chmod(pack, 0o644)
+    with open(pack, "r+b") as fh:  # one byte of the edited tree's ciphertext flipped
+        fh.seek(loc.offset + loc.length // 2)
+        byte = fh.read(1)
+        fh.seek(loc.offset + loc.length // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    (d / "y").write_bytes(b"second version of y")
+    third = backup_paths(settings, [str(src)], named(second.snapshot_id, "y"))
+    assert third.scan == "journal" and third.warnings == []
+    assert third.bytes_read == len(b"second version of y")  # x was not read again
+    assert (third.files_changed, third.files_unchanged) == (1, first.files_new - 1)
+    nodes = {n["name"]: n for n in decode_tree(engine.open().load_blob(
+        bytes.fromhex(tree_of(engine, third.snapshot_id, d))))}
+    assert nodes["x"]["size"] == len(b"second version of x")
+    assert nodes["y"]["size"] == len(b"second version of y")
