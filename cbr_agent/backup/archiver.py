@@ -113,6 +113,8 @@ class Archiver:
         self._last_checkpoint = time.monotonic()
 
     def run(self, roots: Sequence[Root]) -> str:
+        if self.options.listings is not None:
+            self.options.listings.begin()
         self._readers.start()
         try:
             self._last_checkpoint = time.monotonic()

@@ -457,6 +457,18 @@ def test_a_large_directory_named_in_part_builds_the_full_scans_tree(engine, tmp_
     assert counts(led) == counts(full)
 
 
+def damage_blob(engine, blob_id: str) -> None:
+    """Flip one byte of a blob's ciphertext in its pack: reading it fails authentication."""
+    loc = engine.open().blob_location(bytes.fromhex(blob_id))
+    pack = next(p for p in Path(engine.repo_path).rglob(loc.pack_id) if p.is_file())
+    os.chmod(pack, 0o644)
+    with open(pack, "r+b") as fh:
+        fh.seek(loc.offset + loc.length // 2)
+        byte = fh.read(1)
+        fh.seek(loc.offset + loc.length // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+
+
 def test_a_dirty_directory_takes_its_previous_nodes_from_its_files_cache_row(engine, tmp_path: Path) -> None:
     """When the row holds the very tree the parent snapshot has, the walker takes the nodes from it and
     never reads that tree blob: here the blob is damaged, so reading it would cost every file of the
@@ -467,15 +479,7 @@ def test_a_dirty_directory_takes_its_previous_nodes_from_its_files_cache_row(eng
     time.sleep(0.25)  # past RACY_NS: the listing is trusted
     settings = engine.settings()
     first = backup_paths(settings, [str(src)])
-    repo = engine.open()
-    loc = repo.blob_location(bytes.fromhex(tree_of(engine, first.snapshot_id, d)))
-    pack = next(p for p in Path(engine.repo_path).rglob(loc.pack_id) if p.is_file())
-    os.chmod(pack, 0o644)
-    with open(pack, "r+b") as fh:  # one byte of the tree's ciphertext flipped
-        fh.seek(loc.offset + loc.length // 2)
-        byte = fh.read(1)
-        fh.seek(loc.offset + loc.length // 2)
-        fh.write(bytes([byte[0] ^ 0xFF]))
+    damage_blob(engine, tree_of(engine, first.snapshot_id, d))
     (d / "x").write_bytes(b"named by the journal")
     hint = DirtyDirs(first.snapshot_id, dirty=[str(d)], names={str(d): {"x"}})
     second = backup_paths(settings, [str(src)], RunOptions(changes=hint))
@@ -514,12 +518,7 @@ def test_a_directory_edited_again_takes_its_previous_nodes_from_the_kept_listing
     reads that tree blob: here the blob is damaged, so reading it would cost every file read again."""
     from cbr_agent.backup.keptlistings import KeptListings
 
-    src = tmp_path / "src"
-    make_tree(src)
-    d = src / "b" / "2"
-    time.sleep(0.25)  # past RACY_NS
-    settings = engine.settings()
-    first = backup_paths(settings, [str(src)])
+    src, d, settings, first = backed_up_with(engine, tmp_path, (), [])
     kept = KeptListings()
 
     def named(parent: str, name: str) -> RunOptions:
@@ -529,15 +528,7 @@ def test_a_directory_edited_again_takes_its_previous_nodes_from_the_kept_listing
     second = backup_paths(settings, [str(src)], named(first.snapshot_id, "x"))
     edited = tree_of(engine, second.snapshot_id, d)
     assert kept.get(str(d), edited) is not None
-    repo = engine.open()
-    loc = repo.blob_location(bytes.fromhex(edited))
-    pack = next(p for p in Path(engine.repo_path).rglob(loc.pack_id) if p.is_file())
-    os.chmod(pack, 0o644)
-    with open(pack, "r+b") as fh:  # one byte of the edited tree's ciphertext flipped
-        fh.seek(loc.offset + loc.length // 2)
-        byte = fh.read(1)
-        fh.seek(loc.offset + loc.length // 2)
-        fh.write(bytes([byte[0] ^ 0xFF]))
+    damage_blob(engine, edited)
     (d / "y").write_bytes(b"second version of y")
     third = backup_paths(settings, [str(src)], named(second.snapshot_id, "y"))
     assert third.scan == "journal" and third.warnings == []
