@@ -77,11 +77,6 @@ class KeptListings:
             self._items.move_to_end(path)
             return item[1]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-
     @property
     def bytes(self) -> int:
         return self._bytes
