@@ -32,9 +32,14 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dec
 
 
+#: the level that stores blobs as they are (``compression = "off"``; zstd's own level 0 means its default)
+OFF = 0
+
+
 def compress(data: bytes | memoryview, level: int | None = None) -> tuple[bytes | memoryview, bool]:
-    """Return ``(payload, compressed)``; ``payload`` is ``data`` itself when zstd does not make it smaller."""
-    if len(data) < 64:
+    """Return ``(payload, compressed)``; ``payload`` is ``data`` itself when zstd does not make it smaller
+    (or the level is :data:`OFF`)."""
+    if len(data) < 64 or level == OFF:
         return data, False
     out = _compressor(DEFAULT_LEVEL if level is None else level).compress(data)
     if len(out) >= len(data):
@@ -47,8 +52,10 @@ def compress_many(
 ) -> list[tuple[bytes | memoryview, bool]]:
     """:func:`compress` for many (small) inputs in one zstd call, which releases the GIL for the whole
     batch and saves the per-call cost that dominates on inputs of a few KiB; same frames as compress."""
-    todo = [i for i, d in enumerate(datas) if len(d) >= 64]
     out: list[tuple[bytes | memoryview, bool]] = [(d, False) for d in datas]
+    if level == OFF:
+        return out
+    todo = [i for i, d in enumerate(datas) if len(d) >= 64]
     if not todo:
         return out
     frames = _compressor(DEFAULT_LEVEL if level is None else level).multi_compress_to_buffer(

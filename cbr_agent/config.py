@@ -128,6 +128,22 @@ def _processes(value: Any) -> int | str:
     return int(text)
 
 
+#: ``compression`` names (zstd levels); "auto" keeps the repository's own level
+COMPRESSION_NAMES = {"off": 0, "fast": 1, "max": 19}
+MAX_COMPRESSION_LEVEL = 19  # zstd's 20-22 need a window of up to 128 MiB per compressing thread
+
+
+def _compression(value: Any) -> int | str:
+    text = str(value).strip().lower()
+    if isinstance(value, str) and (text == "auto" or text in COMPRESSION_NAMES):
+        return text if text == "auto" else COMPRESSION_NAMES[text]
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) \
+            or not 1 <= int(text) <= MAX_COMPRESSION_LEVEL:
+        raise ValueError(f"{_shown(value)} is neither auto, off, fast, max nor a zstd level from 1 to "
+                         f"{MAX_COMPRESSION_LEVEL}")
+    return int(text)
+
+
 def _host_port(value: Any) -> str:
     # shared with the server's --metrics-address
     from cbr_agent.hostport import parse_host_port
@@ -220,6 +236,9 @@ KEYS: tuple[Key, ...] = (
         "small files, and a restore to write them: 1 = the one process alone; auto = one per usable CPU, "
         "at most 4",
         "'auto' or a whole number of at least 1"),
+    Key("compression", _compression, "auto", "zstd level of the blobs a backup stores: auto = the "
+        "repository's (3 unless made otherwise), off, fast (1), max (19), or 1-19; read back whatever the "
+        "level", "auto, off, fast, max or a whole number from 1 to 19"),
     # monitoring
     Key("metrics_address", _host_port, None, "serve the daemon's Prometheus metrics on this HOST:PORT "
         "(needs prometheus_client: the 'metrics' extra); unset = no metrics port",
@@ -307,6 +326,7 @@ class Settings:
     backup_schedule: str | None
     one_file_system: bool
     backup_processes: int | str
+    compression: int | str
     metrics_address: str | None
     metrics_textfile: str | None
     s3_endpoint: str | None

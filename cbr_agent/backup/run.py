@@ -228,7 +228,9 @@ def backup_paths(settings: Settings, paths: Sequence[Any],
 
 def _run(run: _Run, options: RunOptions) -> BackupSummary:
     parent, cache, dry_run, progress = run.parent, run.cache, options.dry_run, options.progress
-    writer_cm = contextlib.nullcontext(DryRunWriter(run.repo)) if dry_run else run.repo.writer()
+    level = run.settings.compression  # "auto": the repository's own
+    writer_cm = contextlib.nullcontext(DryRunWriter(run.repo)) if dry_run else \
+        run.repo.writer(compression_level=None if level == "auto" else int(level))
     expected = (parent.summary or {}).get("bytes_total") if parent is not None else None
     ticker: _Ticker | None = None
     with writer_cm as writer:

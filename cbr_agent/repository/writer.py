@@ -99,6 +99,7 @@ class BlobWriter:
         write_index: bool = True,
         index_interval: float = INDEX_INTERVAL,
         index_max_entries: int = INDEX_MAX_ENTRIES,
+        compression_level: int | None = None,
     ) -> None:
         if not 1024 <= pack_size <= MAX_PACK_SIZE // 2:
             raise ValueError("pack_size out of range")
@@ -119,7 +120,10 @@ class BlobWriter:
         self._last_index = time.monotonic()
         self._error: BaseException | None = None
         self._closed = False
-        self.codec: BlobCodec = repo.codec
+        # another level than the repository's (the agent's ``compression``): blobs say whether they are
+        # compressed, and zstd frames read back whatever their level
+        self.codec: BlobCodec = repo.codec if compression_level is None else \
+            BlobCodec.for_key(repo.key, compression_level)
         self._index_interval = index_interval
         self._index_max_entries = index_max_entries
         self._dedup_against_index = dedup_against_index

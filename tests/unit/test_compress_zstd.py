@@ -65,3 +65,10 @@ def test_many_threads_compress_concurrently() -> None:
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_level_off_stores_everything_as_it_is() -> None:
+    text = b"the same line again\n" * 500
+    assert zc.compress(text, zc.OFF) == (text, False)
+    assert zc.compress_many([text, text[:100]], zc.OFF) == [(text, False), (text[:100], False)]
+    assert zc.compress(text, 1)[1]  # while level 1 compresses it

@@ -63,7 +63,7 @@ def test_every_key_is_read_from_its_environment_variable(key, tmp_path: Path) ->
                "s3_endpoint": "https://obs.example.test", "s3_path_style": "true", "s3_connections": "8",
                "s3_retries": "2", "s3_tls_verify": "false", "limit_upload": "512", "limit_download": "1024",
                "allow_reload_identity_change": "true", "full_scan_interval": "5",
-               "metrics_address": "127.0.0.1:9561",
+               "metrics_address": "127.0.0.1:9561", "compression": "fast",
                "metrics_textfile": "/var/lib/node_exporter/cbr_agent.prom"}
     value = samples.get(key.name, "some-value")
     env = {ENV_PREFIX + key.name.upper(): value, ENV_PREFIX + "STATE_DIR": str(tmp_path)}
@@ -91,6 +91,9 @@ def test_every_key_is_read_from_its_environment_variable(key, tmp_path: Path) ->
     ("backup_processes = 0\n", "'auto' or a whole number of at least 1"),
     ('backup_processes = "many"\n', "neither 'auto' nor a whole number"),
     ("backup_processes = true\n", "key 'backup_processes'"),
+    ("compression = 0\n", "auto, off, fast, max or a whole number from 1 to 19"),
+    ('compression = "zip"\n', "neither auto, off, fast, max nor a zstd level"),
+    ("compression = 22\n", "a zstd level from 1 to 19"),
 ])
 def test_a_bad_file_names_the_file_the_key_and_the_expectation(tmp_path: Path, text: str,
                                                                expected: str) -> None:

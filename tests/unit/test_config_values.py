@@ -114,3 +114,21 @@ def test_bad_values_say_what_is_wrong_in_words(tmp_path: Path, text: str, words:
     assert "could not convert" not in str(caught.value)
     for word in words:
         assert word in str(caught.value)
+
+
+@pytest.mark.parametrize(("raw", "level"), [
+    ("auto", "auto"), (" AUTO ", "auto"), ("off", 0), ("fast", 1), ("Max", 19), ("7", 7), (7, 7), (19, 19),
+])
+def test_compression_names_and_levels(tmp_path: Path, raw: object, level: object) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(f"compression = {toml_value(raw) if not isinstance(raw, str) else json.dumps(raw)}\n")
+    assert read_config_file(path, required=True)["compression"] == level
+
+
+@pytest.mark.parametrize("raw", ["0", "20", "-1", "zip", "1.5", True, 0, 22])
+def test_compression_refuses_what_is_no_level(tmp_path: Path, raw: object) -> None:
+    """0 would be zstd's default level, not "off": only the name says off."""
+    path = tmp_path / "agent.toml"
+    path.write_text(f"compression = {toml_value(raw) if not isinstance(raw, str) else json.dumps(raw)}\n")
+    with pytest.raises(ConfigError, match="compression"):
+        read_config_file(path, required=True)

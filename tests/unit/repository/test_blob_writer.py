@@ -11,6 +11,7 @@ import pytest
 from cbr_agent.errors import RepositoryError
 from cbr_agent.repository import Repository
 from cbr_agent.repository.check import run_check
+from cbr_agent.repository.objects import FLAG_COMPRESSED
 from tests.unit.repository.repo_helpers import init_repo
 
 
@@ -44,6 +45,28 @@ def test_concurrent_adds_with_duplicates_store_each_blob_once(repo: Repository) 
     assert writer.stats.blobs_new == 200 and writer.stats.blobs_duplicate == 1000
     reopened = Repository.open(repo.location, "pw")
     assert all(reopened.load_blob(repo.blob_id(b)) == b for b in blobs)
+
+
+@pytest.mark.parametrize("level", [0, 1, 19])
+def test_a_writer_at_another_level_stores_its_blobs_at_that_level(tmp_path, level: int) -> None:
+    """The agent's ``compression`` setting: blobs at the writer's level, the repository's level unchanged,
+    and every blob read back as it was (0: stored as it is)."""
+    text = b"".join(b"%06d GET /api/v1/items/%d 200 OK\n" % (n, n % 97) for n in range(20_000))
+    lengths = {}
+    for lvl in (3, level):
+        repo = init_repo(tmp_path / f"repo-{lvl}")
+        with repo.writer(compression_level=None if lvl == 3 else lvl) as writer:
+            writer.save(text)
+            assert writer.codec.level == lvl and repo.compression_level == 3
+        (entry,) = [e for pack_id, size in repo.backend.list("data")
+                    for e in repo.read_pack_header(pack_id, size)]
+        lengths[lvl] = entry.length
+        assert bool(entry.flags & FLAG_COMPRESSED) == (lvl != 0)
+        assert Repository.open(repo.location, "pw").load_blob(repo.blob_id(text)) == text
+    if level == 0:
+        assert lengths[0] > len(text)  # as it is, sealed
+    else:
+        assert lengths[level] != lengths[3], lengths
 
 
 def test_existing_blobs_are_not_stored_again(repo: Repository) -> None:
